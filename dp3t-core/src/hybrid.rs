@@ -1,1 +1,194 @@
-//! placeholder, being written
+//! The DP-3T hybrid design (PROTOCOL.md §5).
+//!
+//! Time is cut into windows of `W` minutes (a multiple of 15 from 15 to 1440, default 120),
+//! aligned to unix 0. Each window has a random 16-byte seed;
+//! `PRF = HMAC-SHA256(seed, "DP3T-HYBRID")` and the window's `W/15` EphIDs are the
+//! AES-256-CTR keystream of the PRF from a zero counter block, one per 15-minute epoch.
+
+use rand_core::{CryptoRng, RngCore};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{Error, Result};
+use crate::lowcost::{ephids_from_prf, hmac_sha256};
+use crate::time::{UnixTime, EPOCH_SECONDS};
+use crate::{fixed, EphId};
+
+/// The PRF message of the hybrid design (11 ASCII bytes).
+pub const HYBRID_INFO: &[u8] = b"DP3T-HYBRID";
+
+/// A window length in minutes: a multiple of 15 in `15..=1440`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct WindowMinutes(u16);
+
+impl WindowMinutes {
+    /// The profile's default, 2 hours.
+    pub const DEFAULT: WindowMinutes = WindowMinutes(120);
+    /// Checked constructor.
+    pub fn new(minutes: u32) -> Result<Self> {
+        if (15..=1440).contains(&minutes) && minutes % 15 == 0 {
+            Ok(WindowMinutes(minutes as u16))
+        } else {
+            Err(Error::out_of_range(
+                "window minutes",
+                format!("{minutes} is not a multiple of 15 in 15..=1440"),
+            ))
+        }
+    }
+    /// Minutes.
+    pub fn get(self) -> u32 {
+        u32::from(self.0)
+    }
+    /// Seconds.
+    pub fn seconds(self) -> u64 {
+        u64::from(self.0) * 60
+    }
+    /// EphIDs per window (`W / 15`).
+    pub fn ephid_count(self) -> usize {
+        usize::from(self.0) / 15
+    }
+    /// Entries of a padded hybrid upload: `14 * 1440 / W`.
+    pub fn upload_entries(self) -> usize {
+        14 * 1440 / usize::from(self.0)
+    }
+}
+
+impl Default for WindowMinutes {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// One time window: an aligned start and a length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Window {
+    start: UnixTime,
+    minutes: WindowMinutes,
+}
+
+impl Window {
+    /// The window of length `minutes` that contains `t`.
+    pub fn containing(t: UnixTime, minutes: WindowMinutes) -> Self {
+        let len = minutes.seconds();
+        Window {
+            start: UnixTime(t.0 - t.0 % len),
+            minutes,
+        }
+    }
+    /// The window starting at `start`, which must be aligned to the window length.
+    pub fn new(start: UnixTime, minutes: WindowMinutes) -> Result<Self> {
+        if start.0 % minutes.seconds() != 0 {
+            return Err(Error::out_of_range(
+                "window start",
+                format!("{} is not aligned to {} min", start.0, minutes.get()),
+            ));
+        }
+        Ok(Window { start, minutes })
+    }
+    /// First second.
+    pub fn start(self) -> UnixTime {
+        self.start
+    }
+    /// First second after the window.
+    pub fn end(self) -> UnixTime {
+        self.start.plus(self.minutes.seconds())
+    }
+    /// Length.
+    pub fn minutes(self) -> WindowMinutes {
+        self.minutes
+    }
+    /// Whether `t` lies inside.
+    pub fn contains(self, t: UnixTime) -> bool {
+        self.start <= t && t < self.end()
+    }
+    /// Index of the EphID broadcast at `t` (`t` inside the window).
+    pub fn ephid_index(self, t: UnixTime) -> Option<usize> {
+        self.contains(t)
+            .then(|| ((t.0 - self.start.0) / EPOCH_SECONDS) as usize)
+    }
+}
+
+/// A window seed (16 secret bytes).
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct WindowSeed([u8; 16]);
+
+impl std::fmt::Debug for WindowSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WindowSeed(<redacted>)")
+    }
+}
+
+impl WindowSeed {
+    /// A fresh seed from the injected CSPRNG.
+    pub fn generate<R: CryptoRng + RngCore>(rng: &mut R) -> Self {
+        let mut k = [0u8; 16];
+        rng.fill_bytes(&mut k);
+        WindowSeed(k)
+    }
+    /// Wrap known seed bytes.
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        WindowSeed(b)
+    }
+    /// From a slice of exactly 16 bytes.
+    pub fn from_slice(b: &[u8]) -> Result<Self> {
+        Ok(WindowSeed(fixed(b, "hybrid seed")?))
+    }
+    /// The seed bytes.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+    /// `PRF = HMAC-SHA256(seed, "DP3T-HYBRID")`.
+    pub fn prf(&self) -> [u8; 32] {
+        hmac_sha256(&self.0, HYBRID_INFO)
+    }
+    /// The `W/15` EphIDs of a window of `minutes`.
+    pub fn ephids(&self, minutes: WindowMinutes) -> Vec<EphId> {
+        let mut out = vec![EphId::default(); minutes.ephid_count()];
+        let mut prf = self.prf();
+        ephids_from_prf(&prf, &mut out);
+        prf.zeroize();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_minutes_bounds() {
+        for w in (15..=1440).step_by(15) {
+            let wm = WindowMinutes::new(w).unwrap();
+            assert_eq!(wm.ephid_count(), w as usize / 15);
+            assert_eq!(
+                WindowSeed::from_bytes([1; 16]).ephids(wm).len(),
+                w as usize / 15
+            );
+        }
+        for w in [0, 14, 16, 1455, 30 * 60] {
+            assert!(WindowMinutes::new(w).is_err(), "{w}");
+        }
+        assert_eq!(WindowMinutes::DEFAULT.upload_entries(), 168);
+    }
+
+    #[test]
+    fn longer_windows_extend_the_keystream() {
+        // The keystream does not depend on W: a 30-minute window's EphIDs are a prefix of
+        // a 60-minute window's from the same seed.
+        let s = WindowSeed::from_bytes([9; 16]);
+        let a = s.ephids(WindowMinutes::new(30).unwrap());
+        let b = s.ephids(WindowMinutes::new(60).unwrap());
+        assert_eq!(a[..], b[..2]);
+    }
+
+    #[test]
+    fn window_arithmetic() {
+        let w = WindowMinutes::new(120).unwrap();
+        let win = Window::containing(UnixTime(7_200 * 3 + 901), w);
+        assert_eq!(win.start(), UnixTime(21_600));
+        assert_eq!(win.end(), UnixTime(28_800));
+        assert_eq!(win.ephid_index(UnixTime(21_600 + 901)), Some(1));
+        assert_eq!(win.ephid_index(UnixTime(28_800)), None);
+        assert!(Window::new(UnixTime(60), w).is_err());
+        assert_eq!(Window::new(UnixTime(21_600), w).unwrap(), win);
+    }
+}

@@ -1,1 +1,215 @@
-//! placeholder, being written
+//! The DP-3T low-cost design (PROTOCOL.md §3).
+//!
+//! A phone keeps a chain of day keys, `SK_{t+1} = SHA-256(SK_t)`. Each day's key gives a
+//! PRF key, `HMAC-SHA256(SK_t, "broadcast key")`, whose AES-256-CTR keystream from a zero
+//! counter block, cut in 16-byte chunks, gives the day's 96 EphIDs. The phone broadcasts
+//! them in a per-day random order, one per 15-minute epoch; the order comes from the
+//! injected RNG and is kept with the key ([`BroadcastDay`]).
+
+use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
+use aes::Aes256;
+use hmac::{Hmac, Mac};
+use rand::seq::SliceRandom;
+use rand_core::{CryptoRng, RngCore};
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop};
+
+use crate::error::{Error, Result};
+use crate::time::{Day, UnixTime, EPOCHS_PER_DAY, EPOCH_SECONDS};
+use crate::{fixed, EphId};
+
+/// The PRF message of the low-cost design (13 ASCII bytes, lower-case).
+pub const BROADCAST_KEY: &[u8] = b"broadcast key";
+/// EphIDs per day (`24 h / 15 min`).
+pub const EPHIDS_PER_DAY: usize = EPOCHS_PER_DAY as usize;
+
+/// A day key `SK_t` (32 secret bytes).
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+pub struct DayKey([u8; 32]);
+
+impl std::fmt::Debug for DayKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DayKey(<redacted>)")
+    }
+}
+
+impl DayKey {
+    /// A fresh first key of a chain from the injected CSPRNG.
+    pub fn generate<R: CryptoRng + RngCore>(rng: &mut R) -> Self {
+        let mut k = [0u8; 32];
+        rng.fill_bytes(&mut k);
+        DayKey(k)
+    }
+    /// Wrap known key bytes.
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        DayKey(b)
+    }
+    /// From a slice of exactly 32 bytes.
+    pub fn from_slice(b: &[u8]) -> Result<Self> {
+        Ok(DayKey(fixed(b, "day key")?))
+    }
+    /// The key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+    /// `SK_{t+1} = SHA-256(SK_t)`.
+    pub fn next(&self) -> DayKey {
+        DayKey(Sha256::digest(self.0).into())
+    }
+    /// The key `days` steps further down the chain.
+    pub fn step(&self, days: u32) -> DayKey {
+        let mut k = self.clone();
+        for _ in 0..days {
+            k = k.next();
+        }
+        k
+    }
+    /// `PRF = HMAC-SHA256(SK_t, "broadcast key")`.
+    pub fn prf(&self) -> [u8; 32] {
+        hmac_sha256(&self.0, BROADCAST_KEY)
+    }
+    /// The 96 EphIDs of the day, in unshuffled order.
+    pub fn ephids(&self) -> [EphId; EPHIDS_PER_DAY] {
+        let mut out = [EphId::default(); EPHIDS_PER_DAY];
+        let mut prf = self.prf();
+        ephids_from_prf(&prf, &mut out);
+        prf.zeroize();
+        out
+    }
+}
+
+/// HMAC-SHA256 of `msg` under `key`.
+pub(crate) fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
+        .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));
+    mac.update(msg);
+    mac.finalize().into_bytes().into()
+}
+
+/// Fill `out` with the AES-256-CTR keystream under `prf` from the all-zero counter block
+/// (128-bit big-endian counter), one EphID per 16-byte block. Shared by the low-cost and
+/// hybrid designs.
+pub(crate) fn ephids_from_prf(prf: &[u8; 32], out: &mut [EphId]) {
+    let cipher = Aes256::new(GenericArray::from_slice(prf));
+    let mut blocks: Vec<aes::Block> = (0..out.len())
+        .map(|i| GenericArray::from((i as u128).to_be_bytes()))
+        .collect();
+    cipher.encrypt_blocks(&mut blocks);
+    for (o, b) in out.iter_mut().zip(blocks.iter()) {
+        o.0.copy_from_slice(b);
+    }
+}
+
+/// One day of broadcasting: the day's key and the random order of its EphIDs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BroadcastDay {
+    day: Day,
+    key: DayKey,
+    order: [u8; EPHIDS_PER_DAY],
+}
+
+impl std::fmt::Debug for BroadcastDay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BroadcastDay")
+            .field("day", &self.day)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BroadcastDay {
+    /// The day `day` broadcasting with `key`, its EphID order shuffled by `rng`.
+    pub fn new<R: CryptoRng + RngCore>(day: Day, key: DayKey, rng: &mut R) -> Self {
+        let mut order = [0u8; EPHIDS_PER_DAY];
+        for (i, o) in order.iter_mut().enumerate() {
+            *o = i as u8;
+        }
+        order.shuffle(rng);
+        BroadcastDay { day, key, order }
+    }
+    /// Rebuild from saved parts; `order` must be a permutation of `0..96`.
+    pub fn from_parts(day: Day, key: DayKey, order: [u8; EPHIDS_PER_DAY]) -> Result<Self> {
+        let mut seen = [false; EPHIDS_PER_DAY];
+        for &o in &order {
+            let slot = seen
+                .get_mut(o as usize)
+                .ok_or_else(|| Error::out_of_range("EphID order", format!("index {o} ≥ 96")))?;
+            if *slot {
+                return Err(Error::out_of_range("EphID order", "not a permutation"));
+            }
+            *slot = true;
+        }
+        Ok(BroadcastDay { day, key, order })
+    }
+    /// The day.
+    pub fn day(&self) -> Day {
+        self.day
+    }
+    /// The day key.
+    pub fn key(&self) -> &DayKey {
+        &self.key
+    }
+    /// The broadcast order (a permutation of `0..96`).
+    pub fn order(&self) -> &[u8; EPHIDS_PER_DAY] {
+        &self.order
+    }
+    /// The EphID to broadcast at `now` and the first second it stops being valid (the end
+    /// of the current epoch). `now` must fall on this day.
+    pub fn ephid_at(&self, now: UnixTime) -> Result<(EphId, UnixTime)> {
+        if now.day() != self.day {
+            return Err(Error::out_of_range(
+                "time",
+                format!("unix {} is not on day {}", now.0, self.day.0),
+            ));
+        }
+        let e = now.epoch_of_day() as usize;
+        let idx = self.order[e] as usize;
+        let ephids = self.key.ephids();
+        let until = UnixTime(self.day.start().0 + (e as u64 + 1) * EPOCH_SECONDS);
+        Ok((ephids[idx], until))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn reference_chain_and_ephids() {
+        let sk0 = DayKey::from_bytes([0; 32]);
+        let sk1 = sk0.next();
+        assert_eq!(
+            hex::encode(sk1.as_bytes()),
+            "66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925"
+        );
+        assert_eq!(
+            hex::encode(sk0.prf()),
+            "7c0e632124721e388416257f1697bbdfac09c694ff7bb9a6a6b41fd6770b5f72"
+        );
+        let e = sk0.ephids();
+        assert_eq!(hex::encode(e[0].0), "eb0958c011492732c59e3ed2a5eef01d");
+        assert_eq!(hex::encode(e[95].0), "c2ff48f3a5ee557ee6a05b837eeae882");
+        assert_eq!(sk0.step(2), sk1.next());
+        assert_eq!(sk0.step(0), sk0);
+    }
+
+    #[test]
+    fn broadcast_covers_every_ephid_once_a_day() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let key = DayKey::generate(&mut rng);
+        let day = Day(20_000);
+        let b = BroadcastDay::new(day, key.clone(), &mut rng);
+        let mut seen: Vec<EphId> = (0..96u64)
+            .map(|e| b.ephid_at(UnixTime(day.start().0 + e * 900 + 5)).unwrap().0)
+            .collect();
+        let (_, until) = b.ephid_at(UnixTime(day.start().0 + 10)).unwrap();
+        assert_eq!(until, UnixTime(day.start().0 + 900));
+        seen.sort();
+        let mut all = key.ephids().to_vec();
+        all.sort();
+        assert_eq!(seen, all);
+        assert!(b.ephid_at(UnixTime(day.next().start().0)).is_err());
+        assert!(BroadcastDay::from_parts(day, key.clone(), [0; 96]).is_err());
+        assert_eq!(BroadcastDay::from_parts(day, key, *b.order()).unwrap(), b);
+    }
+}

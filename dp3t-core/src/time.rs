@@ -20,7 +20,20 @@ pub const DAY_SECONDS: u64 = 86_400;
 pub const RELEASE_BUCKET_SECONDS: u64 = 7_200;
 
 /// Seconds since 1970-01-01T00:00:00Z.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct UnixTime(pub u64);
 
 impl UnixTime {
@@ -65,7 +78,20 @@ impl UnixTime {
 }
 
 /// GAEN "EN interval number": `floor(unix / 600)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Enin(pub u32);
 
 impl Enin {
@@ -122,7 +148,20 @@ impl Default for RollingPeriod {
 }
 
 /// Absolute DP-3T epoch: `floor(unix / 900)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Epoch(pub u32);
 
 impl Epoch {
@@ -141,7 +180,20 @@ impl Epoch {
 }
 
 /// UTC day number: `floor(unix / 86400)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Day(pub u32);
 
 impl Day {
@@ -260,7 +312,10 @@ mod tests {
         let t = UnixTime(1_585_785_600);
         assert_eq!(t.enin().unwrap(), Enin(2_642_976));
         assert_eq!(t.enin().unwrap().day_start(), Enin(2_642_976));
-        assert_eq!(UnixTime(1_585_785_600 + 86_399).enin().unwrap().day_start(), Enin(2_642_976));
+        assert_eq!(
+            UnixTime(1_585_785_600 + 86_399).enin().unwrap().day_start(),
+            Enin(2_642_976)
+        );
         assert_eq!(t.day().first_enin().unwrap(), Enin(2_642_976));
     }
 
@@ -298,7 +353,10 @@ mod tests {
         let b = ReleaseBucket::containing(UnixTime(7_200 * 5 + 13), 7_200).unwrap();
         assert_eq!(b.start(), UnixTime(36_000));
         assert_eq!(b.end(), UnixTime(43_200));
-        assert_eq!(ReleaseBucket::ending_at(UnixTime(43_200), 7_200).unwrap(), b);
+        assert_eq!(
+            ReleaseBucket::ending_at(UnixTime(43_200), 7_200).unwrap(),
+            b
+        );
         assert!(ReleaseBucket::ending_at(UnixTime(43_201), 7_200).is_err());
         assert!(ReleaseBucket::containing(UnixTime(1), 0).is_err());
         assert_eq!(b.next().start(), b.end());
