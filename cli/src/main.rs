@@ -1,1 +1,148 @@
-fn main() {}
+//! `dp3t`: the command-line companion of dp3t-core.
+//!
+//! * `dp3t vectors verify FILE...` checks spec-vector files (PROTOCOL.md §11).
+//! * `dp3t vectors generate --scheme S --count N [--seed X] [--out FILE]` writes them.
+//! * `dp3t bench match …` measures local matching at national scale.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use dp3t_core::vectors::{self, Scheme};
+
+mod bench;
+
+const SCHEMES_HELP: &str = "\
+Schemes (PROTOCOL.md §11):
+  gaen             Exposure Notification v1.2: TEK -> RPIK, AEMK, RPIs, AEMs
+  dp3t-lowcost     DP-3T low-cost: day key -> next day key, PRF, the 96 EphIDs
+  dp3t-unlinkable  DP-3T unlinkable: epoch seed -> EphID -> hashed observations
+  dp3t-hybrid      DP-3T hybrid: window seed -> PRF -> the W/15 EphIDs of a window
+  dp3t-cuckoo      DPCF Cuckoo filters: entries present and absent, and bytes to reject
+  gaen-export      GAEN export zips that must or must not verify, and their contents
+  exposure-score   attenuation scans and a config -> weighted minutes, exposed or not";
+
+#[derive(Parser)]
+#[command(name = "dp3t", version, about = "DP-3T / GAEN reference tooling", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check or generate spec-vector files.
+    #[command(subcommand, after_help = SCHEMES_HELP)]
+    Vectors(VectorsCmd),
+    /// Benchmarks of the engine.
+    #[command(subcommand)]
+    Bench(BenchCmd),
+}
+
+#[derive(Subcommand)]
+enum VectorsCmd {
+    /// Check every field of every case of each FILE against this implementation.
+    ///
+    /// Prints one line per mismatch (file, case index, field, expected, actual), then
+    /// `N passed, M failed` counting cases. Exit status: 0 all passed, 1 a case failed,
+    /// 2 a file is malformed or names an unknown scheme.
+    #[command(after_help = SCHEMES_HELP)]
+    Verify {
+        /// Vector files (JSON, format dp3t-spec-vectors/1).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Write a file of deterministic random cases in the same format.
+    #[command(after_help = SCHEMES_HELP)]
+    Generate {
+        /// The scheme (see below).
+        #[arg(long)]
+        scheme: String,
+        /// Number of cases.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+        /// Seed of the deterministic RNG: the same seed gives the same file.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file (standard output when absent).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCmd {
+    /// Match a synthetic published batch against a phone's synthetic sightings.
+    Match(bench::MatchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Vectors(VectorsCmd::Verify { files }) => verify(&files),
+        Cmd::Vectors(VectorsCmd::Generate {
+            scheme,
+            count,
+            seed,
+            out,
+        }) => generate(&scheme, count, seed, out),
+        Cmd::Bench(BenchCmd::Match(args)) => bench::run_match(&args),
+    }
+}
+
+fn verify(files: &[PathBuf]) -> ExitCode {
+    let (mut passed, mut failed, mut malformed) = (0usize, 0usize, false);
+    for path in files {
+        let name = path.display();
+        let parsed = std::fs::read(path)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|b| vectors::parse_file(&b).map_err(|e| e.to_string()))
+            .and_then(|f| vectors::verify(&f).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(report) => {
+                for m in &report.mismatches {
+                    println!(
+                        "{name}: case {}: {}: expected {}, actual {}",
+                        m.case, m.field, m.expected, m.actual
+                    );
+                }
+                passed += report.passed;
+                failed += report.failed;
+            }
+            Err(e) => {
+                eprintln!("{name}: error: {e}");
+                malformed = true;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed");
+    if malformed {
+        ExitCode::from(2)
+    } else if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn generate(scheme: &str, count: usize, seed: u64, out: Option<PathBuf>) -> ExitCode {
+    let result = scheme
+        .parse::<Scheme>()
+        .and_then(|s| vectors::generate(s, count, seed))
+        .map_err(|e| e.to_string())
+        .and_then(|f| match &out {
+            Some(p) => std::fs::write(p, f.to_json())
+                .map_err(|e| format!("cannot write {}: {e}", p.display())),
+            None => {
+                print!("{}", f.to_json());
+                Ok(())
+            }
+        });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}

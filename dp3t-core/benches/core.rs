@@ -1,1 +1,116 @@
-fn main() {}
+//! Criterion benchmarks of the core derivations and lookups (see BENCHMARKS.md).
+//!
+//! `cargo bench -p dp3t-core --bench core` runs them all; a filter such as `-- tek` runs one
+//! group. `bench/core.sh` compares the TEK figure with the hardware bound of
+//! `gaen-limit.sh`.
+
+use std::hint::black_box;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+
+use dp3t_core::cuckoo::FilterBuilder;
+use dp3t_core::gaen::{derive_rpis_into, encrypt_padded, rpik_fast, Block, Tek};
+use dp3t_core::hybrid::{WindowMinutes, WindowSeed};
+use dp3t_core::lowcost::DayKey;
+use dp3t_core::time::Enin;
+
+fn rng() -> ChaCha20Rng {
+    ChaCha20Rng::seed_from_u64(0x0d93_7ace)
+}
+
+/// One TEK → its 144 RPIs: the hot path of GAEN matching.
+fn tek(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tek");
+    g.throughput(Throughput::Elements(1));
+    let key = Tek::generate(&mut rng());
+    let mut buf = [Block::default(); 144];
+    g.bench_function("derive_rpis_into_144", |b| {
+        b.iter(|| {
+            let out = derive_rpis_into(black_box(key.as_bytes()), 2_642_976, 144, &mut buf);
+            black_box(out.len());
+        })
+    });
+    g.bench_function("rpik_rpis_144", |b| {
+        b.iter(|| {
+            let rpis = black_box(&key)
+                .rpik()
+                .rpis(Enin(2_642_976), 144)
+                .unwrap_or_default();
+            black_box(rpis)
+        })
+    });
+    // The two halves of `derive_rpis_into`, to see where the time goes.
+    g.bench_function("rpik_fast", |b| {
+        b.iter(|| black_box(rpik_fast(black_box(key.as_bytes()))))
+    });
+    let rpik = rpik_fast(key.as_bytes());
+    g.bench_function("encrypt_padded_144", |b| {
+        b.iter(|| {
+            encrypt_padded(black_box(&rpik), 2_642_976, &mut buf);
+            black_box(&buf);
+        })
+    });
+    g.finish();
+}
+
+/// DP-3T low-cost: one day key → its 96 EphIDs; hybrid: one window seed → its EphIDs.
+fn ephids(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ephids");
+    g.throughput(Throughput::Elements(1));
+    let day = DayKey::generate(&mut rng());
+    g.bench_function("lowcost_day_96", |b| {
+        b.iter(|| black_box(black_box(&day).ephids()))
+    });
+    let seed = WindowSeed::generate(&mut rng());
+    g.bench_function("hybrid_window_default", |b| {
+        b.iter(|| black_box(black_box(&seed).ephids(WindowMinutes::DEFAULT)))
+    });
+    g.finish();
+}
+
+/// DPCF lookups in a filter of one million hashes.
+fn cuckoo(c: &mut Criterion) {
+    const N: usize = 1_000_000;
+    let mut r = rng();
+    let items: Vec<[u8; 32]> = (0..N)
+        .map(|_| {
+            let mut x = [0u8; 32];
+            r.fill_bytes(&mut x);
+            x
+        })
+        .collect();
+    let filter = match FilterBuilder::new().build(&items) {
+        Ok(f) => f,
+        Err(e) => panic!("building the benchmark filter failed: {e}"),
+    };
+    let absent: Vec<[u8; 32]> = (0..4096)
+        .map(|_| {
+            let mut x = [0u8; 32];
+            r.fill_bytes(&mut x);
+            x
+        })
+        .collect();
+    let mut g = c.benchmark_group("cuckoo_1m");
+    g.throughput(Throughput::Elements(1));
+    let mut i = 0usize;
+    g.bench_function("contains_present", |b| {
+        b.iter(|| {
+            // Stride through the items so that lookups miss the cache as in real use.
+            i = (i + 7919) % N;
+            black_box(filter.contains(black_box(&items[i])))
+        })
+    });
+    let mut j = 0usize;
+    g.bench_function("contains_absent", |b| {
+        b.iter(|| {
+            j = (j + 1) % absent.len();
+            black_box(filter.contains(black_box(&absent[j])))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tek, ephids, cuckoo);
+criterion_main!(benches);

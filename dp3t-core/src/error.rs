@@ -124,6 +124,14 @@ pub enum ExportError {
         /// What is wrong.
         detail: String,
     },
+    /// A field of the export header is out of range (batch number and size, timestamps).
+    #[error("{what}: {detail}")]
+    Field {
+        /// Which field.
+        what: &'static str,
+        /// What is wrong with it.
+        detail: String,
+    },
 }
 
 /// Why a signature did not verify or a key could not be read.

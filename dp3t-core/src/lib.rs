@@ -10,15 +10,21 @@
 //! so the same code runs on a phone, on the server and in deterministic tests.
 
 pub mod cuckoo;
+pub mod engine;
 pub mod error;
 pub mod export;
 pub mod exposure;
 pub mod gaen;
 pub mod hybrid;
 pub mod lowcost;
+pub mod matching;
+pub mod published;
 pub mod signing;
+pub mod store;
 pub mod time;
 pub mod unlinkable;
+pub mod upload;
+pub mod vectors;
 
 pub use error::{Error, Result};
 

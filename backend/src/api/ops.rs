@@ -1,0 +1,37 @@
+//! Operational endpoints: `/healthz` (database reachable), `/metrics` (Prometheus text),
+//! `/openapi.yaml` (the API description, compiled into the binary from `docs/openapi.yaml`).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+
+use super::{ApiError, AppState};
+
+/// The OpenAPI document of this server.
+pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
+
+/// `GET /healthz`: 200 with `{"status":"ok",…}` when the database answers, else 503.
+pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.db.health().await.map_err(|e| {
+        tracing::warn!(error = %e, "health check failed");
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database does not answer")
+    })?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "status": "ok",
+        "database": state.db.kind(),
+        "releasedUntil": state.publisher.released_until().saturating_mul(1000),
+    })))
+}
+
+/// `GET /metrics`.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+/// `GET /openapi.yaml`.
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/yaml; charset=utf-8")
+        .body(OPENAPI_YAML)
+}

@@ -1,0 +1,537 @@
+//! The database: SQLite (default, one file in the data directory) or PostgreSQL.
+//!
+//! Two concrete sqlx pools behind one enum rather than `sqlx::Any`: each query is written
+//! once with `$n` placeholders (which both drivers accept) and runs on the concrete
+//! driver, with its real types. Queries are checked at run time (no `query!` macros), so
+//! building needs no database. Migrations are embedded at compile time from
+//! `migrations/sqlite` and `migrations/postgres`.
+//!
+//! SQLite gets a dedicated pool with **one** writer connection (SQLite allows one writer at
+//! a time; queuing in the pool is much cheaper than lock retries) and a separate read pool,
+//! in WAL mode with `synchronous = NORMAL`. PostgreSQL gets one pool; bucket building
+//! serialises on the `release_state` row (`SELECT … FOR UPDATE`), so several server nodes
+//! can share one database.
+//!
+//! Nothing stored here identifies a client: no IP address, no precise time.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::Row;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL names no supported database.
+    #[error("unsupported database URL (expected sqlite://… or postgres://…)")]
+    UnsupportedUrl,
+    /// A query or connection failed.
+    #[error("database: {0}")]
+    Sqlx(#[from] sqlx::Error),
+    /// Applying migrations failed.
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Building a bucket's export failed (the transaction was rolled back).
+    #[error("building bucket: {0}")]
+    Build(String),
+    /// A stored value is out of its expected range (corrupt row).
+    #[error("corrupt row: {0}")]
+    Corrupt(&'static str),
+}
+
+/// Result alias of this module.
+pub type DbResult<T> = Result<T, DbError>;
+
+/// A key to insert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewKey {
+    /// The 16-byte TEK.
+    pub key_data: [u8; 16],
+    /// Rolling start interval number (ENIN).
+    pub rolling_start_number: u32,
+    /// Rolling period, 1..=144.
+    pub rolling_period: u32,
+    /// Transmission risk level as published.
+    pub transmission_risk_level: i32,
+    /// End of the release bucket the upload arrived in (coarsened arrival time).
+    pub received_at: u64,
+    /// Earliest bucket end at which the key may be published.
+    pub publish_at: u64,
+}
+
+/// A key claimed by a bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The 16-byte TEK.
+    pub key_data: [u8; 16],
+    /// Rolling start interval number.
+    pub rolling_start_number: u32,
+    /// Rolling period.
+    pub rolling_period: u32,
+    /// Transmission risk level.
+    pub transmission_risk_level: i32,
+}
+
+/// The result of storing an upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOutcome {
+    /// The token was new; `inserted` keys were new (duplicates are ignored).
+    Stored {
+        /// Keys actually inserted.
+        inserted: u64,
+    },
+    /// The token's `jti` was used before; nothing was written.
+    Replayed,
+}
+
+/// A bucket's built export, produced by the caller inside [`Db::release`].
+#[derive(Debug, Clone)]
+pub struct BuiltBucket {
+    /// Start of the bucket (unix seconds).
+    pub start: u64,
+    /// Real keys in it.
+    pub real_keys: u64,
+    /// Keys including padding.
+    pub total_keys: u64,
+    /// The signed export zip.
+    pub zip: Vec<u8>,
+    /// The `Signature` header value for serving `zip`.
+    pub signature: String,
+}
+
+/// A published bucket as stored.
+#[derive(Debug, Clone)]
+pub struct BucketRecord {
+    /// End of the bucket (its release time), unix seconds.
+    pub end: u64,
+    /// Start of the bucket.
+    pub start: u64,
+    /// Real keys in it.
+    pub real_keys: u64,
+    /// Keys including padding.
+    pub total_keys: u64,
+    /// The signed export zip.
+    pub zip: Vec<u8>,
+    /// The `Signature` header value for serving `zip`.
+    pub signature: String,
+}
+
+/// What [`Db::release`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseOutcome {
+    /// `released_until` after the call (may be later than asked if another node is ahead).
+    pub released_until: u64,
+    /// Real keys in the bucket this call built (`None` if it built nothing).
+    pub built_keys: Option<u64>,
+}
+
+/// Rows removed by [`Db::delete_older_than`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    /// Keys deleted.
+    pub keys: u64,
+    /// Token records deleted.
+    pub tokens: u64,
+    /// Buckets deleted.
+    pub buckets: u64,
+}
+
+/// The database handle: cheap to clone (pools are reference-counted).
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// SQLite: one writer connection, several readers.
+    Sqlite {
+        /// Pool with exactly one connection, for every write.
+        write: SqlitePool,
+        /// Pool for reads.
+        read: SqlitePool,
+    },
+    /// PostgreSQL.
+    Postgres(PgPool),
+}
+
+/// Run `$body` with `$p` bound to the pool for writes (and transactions).
+macro_rules! on_write {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite { write: $p, .. } => $body,
+            Db::Postgres($p) => $body,
+        }
+    };
+}
+
+/// Run `$body` with `$p` bound to the pool for reads.
+macro_rules! on_read {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite { read: $p, .. } => $body,
+            Db::Postgres($p) => $body,
+        }
+    };
+}
+
+fn to_i64(v: u64) -> DbResult<i64> {
+    i64::try_from(v).map_err(|_| DbError::Corrupt("value above i64::MAX"))
+}
+
+fn to_u64(v: i64) -> DbResult<u64> {
+    u64::try_from(v).map_err(|_| DbError::Corrupt("negative value"))
+}
+
+fn stored_key(key_data: Vec<u8>, rsn: i64, rp: i64, trl: i64) -> DbResult<StoredKey> {
+    Ok(StoredKey {
+        key_data: key_data
+            .try_into()
+            .map_err(|_| DbError::Corrupt("key_data is not 16 bytes"))?,
+        rolling_start_number: u32::try_from(rsn)
+            .map_err(|_| DbError::Corrupt("rolling_start_number"))?,
+        rolling_period: u32::try_from(rp).map_err(|_| DbError::Corrupt("rolling_period"))?,
+        transmission_risk_level: i32::try_from(trl)
+            .map_err(|_| DbError::Corrupt("transmission_risk_level"))?,
+    })
+}
+
+/// `INSERT … VALUES ($1..$6), ($7..$12), …` for `n` keys.
+fn insert_keys_sql(n: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO gaen_keys (key_data, rolling_start_number, rolling_period, \
+         transmission_risk_level, received_at, publish_at) VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        let b = i * 6;
+        sql.push_str(&format!(
+            "(${},${},${},${},${},${})",
+            b + 1,
+            b + 2,
+            b + 3,
+            b + 4,
+            b + 5,
+            b + 6
+        ));
+    }
+    sql.push_str(" ON CONFLICT (key_data, rolling_start_number) DO NOTHING");
+    sql
+}
+
+const INSERT_TOKEN: &str =
+    "INSERT INTO used_tokens (jti_hash, expires_at) VALUES ($1, $2) ON CONFLICT (jti_hash) DO NOTHING";
+const CLAIM_KEYS: &str = "UPDATE gaen_keys SET bucket_end = $1 \
+     WHERE bucket_end IS NULL AND publish_at <= $1 \
+     RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level";
+const INSERT_BUCKET: &str = "INSERT INTO published_buckets \
+     (bucket_end, bucket_start, real_keys, total_keys, zip, signature) VALUES ($1, $2, $3, $4, $5, $6)";
+const SET_RELEASED: &str = "UPDATE release_state SET released_until = $1 WHERE id = 1";
+const SELECT_BUCKETS: &str = "SELECT bucket_end, bucket_start, real_keys, total_keys, zip, signature \
+     FROM published_buckets WHERE bucket_end > $1 AND bucket_end <= $2 ORDER BY bucket_end";
+
+impl Db {
+    /// Connect to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file if
+    /// needed. Does not migrate.
+    pub async fn connect(url: &str, max_connections: u32) -> DbResult<Db> {
+        if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            let write = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(opts.clone())
+                .await?;
+            let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            let read = if in_memory {
+                write.clone()
+            } else {
+                SqlitePoolOptions::new()
+                    .max_connections(max_connections.clamp(1, 8))
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts)
+                    .await?
+            };
+            Ok(Db::Sqlite { write, read })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let pool = PgPoolOptions::new()
+                .max_connections(max_connections)
+                .acquire_timeout(Duration::from_secs(30))
+                .connect(url)
+                .await?;
+            Ok(Db::Postgres(pool))
+        } else {
+            Err(DbError::UnsupportedUrl)
+        }
+    }
+
+    /// Which database this is, for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Db::Sqlite { .. } => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Apply pending migrations (PostgreSQL takes an advisory lock, so concurrent nodes
+    /// are safe).
+    pub async fn migrate(&self) -> DbResult<()> {
+        match self {
+            Db::Sqlite { write, .. } => SQLITE_MIGRATIONS.run(write).await?,
+            Db::Postgres(p) => POSTGRES_MIGRATIONS.run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// A trivial query, for `/healthz`.
+    pub async fn health(&self) -> DbResult<()> {
+        on_read!(self, p => { sqlx::query("SELECT released_until FROM release_state WHERE id = 1").fetch_one(p).await?; });
+        Ok(())
+    }
+
+    /// Record the token's `jti` and insert `keys`, in one transaction. If the `jti` was
+    /// used before, nothing is written and [`StoreOutcome::Replayed`] is returned.
+    /// Duplicate keys (same data and rolling start) are ignored.
+    pub async fn store_upload(
+        &self,
+        jti_hash: &[u8; 32],
+        expires_at: u64,
+        keys: &[NewKey],
+    ) -> DbResult<StoreOutcome> {
+        let expires_at = to_i64(expires_at)?;
+        let sql = (!keys.is_empty()).then(|| insert_keys_sql(keys.len()));
+        let mut rows = Vec::with_capacity(keys.len());
+        for k in keys {
+            rows.push((
+                k.key_data,
+                i64::from(k.rolling_start_number),
+                i64::from(k.rolling_period),
+                i64::from(k.transmission_risk_level),
+                to_i64(k.received_at)?,
+                to_i64(k.publish_at)?,
+            ));
+        }
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let fresh = sqlx::query(INSERT_TOKEN)
+                .bind(&jti_hash[..])
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if fresh == 0 {
+                tx.rollback().await?;
+                return Ok(StoreOutcome::Replayed);
+            }
+            let mut inserted = 0;
+            if let Some(sql) = &sql {
+                let mut q = sqlx::query(sql);
+                for r in &rows {
+                    q = q.bind(&r.0[..]).bind(r.1).bind(r.2).bind(r.3).bind(r.4).bind(r.5);
+                }
+                inserted = q.execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+            Ok(StoreOutcome::Stored { inserted })
+        })
+    }
+
+    /// Release every bucket up to `until`: if `released_until < until`, claim all unclaimed
+    /// keys with `publish_at <= until` for the bucket ending at `until`, let `build` turn
+    /// them into the bucket's export (`None` when there is nothing to publish), store it,
+    /// and advance `released_until`, all in one transaction. Builders are serialised (the
+    /// SQLite writer, or a row lock on PostgreSQL), so a bucket is built exactly once and
+    /// buckets are committed in time order; keys committed after a claim simply go to the
+    /// next bucket.
+    pub async fn release<F>(&self, until: u64, build: F) -> DbResult<ReleaseOutcome>
+    where
+        F: FnOnce(Vec<StoredKey>) -> Result<Option<BuiltBucket>, String>,
+    {
+        let until_i = to_i64(until)?;
+        let lock_sql = match self {
+            Db::Sqlite { .. } => "SELECT released_until FROM release_state WHERE id = 1",
+            Db::Postgres(_) => "SELECT released_until FROM release_state WHERE id = 1 FOR UPDATE",
+        };
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let current: i64 = sqlx::query(lock_sql).fetch_one(&mut *tx).await?.try_get(0)?;
+            let current = to_u64(current)?;
+            if current >= until {
+                tx.commit().await?;
+                return Ok(ReleaseOutcome { released_until: current, built_keys: None });
+            }
+            let rows = sqlx::query(CLAIM_KEYS).bind(until_i).fetch_all(&mut *tx).await?;
+            let mut keys = Vec::with_capacity(rows.len());
+            for r in rows {
+                keys.push(stored_key(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?);
+            }
+            let built = build(keys).map_err(DbError::Build)?;
+            let built_keys = built.as_ref().map(|b| b.real_keys);
+            if let Some(b) = built {
+                sqlx::query(INSERT_BUCKET)
+                    .bind(until_i)
+                    .bind(to_i64(b.start)?)
+                    .bind(to_i64(b.real_keys)?)
+                    .bind(to_i64(b.total_keys)?)
+                    .bind(b.zip)
+                    .bind(b.signature)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(SET_RELEASED).bind(until_i).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(ReleaseOutcome { released_until: until, built_keys })
+        })
+    }
+
+    /// The current `released_until`.
+    pub async fn released_until(&self) -> DbResult<u64> {
+        let v: i64 = on_read!(self, p => sqlx::query("SELECT released_until FROM release_state WHERE id = 1")
+            .fetch_one(p).await?.try_get(0)?);
+        to_u64(v)
+    }
+
+    /// Published buckets with `after < end <= upto`, oldest first.
+    pub async fn buckets_between(&self, after: u64, upto: u64) -> DbResult<Vec<BucketRecord>> {
+        let (a, u) = (to_i64(after)?, to_i64(upto)?);
+        let rows = on_read!(self, p => sqlx::query(SELECT_BUCKETS).bind(a).bind(u).fetch_all(p).await?
+            .into_iter()
+            .map(|r| -> DbResult<BucketRecord> {
+                Ok(BucketRecord {
+                    end: to_u64(r.try_get(0)?)?,
+                    start: to_u64(r.try_get(1)?)?,
+                    real_keys: to_u64(r.try_get(2)?)?,
+                    total_keys: to_u64(r.try_get(3)?)?,
+                    zip: r.try_get(4)?,
+                    signature: r.try_get(5)?,
+                })
+            })
+            .collect::<DbResult<Vec<_>>>()?);
+        Ok(rows)
+    }
+
+    /// Number of key rows (published or not), for the metrics gauge.
+    pub async fn count_keys(&self) -> DbResult<u64> {
+        let v: i64 = on_read!(self, p => sqlx::query("SELECT COUNT(*) FROM gaen_keys")
+            .fetch_one(p).await?.try_get(0)?);
+        to_u64(v)
+    }
+
+    /// Delete keys whose publication time, token records whose expiry, and buckets whose
+    /// release time lie before `cutoff` (unix seconds).
+    pub async fn delete_older_than(&self, cutoff: u64) -> DbResult<RetentionReport> {
+        let c = to_i64(cutoff)?;
+        on_write!(self, p => {
+            let keys = sqlx::query("DELETE FROM gaen_keys WHERE publish_at < $1")
+                .bind(c).execute(p).await?.rows_affected();
+            let tokens = sqlx::query("DELETE FROM used_tokens WHERE expires_at < $1")
+                .bind(c).execute(p).await?.rows_affected();
+            let buckets = sqlx::query("DELETE FROM published_buckets WHERE bucket_end < $1")
+                .bind(c).execute(p).await?.rows_affected();
+            Ok(RetentionReport { keys, tokens, buckets })
+        })
+    }
+
+    /// Close the pools (waits for connections in use to be returned).
+    pub async fn close(&self) {
+        match self {
+            Db::Sqlite { write, read } => {
+                read.close().await;
+                write.close().await;
+            }
+            Db::Postgres(p) => p.close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn temp_db() -> (Db, std::path::PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "dp3t-db-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let db = Db::connect(&url, 4).await.unwrap();
+        db.migrate().await.unwrap();
+        (db, dir)
+    }
+
+    fn key(b: u8, publish_at: u64) -> NewKey {
+        NewKey {
+            key_data: [b; 16],
+            rolling_start_number: 2_700_000,
+            rolling_period: 144,
+            transmission_risk_level: 0,
+            received_at: publish_at,
+            publish_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn replayed_tokens_write_nothing_and_duplicates_are_ignored() {
+        let (db, dir) = temp_db().await;
+        let out = db.store_upload(&[1; 32], 10, &[key(1, 100), key(2, 100), key(1, 100)]).await.unwrap();
+        assert_eq!(out, StoreOutcome::Stored { inserted: 2 });
+        assert_eq!(db.store_upload(&[1; 32], 10, &[key(3, 100)]).await.unwrap(), StoreOutcome::Replayed);
+        assert_eq!(db.count_keys().await.unwrap(), 2);
+        let out = db.store_upload(&[2; 32], 10, &[key(2, 100), key(3, 100)]).await.unwrap();
+        assert_eq!(out, StoreOutcome::Stored { inserted: 1 });
+        assert_eq!(db.count_keys().await.unwrap(), 3);
+        db.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn release_claims_each_key_once_in_time_order() {
+        let (db, dir) = temp_db().await;
+        db.store_upload(&[1; 32], 10, &[key(1, 100), key(2, 200), key(3, 300)]).await.unwrap();
+        let build = |keys: Vec<StoredKey>| {
+            Ok(Some(BuiltBucket {
+                start: 0,
+                real_keys: keys.len() as u64,
+                total_keys: keys.len() as u64,
+                zip: keys.iter().map(|k| k.key_data[0]).collect(),
+                signature: "s".into(),
+            }))
+        };
+        let r = db.release(200, build).await.unwrap();
+        assert_eq!(r, ReleaseOutcome { released_until: 200, built_keys: Some(2) });
+        // Asking again for an earlier or equal time builds nothing.
+        let r = db.release(150, |_| panic!("must not build")).await.unwrap();
+        assert_eq!(r, ReleaseOutcome { released_until: 200, built_keys: None });
+        // A key arriving late with an old publish_at goes into the next bucket.
+        db.store_upload(&[2; 32], 10, &[key(4, 100)]).await.unwrap();
+        let r = db.release(300, build).await.unwrap();
+        assert_eq!(r.built_keys, Some(2));
+        let b = db.buckets_between(0, 300).await.unwrap();
+        assert_eq!(b.len(), 2);
+        let mut first = b[0].zip.clone();
+        first.sort();
+        let mut second = b[1].zip.clone();
+        second.sort();
+        assert_eq!((b[0].end, first), (200, vec![1, 2]));
+        assert_eq!((b[1].end, second), (300, vec![3, 4]));
+        assert_eq!(db.buckets_between(200, 300).await.unwrap().len(), 1);
+        // A failing build rolls everything back.
+        db.store_upload(&[3; 32], 10, &[key(5, 400)]).await.unwrap();
+        assert!(db.release(400, |_| Err("boom".into())).await.is_err());
+        assert_eq!(db.released_until().await.unwrap(), 300);
+        let r = db.release(400, build).await.unwrap();
+        assert_eq!(r.built_keys, Some(1));
+        let gone = db.delete_older_than(301).await.unwrap();
+        assert_eq!(gone, RetentionReport { keys: 4, tokens: 3, buckets: 2 });
+        db.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

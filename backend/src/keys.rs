@@ -1,0 +1,191 @@
+//! Key files in the data directory, and the development tooling around them.
+//!
+//! | file | what |
+//! |---|---|
+//! | `signing-key.pem` / `signing-key.pub.pem` | the server's ECDSA P-256 key that signs export files and the `Signature` header; phones and export readers verify with the public half |
+//! | `ha-dev-key.pem` / `ha-dev-key.pub.pem` | a **development** health-authority key for minting upload tokens locally (`dp3t-backend token`) |
+//!
+//! `serve` creates a missing signing key on first start and warns that it is a development
+//! key; production installs provision their own (see `docs/OPERATIONS.md`, key rotation).
+//! The dev HA key is created by `keygen`, or by `serve` when no health-authority key is
+//! configured at all, and is trusted only while `DP3T_TRUST_DEV_HA_KEY` is true (the
+//! default). Private key files are written with mode 0600 where the OS supports it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use dp3t_core::signing::{PublicKey, SigningKey};
+use dp3t_core::time::{Day, UnixTime};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rand::RngCore;
+
+use crate::date::format_iso_date;
+
+/// File name of the server's private signing key.
+pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
+/// File name of the server's public signing key.
+pub const SIGNING_PUB_FILE: &str = "signing-key.pub.pem";
+/// File name of the development health-authority private key.
+pub const HA_DEV_KEY_FILE: &str = "ha-dev-key.pem";
+/// File name of the development health-authority public key.
+pub const HA_DEV_PUB_FILE: &str = "ha-dev-key.pub.pem";
+
+/// Write `contents` to `path`, readable by the owner only when `private`.
+fn write_file(path: &Path, contents: &str, private: bool) -> anyhow::Result<()> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut f, contents.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// Generate a key pair and write it as `private_name` / `public_name` in `dir`.
+/// Refuses to overwrite existing files.
+fn write_key_pair(dir: &Path, private_name: &str, public_name: &str) -> anyhow::Result<SigningKey> {
+    let (private, public) = (dir.join(private_name), dir.join(public_name));
+    for p in [&private, &public] {
+        if p.exists() {
+            bail!("{} already exists; not overwriting it", p.display());
+        }
+    }
+    let key = SigningKey::generate(&mut rand::rngs::OsRng);
+    let pem = key.to_pkcs8_pem().context("encoding private key")?;
+    let pub_pem = key.public_key().to_pem().context("encoding public key")?;
+    write_file(&private, &pem, true)?;
+    write_file(&public, &pub_pem, false)?;
+    Ok(key)
+}
+
+/// `dp3t-backend keygen`: write both key pairs into `dir` (created if needed). Existing
+/// files are never overwritten; returns the paths written.
+pub fn keygen(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut written = Vec::new();
+    for (private, public) in [
+        (SIGNING_KEY_FILE, SIGNING_PUB_FILE),
+        (HA_DEV_KEY_FILE, HA_DEV_PUB_FILE),
+    ] {
+        if dir.join(private).exists() && dir.join(public).exists() {
+            continue;
+        }
+        write_key_pair(dir, private, public)?;
+        written.push(dir.join(private));
+        written.push(dir.join(public));
+    }
+    Ok(written)
+}
+
+/// Load the signing key from `dir`, creating it (and its public half) if missing.
+/// Returns the key and whether it was just created.
+pub fn load_or_create_signing_key(dir: &Path) -> anyhow::Result<(SigningKey, bool)> {
+    let path = dir.join(SIGNING_KEY_FILE);
+    if path.exists() {
+        let pem = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+        );
+        let key = SigningKey::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))?;
+        let pub_path = dir.join(SIGNING_PUB_FILE);
+        if !pub_path.exists() {
+            write_file(&pub_path, &key.public_key().to_pem()?, false)?;
+        }
+        return Ok((key, false));
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let key = write_key_pair(dir, SIGNING_KEY_FILE, SIGNING_PUB_FILE)?;
+    Ok((key, true))
+}
+
+/// Create the development HA key pair in `dir` if it is missing; true if created.
+pub fn ensure_dev_ha_key(dir: &Path) -> anyhow::Result<bool> {
+    if dir.join(HA_DEV_KEY_FILE).exists() || dir.join(HA_DEV_PUB_FILE).exists() {
+        return Ok(false);
+    }
+    write_key_pair(dir, HA_DEV_KEY_FILE, HA_DEV_PUB_FILE)?;
+    Ok(true)
+}
+
+/// Read a public key file (e.g. `signing-key.pub.pem`).
+pub fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
+    let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    PublicKey::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// What a development upload token should say.
+#[derive(Debug, Clone)]
+pub struct DevTokenRequest {
+    /// First contagious day (`onset`).
+    pub onset: Day,
+    /// Mint a fake token (`fake = "1"`).
+    pub fake: bool,
+    /// Validity in minutes (1..=60; the server refuses more).
+    pub ttl_minutes: u64,
+    /// Issue time.
+    pub now: UnixTime,
+}
+
+/// Mint an ES256 upload token with the (development) HA private key `pem`. The `jti` is
+/// 16 random bytes in hex. **Development tooling**: a real health authority runs its
+/// own token service.
+pub fn mint_dev_token(pem: &str, req: &DevTokenRequest) -> anyhow::Result<String> {
+    let key = EncodingKey::from_ec_pem(pem.as_bytes()).context("reading HA private key")?;
+    let mut jti = [0u8; 16];
+    rand::rngs::OsRng.fill_bytes(&mut jti);
+    let claims = serde_json::json!({
+        "scope": crate::auth::UPLOAD_SCOPE,
+        "onset": format_iso_date(req.onset),
+        "fake": if req.fake { "1" } else { "0" },
+        "jti": hex::encode(jti),
+        "iat": req.now.0,
+        "exp": req.now.0 + req.ttl_minutes * 60,
+    });
+    jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key).context("signing token")
+}
+
+/// `dp3t-backend token`: read `ha-dev-key.pem` from `dir` and mint a token.
+pub fn dev_token_from_dir(dir: &Path, req: &DevTokenRequest) -> anyhow::Result<String> {
+    let path = dir.join(HA_DEV_KEY_FILE);
+    let pem = zeroize::Zeroizing::new(std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (run `dp3t-backend keygen --data-dir {}` first)",
+            path.display(),
+            dir.display()
+        )
+    })?);
+    mint_dev_token(&pem, req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keygen_writes_four_files_and_never_overwrites() {
+        let dir = std::env::temp_dir().join(format!("dp3t-keygen-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let written = keygen(&dir).unwrap();
+        assert_eq!(written.len(), 4);
+        let before = std::fs::read(dir.join(SIGNING_KEY_FILE)).unwrap();
+        assert!(keygen(&dir).unwrap().is_empty());
+        assert_eq!(std::fs::read(dir.join(SIGNING_KEY_FILE)).unwrap(), before);
+        let (k, created) = load_or_create_signing_key(&dir).unwrap();
+        assert!(!created);
+        assert_eq!(k.public_key(), read_public_key(&dir.join(SIGNING_PUB_FILE)).unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(HA_DEV_KEY_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o077, 0);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,126 @@
+//! `dp3t-backend`: the DP-3T key server binary.
+//!
+//! ```text
+//! dp3t-backend serve   [--config FILE]          run the server (the default command)
+//! dp3t-backend migrate [--config FILE]          apply database migrations and exit
+//! dp3t-backend keygen  --data-dir D              write signing and dev HA key pairs (development)
+//! dp3t-backend token   --data-dir D --onset YYYY-MM-DD [--fake] [--ttl-minutes N]
+//!                                                print a dev upload token (development)
+//! ```
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use backend::config::{Config, LogFormat};
+use backend::{date, keys, server, unix_now};
+use clap::{Parser, Subcommand};
+
+/// DP-3T key server (GAEN, DP-3T SDK v2 API).
+#[derive(Parser)]
+#[command(name = "dp3t-backend", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (SQLite in ./dp3t-data and 127.0.0.1:8080 unless configured).
+    Serve {
+        /// TOML configuration file; DP3T_* environment variables override it.
+        #[arg(long, env = "DP3T_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        /// TOML configuration file; DP3T_* environment variables override it.
+        #[arg(long, env = "DP3T_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// DEVELOPMENT: write signing-key.pem/.pub.pem and ha-dev-key.pem/.pub.pem into a
+    /// directory (existing files are kept).
+    Keygen {
+        /// Target directory.
+        #[arg(long, default_value = "./dp3t-data")]
+        data_dir: PathBuf,
+    },
+    /// DEVELOPMENT: print an upload token signed with ha-dev-key.pem.
+    Token {
+        /// Directory holding ha-dev-key.pem.
+        #[arg(long, default_value = "./dp3t-data")]
+        data_dir: PathBuf,
+        /// First contagious day, YYYY-MM-DD.
+        #[arg(long)]
+        onset: String,
+        /// Mint a fake token (the upload is accepted but stores nothing).
+        #[arg(long)]
+        fake: bool,
+        /// Validity in minutes (the server accepts at most 60).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=60))]
+        ttl_minutes: u64,
+    },
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve { config: None }) {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(config.log_format);
+            actix_web::rt::System::new().block_on(server::serve(config))
+        }
+        Command::Migrate { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logging(config.log_format);
+            actix_web::rt::System::new().block_on(async {
+                let db = server::open_database(&config).await?;
+                db.close().await;
+                println!("migrations applied to the {} database", db.kind());
+                anyhow::Ok(())
+            })
+        }
+        Command::Keygen { data_dir } => {
+            let written = keys::keygen(&data_dir)?;
+            if written.is_empty() {
+                println!("all key files already exist in {}; nothing written", data_dir.display());
+            }
+            for p in written {
+                println!("wrote {}", p.display());
+            }
+            println!("note: these are DEVELOPMENT keys (see docs/OPERATIONS.md for production keys)");
+            Ok(())
+        }
+        Command::Token {
+            data_dir,
+            onset,
+            fake,
+            ttl_minutes,
+        } => {
+            let onset = date::parse_iso_date(&onset)
+                .with_context(|| format!("--onset {onset:?} is not a YYYY-MM-DD date"))?;
+            let token = keys::dev_token_from_dir(
+                &data_dir,
+                &keys::DevTokenRequest {
+                    onset,
+                    fake,
+                    ttl_minutes,
+                    now: unix_now(),
+                },
+            )?;
+            println!("{token}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Prometheus metrics, hand-rolled on atomics: a fixed set of counters, one gauge and one
+//! latency histogram per route, rendered in the text exposition format at `/metrics`.
+//!
+//! A fixed set (rather than a registry of dynamic labels) keeps the hot path to a couple
+//! of relaxed atomic adds and makes it impossible for request data to create label values.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// Why an upload was refused; the `reason` label of `dp3t_uploads_rejected_total`.
+pub const REJECT_REASONS: &[&str] = &[
+    "content_type",
+    "too_large",
+    "malformed_body",
+    "key_count",
+    "key_data",
+    "rolling_period",
+    "fake_flag",
+    "auth_missing",
+    "token_malformed",
+    "token_algorithm",
+    "token_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_validity",
+    "token_scope",
+    "token_claims",
+    "token_replayed",
+    "internal",
+];
+
+/// The routes with their own latency histogram (method, path); anything else is `other`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v2/gaen"),
+    ("GET", "/v2/gaen/exposed"),
+    ("POST", "/v2/gaen/exposed"),
+    ("GET", "/healthz"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.yaml"),
+    ("OTHER", "other"),
+];
+
+/// Upper bounds of the latency histogram buckets, in seconds.
+const LATENCY_BOUNDS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0,
+];
+
+/// Index into [`ROUTES`] for a request.
+pub fn route_index(method: &str, path: &str) -> usize {
+    ROUTES
+        .iter()
+        .position(|(m, p)| *m == method && *p == path)
+        .unwrap_or(ROUTES.len() - 1)
+}
+
+#[derive(Default)]
+struct Histogram {
+    buckets: [AtomicU64; 15],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = LATENCY_BOUNDS.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(u64::try_from(d.as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+}
+
+/// All counters of the server.
+pub struct Metrics {
+    uploads_real: AtomicU64,
+    uploads_fake: AtomicU64,
+    rejected: Vec<AtomicU64>,
+    keys_stored: AtomicU64,
+    keys_dropped: AtomicU64,
+    keys_in_db: AtomicU64,
+    buckets_built: AtomicU64,
+    bucket_failures: AtomicU64,
+    export_builds: AtomicU64,
+    http: Vec<Histogram>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            uploads_real: AtomicU64::new(0),
+            uploads_fake: AtomicU64::new(0),
+            rejected: REJECT_REASONS.iter().map(|_| AtomicU64::new(0)).collect(),
+            keys_stored: AtomicU64::new(0),
+            keys_dropped: AtomicU64::new(0),
+            keys_in_db: AtomicU64::new(0),
+            buckets_built: AtomicU64::new(0),
+            bucket_failures: AtomicU64::new(0),
+            export_builds: AtomicU64::new(0),
+            http: ROUTES.iter().map(|_| Histogram::default()).collect(),
+        }
+    }
+}
+
+impl Metrics {
+    /// An accepted upload (`fake` for fake tokens).
+    pub fn upload_accepted(&self, fake: bool, stored: u64, dropped: u64) {
+        if fake {
+            self.uploads_fake.fetch_add(1, Relaxed);
+        } else {
+            self.uploads_real.fetch_add(1, Relaxed);
+        }
+        self.keys_stored.fetch_add(stored, Relaxed);
+        self.keys_dropped.fetch_add(dropped, Relaxed);
+    }
+
+    /// A refused upload; `reason` should be one of [`REJECT_REASONS`] (others count as
+    /// `internal`).
+    pub fn upload_rejected(&self, reason: &str) {
+        let i = REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .unwrap_or(REJECT_REASONS.len() - 1);
+        self.rejected[i].fetch_add(1, Relaxed);
+    }
+
+    /// Rejections counted so far for `reason`.
+    pub fn rejected_count(&self, reason: &str) -> u64 {
+        REJECT_REASONS
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |i| self.rejected[i].load(Relaxed))
+    }
+
+    /// A bucket was built and stored.
+    pub fn bucket_built(&self) {
+        self.buckets_built.fetch_add(1, Relaxed);
+    }
+
+    /// Releasing a bucket failed (will be retried).
+    pub fn bucket_failed(&self) {
+        self.bucket_failures.fetch_add(1, Relaxed);
+    }
+
+    /// A download response (union export or re-signed header) was built and cached.
+    pub fn export_built(&self) {
+        self.export_builds.fetch_add(1, Relaxed);
+    }
+
+    /// Set the gauge of key rows in the database.
+    pub fn set_keys_in_db(&self, n: u64) {
+        self.keys_in_db.store(n, Relaxed);
+    }
+
+    /// Record the latency of a request on route `route` (an index from [`route_index`]).
+    pub fn observe_request(&self, route: usize, d: Duration) {
+        if let Some(h) = self.http.get(route) {
+            h.observe(d);
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(8 * 1024);
+        let counter = |s: &mut String, name: &str, help: &str| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+        };
+        counter(&mut s, "dp3t_uploads_accepted_total", "Uploads answered with 200, by token kind.");
+        let _ = writeln!(
+            s,
+            "dp3t_uploads_accepted_total{{kind=\"real\"}} {}\ndp3t_uploads_accepted_total{{kind=\"fake\"}} {}",
+            self.uploads_real.load(Relaxed),
+            self.uploads_fake.load(Relaxed)
+        );
+        counter(&mut s, "dp3t_uploads_rejected_total", "Uploads refused, by reason.");
+        for (r, c) in REJECT_REASONS.iter().zip(&self.rejected) {
+            let _ = writeln!(s, "dp3t_uploads_rejected_total{{reason=\"{r}\"}} {}", c.load(Relaxed));
+        }
+        counter(&mut s, "dp3t_keys_stored_total", "Keys newly stored by accepted uploads.");
+        let _ = writeln!(s, "dp3t_keys_stored_total {}", self.keys_stored.load(Relaxed));
+        counter(
+            &mut s,
+            "dp3t_keys_dropped_total",
+            "Keys of accepted uploads not stored (fake, before onset, out of range, duplicate).",
+        );
+        let _ = writeln!(s, "dp3t_keys_dropped_total {}", self.keys_dropped.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "# HELP dp3t_keys_in_database Key rows in the database (updated every bucket).\n# TYPE dp3t_keys_in_database gauge\ndp3t_keys_in_database {}",
+            self.keys_in_db.load(Relaxed)
+        );
+        counter(&mut s, "dp3t_buckets_built_total", "Non-empty release buckets built by this node.");
+        let _ = writeln!(s, "dp3t_buckets_built_total {}", self.buckets_built.load(Relaxed));
+        counter(&mut s, "dp3t_bucket_release_failures_total", "Failed attempts to release a bucket.");
+        let _ = writeln!(
+            s,
+            "dp3t_bucket_release_failures_total {}",
+            self.bucket_failures.load(Relaxed)
+        );
+        counter(
+            &mut s,
+            "dp3t_export_responses_built_total",
+            "Download responses built (then cached) by this node.",
+        );
+        let _ = writeln!(
+            s,
+            "dp3t_export_responses_built_total {}",
+            self.export_builds.load(Relaxed)
+        );
+        let name = "dp3t_http_request_duration_seconds";
+        let _ = writeln!(
+            s,
+            "# HELP {name} Request latency by route.\n# TYPE {name} histogram"
+        );
+        for ((method, path), h) in ROUTES.iter().zip(&self.http) {
+            let labels = format!("method=\"{method}\",route=\"{path}\"");
+            let mut cumulative = 0;
+            for (b, c) in LATENCY_BOUNDS.iter().zip(&h.buckets) {
+                cumulative += c.load(Relaxed);
+                let _ = writeln!(s, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
+            }
+            let count = h.count.load(Relaxed);
+            let _ = writeln!(s, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                s,
+                "{name}_sum{{{labels}}} {}",
+                h.sum_micros.load(Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(s, "{name}_count{{{labels}}} {count}");
+        }
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_cumulative_histograms() {
+        let m = Metrics::default();
+        m.upload_accepted(false, 14, 16);
+        m.upload_accepted(true, 0, 30);
+        m.upload_rejected("token_replayed");
+        m.upload_rejected("no such reason");
+        let r = route_index("GET", "/v2/gaen/exposed");
+        m.observe_request(r, Duration::from_micros(50));
+        m.observe_request(r, Duration::from_millis(3));
+        let text = m.render();
+        assert!(text.contains("dp3t_uploads_accepted_total{kind=\"real\"} 1"));
+        assert!(text.contains("dp3t_uploads_accepted_total{kind=\"fake\"} 1"));
+        assert!(text.contains("dp3t_uploads_rejected_total{reason=\"token_replayed\"} 1"));
+        assert!(text.contains("dp3t_uploads_rejected_total{reason=\"internal\"} 1"));
+        assert!(text.contains("dp3t_keys_stored_total 14"));
+        assert!(text.contains("dp3t_keys_dropped_total 46"));
+        let l = "method=\"GET\",route=\"/v2/gaen/exposed\"";
+        assert!(text.contains(&format!("dp3t_http_request_duration_seconds_bucket{{{l},le=\"0.0001\"}} 1")));
+        assert!(text.contains(&format!("dp3t_http_request_duration_seconds_bucket{{{l},le=\"0.005\"}} 2")));
+        assert!(text.contains(&format!("dp3t_http_request_duration_seconds_count{{{l}}} 2")));
+        assert_eq!(route_index("DELETE", "/x"), ROUTES.len() - 1);
+    }
+}

@@ -1,0 +1,480 @@
+//! Release buckets (PROTOCOL.md §10): build, pad, sign and cache each bucket once, and
+//! answer `GET /v2/gaen/exposed?lastKeyBundleTag=…` from memory.
+//!
+//! ## Model
+//!
+//! Time is cut into buckets of `DP3T_RELEASE_BUCKET_SECONDS`, aligned to unix 0 and named
+//! by their **end** (the DP-3T "batch release time"). Every stored key carries
+//! `publish_at`, the earliest bucket end at which it may appear: the end of the bucket its
+//! upload arrived in, or — if later — its embargo end `(rsin + rolling_period) * 600 + 2 h`
+//! rounded up to a bucket end.
+//!
+//! Releasing the bucket ending at `T` ([`crate::db::Db::release`]) claims, in one
+//! transaction, every key not yet claimed with `publish_at <= T`, shuffles them, pads them
+//! with random keys to `DP3T_EXPORT_MIN_KEYS`, writes and signs the export zip, signs the
+//! response, stores both in `published_buckets`, and advances `released_until` to `T`.
+//! Builders are serialised, so each bucket is built exactly once, its bytes never change,
+//! and buckets are committed in time order. A key whose insert commits just after its
+//! bucket was claimed is not lost: it goes to the next bucket. Empty buckets store nothing.
+//!
+//! ## Downloads
+//!
+//! The answer for a tag `t` holds the keys of every bucket with `t < end <= R`, where `R`
+//! (`released_until`, sent back as `x-key-bundle-tag`) is the end of the newest released
+//! bucket, and the response's `Signature` carries `batch-release-time = R`. That answer
+//! depends only on the first non-empty bucket after `t` and on `R`, so it is cached under
+//! that pair: any tag, on a bucket boundary or not, maps to one of at most
+//! retention/bucket entries, and the cache is dropped when `R` advances.
+//!
+//! * A client that is up to date (its tag is the previous release) gets the newest
+//!   bucket's stored zip and stored `Signature`: no database query, no signature, ever.
+//! * Otherwise the union of the buckets is written as one zip (keys sorted by key data),
+//!   signed once, and cached until the next release.
+//! * Nothing new, or a tag at or after `R`: `204` with the signature of the empty body.
+//! * Tags older than the retention are treated as the retention limit.
+//!
+//! Nodes learn of releases by their own clock: once `now` passes a bucket end, the first
+//! request (or the background ticker) releases it in the database (or finds another node
+//! did) and loads the new rows. If the database is unreachable the node keeps serving its
+//! last state, which is still correct, just older.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound::{Excluded, Included};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use actix_web::web::Bytes;
+use dp3t_core::export::{read_verified_export, write_export_zip, ExportBatch, ExportKey, SignatureInfo};
+use dp3t_core::signing::{sign_response, PublicKey, ResponseClaims, SigningKey};
+use dp3t_core::time::UnixTime;
+use rand::seq::SliceRandom;
+use rand::{Rng, RngCore};
+
+use crate::db::{BucketRecord, BuiltBucket, Db, DbError, StoredKey};
+use crate::metrics::Metrics;
+
+/// Seconds after a key's expiry before it may be published (§10).
+pub const EMBARGO_SECONDS: u64 = 2 * 3600;
+/// After a failed release, requests serve the last state for this long before retrying.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// `report_type` written for every key (CONFIRMED_TEST).
+const REPORT_TYPE_CONFIRMED_TEST: i32 = 1;
+
+/// Settings of the publisher, taken from [`crate::config::Config`].
+#[derive(Debug, Clone)]
+pub struct PublishSettings {
+    /// Bucket length in seconds.
+    pub bucket_seconds: u64,
+    /// Retention in seconds.
+    pub retention_seconds: u64,
+    /// Padding minimum of non-empty buckets.
+    pub min_keys: usize,
+    /// Export region.
+    pub region: String,
+    /// Export `verification_key_id`.
+    pub key_id: String,
+    /// Export `verification_key_version`.
+    pub key_version: String,
+    /// `iss` of response signatures.
+    pub issuer: String,
+}
+
+/// Failure to produce a download.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Encoding or signing failed.
+    #[error("export: {0}")]
+    Core(#[from] dp3t_core::Error),
+}
+
+/// A download answer, cached and shared.
+#[derive(Debug)]
+pub struct ExportResponse {
+    /// The zip, or `None` for `204 No Content`.
+    pub body: Option<Bytes>,
+    /// The `Signature` header value.
+    pub signature: String,
+    /// `x-key-bundle-tag` value: `R` in milliseconds.
+    pub bundle_tag_ms: u64,
+}
+
+/// A released, non-empty bucket held in memory.
+struct Bucket {
+    start: u64,
+    end: u64,
+    zip: Bytes,
+    signature: String,
+    /// Its keys, parsed (and verified) from `zip` the first time a union needs them.
+    keys: OnceLock<Result<Vec<ExportKey>, dp3t_core::Error>>,
+}
+
+/// Cache key of a download: the first bucket end in range (or none), and `R`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RangeKey {
+    first_end: Option<u64>,
+    released_until: u64,
+}
+
+#[derive(Default)]
+struct State {
+    released_until: u64,
+    buckets: BTreeMap<u64, Arc<Bucket>>,
+    responses: HashMap<RangeKey, Arc<ExportResponse>>,
+}
+
+/// The publisher: owns the in-memory release state of this node.
+pub struct Publisher {
+    db: Db,
+    key: SigningKey,
+    public: PublicKey,
+    settings: PublishSettings,
+    metrics: Arc<Metrics>,
+    /// Mirror of `state.released_until`, read without a lock on every request.
+    released: AtomicU64,
+    state: RwLock<State>,
+    /// Serialises releases on this node; holds the time of the last failure.
+    advancing: tokio::sync::Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("released_until", &self.released.load(Ordering::Relaxed))
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// End of the newest bucket that has ended at `now`.
+pub fn bucket_floor(now: u64, len: u64) -> u64 {
+    now - now % len
+}
+
+/// The smallest bucket end at or after `t`.
+pub fn bucket_ceil(t: u64, len: u64) -> u64 {
+    match t % len {
+        0 => t,
+        r => t.saturating_add(len - r),
+    }
+}
+
+/// When a key may first be published: the later of the end of the arrival bucket and
+/// the end of its embargo, both on bucket ends.
+pub fn publish_at(now: u64, len: u64, rolling_start: u32, rolling_period: u32) -> u64 {
+    let arrival_end = bucket_floor(now, len).saturating_add(len);
+    let expiry = (u64::from(rolling_start) + u64::from(rolling_period)) * 600;
+    arrival_end.max(bucket_ceil(expiry.saturating_add(EMBARGO_SECONDS), len))
+}
+
+impl Publisher {
+    /// A publisher over `db`, signing with `key`. Call [`Publisher::advance`] once before
+    /// serving.
+    pub fn new(db: Db, key: SigningKey, settings: PublishSettings, metrics: Arc<Metrics>) -> Self {
+        let public = key.public_key();
+        Publisher {
+            db,
+            key,
+            public,
+            settings,
+            metrics,
+            released: AtomicU64::new(0),
+            state: RwLock::new(State::default()),
+            advancing: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &PublishSettings {
+        &self.settings
+    }
+
+    /// `released_until` as this node knows it.
+    pub fn released_until(&self) -> u64 {
+        self.released.load(Ordering::Acquire)
+    }
+
+    fn claims(&self, body: &[u8], release: u64) -> ResponseClaims {
+        ResponseClaims::for_body(
+            body,
+            &self.settings.issuer,
+            release,
+            release.saturating_add(self.settings.retention_seconds),
+            Some(release.saturating_mul(1000)),
+        )
+    }
+
+    fn signature_info(&self) -> SignatureInfo {
+        SignatureInfo {
+            verification_key_version: self.settings.key_version.clone(),
+            verification_key_id: self.settings.key_id.clone(),
+        }
+    }
+
+    /// Turn the keys claimed for the bucket ending at `end` into its export: shuffled,
+    /// padded with random keys shaped like the real ones, zipped, signed.
+    fn build_bucket(&self, end: u64, claimed: Vec<StoredKey>) -> Result<Option<BuiltBucket>, String> {
+        if claimed.is_empty() {
+            return Ok(None);
+        }
+        let mut rng = rand::thread_rng();
+        let real = claimed.len();
+        let to_export = |k: &StoredKey, key_data: [u8; 16]| ExportKey {
+            key_data,
+            rolling_start_interval_number: k.rolling_start_number,
+            rolling_period: k.rolling_period,
+            transmission_risk_level: k.transmission_risk_level,
+            report_type: Some(REPORT_TYPE_CONFIRMED_TEST),
+            days_since_onset_of_symptoms: None,
+        };
+        let mut keys: Vec<ExportKey> = claimed.iter().map(|k| to_export(k, k.key_data)).collect();
+        // Padding keys copy the metadata of a random real key of the same bucket, so they
+        // cannot be told apart by it.
+        while keys.len() < self.settings.min_keys {
+            let template = &claimed[rng.gen_range(0..real)];
+            let mut data = [0u8; 16];
+            rng.fill_bytes(&mut data);
+            keys.push(to_export(template, data));
+        }
+        keys.shuffle(&mut rng);
+        let total = keys.len();
+        let start = end.saturating_sub(self.settings.bucket_seconds);
+        let batch = ExportBatch {
+            start_timestamp: start,
+            end_timestamp: end,
+            region: self.settings.region.clone(),
+            batch_num: 1,
+            batch_size: 1,
+            keys,
+            revised_keys: Vec::new(),
+        };
+        let zip = write_export_zip(&batch, &self.signature_info(), &self.key).map_err(|e| e.to_string())?;
+        let signature = sign_response(&zip, &self.key, &self.claims(&zip, end)).map_err(|e| e.to_string())?;
+        Ok(Some(BuiltBucket {
+            start,
+            real_keys: real as u64,
+            total_keys: total as u64,
+            zip,
+            signature,
+        }))
+    }
+
+    /// Release every bucket that has ended by `now`, if this node has not seen it yet.
+    /// Serialised per node; a failure is logged, counted, and retried after a second
+    /// (meanwhile the node serves its last state).
+    pub async fn advance(&self, now: UnixTime) -> Result<(), PublishError> {
+        let target = bucket_floor(now.0, self.settings.bucket_seconds);
+        if self.released_until() >= target {
+            return Ok(());
+        }
+        let mut last_failure = self.advancing.lock().await;
+        if self.released_until() >= target {
+            return Ok(());
+        }
+        if last_failure.is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE) {
+            return Ok(());
+        }
+        match self.advance_locked(target).await {
+            Ok(()) => {
+                *last_failure = None;
+                Ok(())
+            }
+            Err(e) => {
+                *last_failure = Some(Instant::now());
+                self.metrics.bucket_failed();
+                tracing::error!(error = %e, bucket_end = target, "releasing bucket failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn advance_locked(&self, target: u64) -> Result<(), PublishError> {
+        let outcome = self
+            .db
+            .release(target, |keys| self.build_bucket(target, keys))
+            .await?;
+        if let Some(n) = outcome.built_keys {
+            self.metrics.bucket_built();
+            tracing::info!(bucket_end = target, keys = n, "bucket released");
+        }
+        let known = self.released_until();
+        let rows = self.db.buckets_between(known, outcome.released_until).await?;
+        self.install(rows, outcome.released_until);
+        Ok(())
+    }
+
+    /// Add loaded buckets, advance `released_until`, drop cached answers and buckets past
+    /// retention.
+    fn install(&self, rows: Vec<BucketRecord>, released_until: u64) {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        for r in rows {
+            st.buckets.insert(
+                r.end,
+                Arc::new(Bucket {
+                    start: r.start,
+                    end: r.end,
+                    zip: Bytes::from(r.zip),
+                    signature: r.signature,
+                    keys: OnceLock::new(),
+                }),
+            );
+        }
+        if released_until > st.released_until {
+            st.released_until = released_until;
+            st.responses.clear();
+        }
+        let oldest = st.released_until.saturating_sub(self.settings.retention_seconds);
+        st.buckets = st.buckets.split_off(&oldest.saturating_add(1));
+        self.released.store(st.released_until, Ordering::Release);
+    }
+
+    /// Delete data past retention from the database and from memory.
+    pub async fn enforce_retention(&self, now: UnixTime) -> Result<crate::db::RetentionReport, PublishError> {
+        let cutoff = now.0.saturating_sub(self.settings.retention_seconds);
+        let report = self.db.delete_older_than(cutoff).await?;
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        st.buckets = st.buckets.split_off(&cutoff);
+        Ok(report)
+    }
+
+    /// The answer to `GET /v2/gaen/exposed?lastKeyBundleTag=tag_ms` at `now`.
+    pub async fn export_since(
+        &self,
+        tag_ms: Option<u64>,
+        now: UnixTime,
+    ) -> Result<Arc<ExportResponse>, PublishError> {
+        if let Err(e) = self.advance(now).await {
+            // Serve the last released state; it is correct, only older.
+            tracing::warn!(error = %e, "serving the last released state");
+        }
+        let (key, buckets) = {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let key = self.range_key(&st, tag_ms);
+            if let Some(r) = st.responses.get(&key) {
+                return Ok(Arc::clone(r));
+            }
+            let buckets: Vec<Arc<Bucket>> = match key.first_end {
+                Some(first) => st
+                    .buckets
+                    .range((Included(first), Included(key.released_until)))
+                    .map(|(_, b)| Arc::clone(b))
+                    .collect(),
+                None => Vec::new(),
+            };
+            (key, buckets)
+        };
+        let reuses_stored = matches!(&buckets[..], [only] if only.end == key.released_until);
+        let response = Arc::new(self.build_response(key, &buckets)?);
+        if !reuses_stored {
+            self.metrics.export_built();
+        }
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if st.released_until == key.released_until {
+            let entry = st.responses.entry(key).or_insert(response);
+            return Ok(Arc::clone(entry));
+        }
+        Ok(response)
+    }
+
+    fn range_key(&self, st: &State, tag_ms: Option<u64>) -> RangeKey {
+        let r = st.released_until;
+        let lower = tag_ms
+            .map(|ms| ms / 1000)
+            .unwrap_or(0)
+            .max(r.saturating_sub(self.settings.retention_seconds));
+        let first_end = if lower >= r {
+            None
+        } else {
+            st.buckets
+                .range((Excluded(lower), Included(r)))
+                .next()
+                .map(|(end, _)| *end)
+        };
+        RangeKey {
+            first_end,
+            released_until: r,
+        }
+    }
+
+    fn build_response(&self, key: RangeKey, buckets: &[Arc<Bucket>]) -> Result<ExportResponse, PublishError> {
+        let r = key.released_until;
+        let bundle_tag_ms = r.saturating_mul(1000);
+        match buckets {
+            [] => Ok(ExportResponse {
+                signature: sign_response(b"", &self.key, &self.claims(b"", r))?,
+                body: None,
+                bundle_tag_ms,
+            }),
+            [only] if only.end == r => Ok(ExportResponse {
+                body: Some(only.zip.clone()),
+                signature: only.signature.clone(),
+                bundle_tag_ms,
+            }),
+            [only] => Ok(ExportResponse {
+                signature: sign_response(&only.zip, &self.key, &self.claims(&only.zip, r))?,
+                body: Some(only.zip.clone()),
+                bundle_tag_ms,
+            }),
+            [first, ..] => {
+                let mut keys = Vec::new();
+                for b in buckets {
+                    let parsed = b
+                        .keys
+                        .get_or_init(|| read_verified_export(&b.zip, &self.public).map(|batch| batch.keys));
+                    keys.extend(parsed.as_ref().map_err(Clone::clone)?.iter().cloned());
+                }
+                keys.sort_by(|a, b| a.key_data.cmp(&b.key_data));
+                let batch = ExportBatch {
+                    start_timestamp: first.start,
+                    end_timestamp: r,
+                    region: self.settings.region.clone(),
+                    batch_num: 1,
+                    batch_size: 1,
+                    keys,
+                    revised_keys: Vec::new(),
+                };
+                let zip = write_export_zip(&batch, &self.signature_info(), &self.key)?;
+                let signature = sign_response(&zip, &self.key, &self.claims(&zip, r))?;
+                Ok(ExportResponse {
+                    body: Some(Bytes::from(zip)),
+                    signature,
+                    bundle_tag_ms,
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_arithmetic() {
+        assert_eq!(bucket_floor(7_205, 7_200), 7_200);
+        assert_eq!(bucket_floor(7_200, 7_200), 7_200);
+        assert_eq!(bucket_ceil(7_200, 7_200), 7_200);
+        assert_eq!(bucket_ceil(7_201, 7_200), 14_400);
+        assert_eq!(bucket_ceil(0, 5), 0);
+    }
+
+    #[test]
+    fn publish_at_respects_arrival_and_embargo() {
+        let day = 19_000u64;
+        let rsin = (day * 144) as u32;
+        // A key of three days ago: only the arrival bucket counts.
+        let now = (day + 3) * 86_400 + 1_000;
+        assert_eq!(publish_at(now, 7_200, rsin, 144), (day + 3) * 86_400 + 7_200);
+        // Today's key: published at the first bucket end >= tomorrow 00:00 + 2 h.
+        let now = day * 86_400 + 3_600;
+        assert_eq!(publish_at(now, 7_200, rsin, 144), (day + 1) * 86_400 + 7_200);
+        // With a bucket length that does not divide the embargo end, round up.
+        let p = publish_at(now, 5_000, rsin, 144);
+        assert!(p >= (day + 1) * 86_400 + 7_200 && p % 5_000 == 0 && p - 5_000 < (day + 1) * 86_400 + 7_200);
+        // A short rolling period expires earlier: 01:00 + 2 h, rounded up to 04:00.
+        assert_eq!(publish_at(now, 7_200, rsin, 6), day * 86_400 + 14_400);
+    }
+}

@@ -1,0 +1,286 @@
+//! Putting the server together: data directory, keys, database, publisher, HTTP server,
+//! background tasks, graceful shutdown.
+//!
+//! [`prepare`] does everything that can fail before a socket is opened; [`run`] serves
+//! on a bound listener until a signal (or a [`actix_web::dev::ServerHandle`]) stops it,
+//! letting requests in flight finish; [`start_in_thread`] runs the same server on its own
+//! thread and runtime, for tests and embedding.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, HttpServer};
+use anyhow::Context;
+
+use crate::api::{self, AppState};
+use crate::auth::HaKeys;
+use crate::config::Config;
+use crate::db::Db;
+use crate::keys;
+use crate::metrics::Metrics;
+use crate::publish::{bucket_floor, PublishSettings, Publisher};
+use crate::unix_now;
+
+/// How often data past retention is deleted.
+const RETENTION_INTERVAL_SECS: u64 = 3600;
+/// Minimum interval between two counts of the key table (metrics gauge).
+const KEY_COUNT_INTERVAL_SECS: u64 = 60;
+
+/// A server ready to listen.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// Shared state of the handlers.
+    pub state: web::Data<AppState>,
+}
+
+/// Connect the database and apply migrations.
+pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+    if config.database_url.is_none() {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    }
+    let db = Db::connect(&config.effective_database_url(), config.db_max_connections)
+        .await
+        .context("connecting to the database")?;
+    db.migrate().await.context("applying migrations")?;
+    Ok(db)
+}
+
+/// Create the data directory and keys, open and migrate the database, load the released
+/// buckets.
+pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let (signing_key, created) = keys::load_or_create_signing_key(&config.data_dir)?;
+    let key_path = config.data_dir.join(keys::SIGNING_KEY_FILE);
+    if created {
+        tracing::warn!(
+            path = %key_path.display(),
+            "generated a new signing key: this is a DEVELOPMENT key; production installs provision and back up their own (docs/OPERATIONS.md)"
+        );
+    } else {
+        tracing::info!(path = %key_path.display(), "loaded signing key");
+    }
+
+    let mut ha_keys = HaKeys::default();
+    for path in &config.ha_public_keys {
+        ha_keys.add_file(path)?;
+    }
+    if config.trust_dev_ha_key {
+        if config.ha_public_keys.is_empty() && keys::ensure_dev_ha_key(&config.data_dir)? {
+            tracing::warn!(
+                dir = %config.data_dir.display(),
+                "no health-authority key configured: generated a DEVELOPMENT key ha-dev-key.pem; anyone holding it can authorise uploads"
+            );
+        }
+        let dev_pub = config.data_dir.join(keys::HA_DEV_PUB_FILE);
+        if dev_pub.exists() {
+            ha_keys.add_file(&dev_pub)?;
+            tracing::warn!(path = %dev_pub.display(), "trusting the DEVELOPMENT health-authority key (set DP3T_TRUST_DEV_HA_KEY=false in production)");
+        }
+    }
+    if ha_keys.is_empty() {
+        tracing::warn!("no health-authority key is trusted: every upload will be refused");
+    } else {
+        tracing::info!(keys = ?ha_keys.sources(), "trusted health-authority keys");
+    }
+
+    let db = open_database(&config).await?;
+    let metrics = Arc::new(Metrics::default());
+    let publisher = Arc::new(Publisher::new(
+        db.clone(),
+        signing_key,
+        PublishSettings {
+            bucket_seconds: config.release_bucket_seconds,
+            retention_seconds: config.retention_seconds(),
+            min_keys: config.export_min_keys,
+            region: config.region.clone(),
+            key_id: config.signature_key_id.clone(),
+            key_version: config.signature_key_version.clone(),
+            issuer: config.issuer.clone(),
+        },
+        Arc::clone(&metrics),
+    ));
+    publisher.enforce_retention(unix_now()).await?;
+    publisher.advance(unix_now()).await?;
+    if let Ok(n) = db.count_keys().await {
+        metrics.set_keys_in_db(n);
+    }
+    let state = web::Data::new(AppState {
+        db,
+        publisher,
+        ha_keys,
+        metrics,
+        upload_delay: Duration::from_millis(config.upload_delay_ms),
+        bucket_seconds: config.release_bucket_seconds,
+        retention_seconds: config.retention_seconds(),
+    });
+    tracing::info!(
+        database = state.db.kind(),
+        bucket_seconds = config.release_bucket_seconds,
+        upload_delay_ms = config.upload_delay_ms,
+        retention_days = config.retention_days,
+        "server prepared"
+    );
+    Ok(Prepared { config, state })
+}
+
+/// Background task: release each bucket as soon as it ends, count keys, enforce retention.
+pub async fn ticker(state: web::Data<AppState>) {
+    let len = state.bucket_seconds;
+    let mut last_retention = unix_now().0;
+    let mut last_count = 0u64;
+    loop {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let next_end = bucket_floor(now.as_secs(), len) + len;
+        let wait = Duration::from_secs(next_end)
+            .saturating_sub(now)
+            .saturating_add(Duration::from_millis(20));
+        // Wake at least once a second while behind (a failed release is retried).
+        let behind = state.publisher.released_until() < bucket_floor(now.as_secs(), len);
+        let wait = if behind { wait.min(Duration::from_secs(1)) } else { wait };
+        tokio::time::sleep(wait).await;
+        let now = unix_now();
+        if state.publisher.advance(now).await.is_ok() && now.0 >= last_count + KEY_COUNT_INTERVAL_SECS {
+            last_count = now.0;
+            if let Ok(n) = state.db.count_keys().await {
+                state.metrics.set_keys_in_db(n);
+            }
+        }
+        if now.0 >= last_retention + RETENTION_INTERVAL_SECS {
+            last_retention = now.0;
+            match state.publisher.enforce_retention(now).await {
+                Ok(r) => tracing::info!(keys = r.keys, tokens = r.tokens, buckets = r.buckets, "retention"),
+                Err(e) => tracing::error!(error = %e, "retention failed"),
+            }
+        }
+    }
+}
+
+/// Serve on `listener` until stopped. `signals`: stop gracefully on SIGINT/SIGTERM.
+/// Must run inside an actix/tokio runtime; spawns the [`ticker`].
+pub fn run(
+    prepared: &Prepared,
+    listener: TcpListener,
+    signals: bool,
+) -> std::io::Result<actix_web::dev::Server> {
+    let state = prepared.state.clone();
+    let mut server = HttpServer::new(move || api::app(state.clone()))
+        .shutdown_timeout(10)
+        .listen(listener)?;
+    if let Some(w) = prepared.config.workers {
+        server = server.workers(w);
+    }
+    if !signals {
+        server = server.disable_signals();
+    }
+    Ok(server.run())
+}
+
+/// `dp3t-backend serve`: prepare, bind, print the URL, serve until SIGINT/SIGTERM, then
+/// finish requests in flight and close the database.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let prepared = prepare(config).await?;
+    let listener = TcpListener::bind(&prepared.config.bind)
+        .with_context(|| format!("binding {}", prepared.config.bind))?;
+    let addr = listener.local_addr()?;
+    let server = run(&prepared, listener, true)?;
+    let ticker = actix_web::rt::spawn(ticker(prepared.state.clone()));
+    tracing::info!(%addr, "listening");
+    println!("dp3t-backend listening on http://{addr}");
+    let result = server.await;
+    ticker.abort();
+    prepared.state.db.close().await;
+    tracing::info!("stopped");
+    result.context("HTTP server")
+}
+
+/// A server running on its own thread (tests, embedding).
+pub struct RunningServer {
+    /// The bound address.
+    pub addr: SocketAddr,
+    handle: actix_web::dev::ServerHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+    /// The handler state (database, publisher, metrics), for inspection.
+    pub state: web::Data<AppState>,
+}
+
+impl std::fmt::Debug for RunningServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningServer").field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl RunningServer {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stop gracefully and wait for the thread to end.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(t) = self.thread.take() {
+            // The future only sends the stop command; the server thread does the work.
+            drop(self.handle.stop(true));
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Start the server described by `config` on its own thread, listening on `config.bind`
+/// (use port 0 for a free port). Returns once it accepts connections.
+pub fn start_in_thread(config: Config) -> anyhow::Result<RunningServer> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("dp3t-backend".into())
+        .spawn(move || {
+            let sys = actix_web::rt::System::new();
+            sys.block_on(async move {
+                let started = async {
+                    let prepared = prepare(config).await?;
+                    let listener = TcpListener::bind(&prepared.config.bind)?;
+                    let addr = listener.local_addr()?;
+                    let server = run(&prepared, listener, false)?;
+                    anyhow::Ok((prepared, addr, server))
+                }
+                .await;
+                match started {
+                    Ok((prepared, addr, server)) => {
+                        let ticker = actix_web::rt::spawn(ticker(prepared.state.clone()));
+                        let _ = tx.send(Ok((addr, server.handle(), prepared.state.clone())));
+                        let _ = server.await;
+                        ticker.abort();
+                        prepared.state.db.close().await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .context("spawning the server thread")?;
+    let (addr, handle, state) = rx
+        .recv()
+        .context("server thread ended before starting")??;
+    Ok(RunningServer {
+        addr,
+        handle,
+        thread: Some(thread),
+        state,
+    })
+}

@@ -1,0 +1,318 @@
+//! Published data × stored sightings → matches: the phone's hot path.
+//!
+//! A phone holds up to ~100,000 sightings and checks every published batch against them
+//! (a national GAEN batch can hold a million keys, i.e. 144 million RPIs). The sightings
+//! are indexed once per batch in a [`SightingIndex`]: a bitmap of about 64 bits per
+//! sighting (a pre-filter that answers "certainly not heard" for ~99% of identifiers
+//! with one memory read that stays in cache) in front of an open-addressing table that
+//! confirms the full 16 bytes. Identifiers are pseudo-random, so their first 8 bytes are
+//! used directly as the hash.
+//!
+//! Every candidate then passes the scheme's time rules: sightings at or after the batch's
+//! release time never match, GAEN keys and hybrid windows match only within their validity
+//! ±2 hours, and a low-cost day key matches only sightings of its own day.
+//!
+//! With the `parallel` feature (default) large batches are split across rayon's pool.
+
+use crate::cuckoo::CuckooFilter;
+use crate::exposure::AttenuationSeconds;
+use crate::gaen::{derive_rpis_into, Block};
+use crate::published::{HybridEntry, LowCostEntry};
+use crate::store::Sighting;
+use crate::time::{Day, UnixTime, ENIN_SECONDS};
+
+/// Clock-skew tolerance around a key's or window's validity (profile choice, §2).
+pub const TOLERANCE_SECONDS: u64 = 7_200;
+
+/// A stored sighting that matched published data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Match {
+    /// The matched identifier (as stored).
+    pub id: [u8; 16],
+    /// The UTC day of the contact.
+    pub day: Day,
+    /// Seconds in the three attenuation buckets.
+    pub seconds: [u32; 3],
+}
+
+impl Match {
+    fn of(s: &Sighting) -> Self {
+        Match {
+            id: s.id,
+            day: s.day(),
+            seconds: s.seconds,
+        }
+    }
+    /// The bucket seconds as a scoring input.
+    pub fn attenuation_seconds(&self) -> AttenuationSeconds {
+        AttenuationSeconds {
+            seconds: self.seconds.map(u64::from),
+        }
+    }
+}
+
+/// A published GAEN key, as matching needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishedTek {
+    /// Key bytes.
+    pub key_data: [u8; 16],
+    /// First ENIN of validity.
+    pub rolling_start: u32,
+    /// Intervals of validity (clamped to 1..=144).
+    pub rolling_period: u32,
+}
+
+/// Sightings indexed for fast membership tests by identifier.
+pub struct SightingIndex<'a> {
+    sightings: &'a [Sighting],
+    /// Pre-filter bitmap, `1 << bitmap_bits` bits.
+    bitmap: Vec<u64>,
+    bitmap_shift: u32,
+    /// Open addressing: slot → 1 + position in `order` of the first sighting with that id.
+    table: Vec<u32>,
+    table_mask: usize,
+    /// Indices into `sightings`, sorted by id, so equal ids (several days) are adjacent.
+    order: Vec<u32>,
+}
+
+#[inline(always)]
+fn prefix(id: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id[..8]);
+    u64::from_le_bytes(b)
+}
+
+impl<'a> SightingIndex<'a> {
+    /// Index `sightings` (their ids need not be distinct).
+    pub fn new(sightings: &'a [Sighting]) -> Self {
+        let n = sightings.len().max(1);
+        // ~64 bits per sighting, between 2^12 and 2^27 bits.
+        let bits = (n * 64).next_power_of_two().trailing_zeros().clamp(12, 27);
+        let mut bitmap = vec![0u64; 1 << (bits - 6)];
+        let bitmap_shift = 64 - bits;
+        let mut order: Vec<u32> = (0..sightings.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| sightings[a as usize].id.cmp(&sightings[b as usize].id));
+        let table_len = (n * 2).next_power_of_two();
+        let mut table = vec![0u32; table_len];
+        let table_mask = table_len - 1;
+        let mut prev: Option<&[u8; 16]> = None;
+        for (pos, &i) in order.iter().enumerate() {
+            let id = &sightings[i as usize].id;
+            let p = prefix(id);
+            let bit = (p >> bitmap_shift) as usize;
+            bitmap[bit >> 6] |= 1 << (bit & 63);
+            if prev == Some(id) {
+                continue;
+            }
+            prev = Some(id);
+            let mut slot = (p as usize) & table_mask;
+            while table[slot] != 0 {
+                slot = (slot + 1) & table_mask;
+            }
+            table[slot] = pos as u32 + 1;
+        }
+        SightingIndex {
+            sightings,
+            bitmap,
+            bitmap_shift,
+            table,
+            table_mask,
+            order,
+        }
+    }
+
+    /// Cheap pre-filter: false means the id was certainly not heard.
+    #[inline(always)]
+    pub fn maybe_contains(&self, id: &[u8]) -> bool {
+        let bit = (prefix(id) >> self.bitmap_shift) as usize;
+        // `bit < 2^bits` and the bitmap has exactly 2^bits bits.
+        self.bitmap[bit >> 6] & (1 << (bit & 63)) != 0
+    }
+
+    /// Every sighting of `id` (one per day it was heard).
+    #[inline]
+    pub fn lookup(&self, id: &[u8]) -> impl Iterator<Item = &'a Sighting> + '_ {
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&id[..16]);
+        let mut slot = (prefix(id) as usize) & self.table_mask;
+        let mut first = None;
+        loop {
+            let e = self.table[slot];
+            if e == 0 {
+                break;
+            }
+            let pos = (e - 1) as usize;
+            if self.sightings[self.order[pos] as usize].id == key {
+                first = Some(pos);
+                break;
+            }
+            slot = (slot + 1) & self.table_mask;
+        }
+        let start = first.unwrap_or(self.order.len());
+        self.order[start..]
+            .iter()
+            .map(|&i| &self.sightings[i as usize])
+            .take_while(move |s| s.id == key)
+    }
+
+    /// Number of indexed sightings.
+    pub fn len(&self) -> usize {
+        self.sightings.len()
+    }
+
+    /// Whether the index is empty.
+    pub fn is_empty(&self) -> bool {
+        self.sightings.is_empty()
+    }
+}
+
+/// Split `items` across threads (feature `parallel`) and concatenate the matches.
+fn for_each_chunk<T: Sync>(items: &[T], f: impl Fn(&[T], &mut Vec<Match>) + Sync) -> Vec<Match> {
+    #[cfg(feature = "parallel")]
+    {
+        use rayon::prelude::*;
+        if items.len() >= 4096 {
+            let chunk = (items.len() / (rayon::current_num_threads() * 8)).max(1024);
+            return items
+                .par_chunks(chunk)
+                .map(|c| {
+                    let mut out = Vec::new();
+                    f(c, &mut out);
+                    out
+                })
+                .reduce(Vec::new, |mut a, mut b| {
+                    a.append(&mut b);
+                    a
+                });
+        }
+    }
+    let mut out = Vec::new();
+    f(items, &mut out);
+    out
+}
+
+/// Match published GAEN keys: derive each key's RPIs and look them up. A sighting counts
+/// if it lies within the key's validity ±2 h and ended before `release_time`.
+pub fn match_gaen(index: &SightingIndex<'_>, keys: &[PublishedTek], release_time: UnixTime) -> Vec<Match> {
+    if index.is_empty() {
+        return Vec::new();
+    }
+    for_each_chunk(keys, |chunk, out| {
+        let mut buf = [Block::default(); 144];
+        for k in chunk {
+            let rpis = derive_rpis_into(&k.key_data, k.rolling_start, k.rolling_period, &mut buf);
+            for rpi in rpis {
+                if !index.maybe_contains(rpi) {
+                    continue;
+                }
+                let from = (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
+                let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period)) * ENIN_SECONDS
+                    + TOLERANCE_SECONDS)
+                    .min(release_time.0);
+                out.extend(index.lookup(rpi).filter(|s| s.within(from, until)).map(Match::of));
+            }
+        }
+    })
+}
+
+/// Match published low-cost keys: walk each chain from its day to the release day (at most
+/// `max_days` steps) and compare each day's 96 EphIDs with that day's sightings only.
+pub fn match_lowcost(
+    index: &SightingIndex<'_>,
+    entries: &[LowCostEntry],
+    release_time: UnixTime,
+    oldest_day: Day,
+) -> Vec<Match> {
+    if index.is_empty() {
+        return Vec::new();
+    }
+    let last_day = release_time.day();
+    for_each_chunk(entries, |chunk, out| {
+        for e in chunk {
+            if e.day > last_day {
+                continue;
+            }
+            // Skip straight to the first day anyone could still have stored.
+            let skip = e.day.days_until(oldest_day);
+            let mut key = e.key.step(skip);
+            let mut day = Day(e.day.0 + skip);
+            while day <= last_day {
+                let (from, until) = (day.start().0, day.next().start().0.min(release_time.0));
+                for eph in key.ephids().iter() {
+                    if index.maybe_contains(&eph.0) {
+                        out.extend(index.lookup(&eph.0).filter(|s| s.within(from, until)).map(Match::of));
+                    }
+                }
+                key = key.next();
+                day = day.next();
+            }
+        }
+    })
+}
+
+/// Match published hybrid windows: each window's EphIDs against sightings heard inside
+/// the window ±2 h and before `release_time`.
+pub fn match_hybrid(index: &SightingIndex<'_>, entries: &[HybridEntry], release_time: UnixTime) -> Vec<Match> {
+    if index.is_empty() {
+        return Vec::new();
+    }
+    for_each_chunk(entries, |chunk, out| {
+        for e in chunk {
+            let from = e.window.start().0.saturating_sub(TOLERANCE_SECONDS);
+            let until = (e.window.end().0 + TOLERANCE_SECONDS).min(release_time.0);
+            for eph in e.seed.ephids(e.window.minutes()) {
+                if index.maybe_contains(&eph.0) {
+                    out.extend(index.lookup(&eph.0).filter(|s| s.within(from, until)).map(Match::of));
+                }
+            }
+        }
+    })
+}
+
+/// Match a published unlinkable filter: test each stored hashed observation (its 16-byte
+/// prefix, which is all a DPCF lookup reads) against the filter.
+pub fn match_unlinkable(sightings: &[Sighting], filter: &CuckooFilter, release_time: UnixTime) -> Vec<Match> {
+    for_each_chunk(sightings, |chunk, out| {
+        for s in chunk {
+            if u64::from(s.last_seen) >= release_time.0 {
+                continue;
+            }
+            let mut h = [0u8; 32];
+            h[..16].copy_from_slice(&s.id);
+            if filter.contains(&h) {
+                out.push(Match::of(s));
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sighting(id: u8, day: u32, at: u32) -> Sighting {
+        Sighting {
+            id: [id; 16],
+            first_seen: day * 86_400 + at,
+            last_seen: day * 86_400 + at + 60,
+            seconds: [60, 0, 0],
+        }
+    }
+
+    #[test]
+    fn index_finds_every_sighting_and_nothing_else() {
+        let list: Vec<Sighting> = (0..200u32)
+            .map(|i| sighting((i % 100) as u8, 10 + i / 100, 100))
+            .collect();
+        let idx = SightingIndex::new(&list);
+        for id in 0..100u8 {
+            assert!(idx.maybe_contains(&[id; 16]));
+            assert_eq!(idx.lookup(&[id; 16]).count(), 2, "id {id} on two days");
+        }
+        for id in 100..=255u8 {
+            assert_eq!(idx.lookup(&[id; 16]).count(), 0);
+        }
+        let empty = SightingIndex::new(&[]);
+        assert_eq!(empty.lookup(&[0; 16]).count(), 0);
+    }
+}

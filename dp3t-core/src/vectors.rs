@@ -1,0 +1,975 @@
+//! Spec-vector files (PROTOCOL.md §11): read, check, and generate them.
+//!
+//! A vector file is JSON: `{"format": "dp3t-spec-vectors/1", "scheme": …, "source": …,
+//! "cases": […]}`. [`parse_file`] turns bytes into a typed [`VectorFile`] (a malformed file
+//! or an unknown scheme is an [`Error::Vectors`], never skipped); [`verify`] recomputes
+//! every listed field of every case with this crate and reports each difference as a
+//! [`Mismatch`]; [`generate`] writes deterministic random cases from a seed.
+//!
+//! Which fields are *inputs* and which are *expected outputs* matters for errors: an input
+//! that does not decode (a TEK that is not 16 bytes of hex) makes the file malformed, while
+//! an expected output that differs in any way (even one that is not hex) is a mismatch.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::cuckoo::{CuckooFilter, FilterBuilder};
+use crate::error::{Error, Result};
+use crate::export::{self, ExportBatch, ExportKey, SignatureInfo};
+use crate::exposure::{ScanInstance, ScoringConfig};
+use crate::gaen::{Metadata, Tek};
+use crate::hybrid::{WindowMinutes, WindowSeed};
+use crate::lowcost::DayKey;
+use crate::signing::{PublicKey, SigningKey};
+use crate::time::{Enin, Epoch};
+use crate::unlinkable::{EpochSeed, HashedObservation};
+
+/// The `format` string of every vector file.
+pub const FORMAT: &str = "dp3t-spec-vectors/1";
+
+/// The seven schemes of §11.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scheme {
+    /// `gaen`: TEK → RPIK, AEMK, RPIs and AEMs.
+    Gaen,
+    /// `dp3t-lowcost`: day key → next key, PRF, EphIDs.
+    LowCost,
+    /// `dp3t-unlinkable`: seed → EphID → hashed observations.
+    Unlinkable,
+    /// `dp3t-hybrid`: window seed → PRF → EphIDs.
+    Hybrid,
+    /// `dp3t-cuckoo`: DPCF filters, present and absent entries, invalid filters.
+    Cuckoo,
+    /// `gaen-export`: export zips that must or must not verify, with their contents.
+    GaenExport,
+    /// `exposure-score`: scans and a config → weighted minutes and exposed.
+    ExposureScore,
+}
+
+impl Scheme {
+    /// Every scheme, in the order of §11.
+    pub const ALL: [Scheme; 7] = [
+        Scheme::Gaen,
+        Scheme::LowCost,
+        Scheme::Unlinkable,
+        Scheme::Hybrid,
+        Scheme::Cuckoo,
+        Scheme::GaenExport,
+        Scheme::ExposureScore,
+    ];
+    /// The name used in files.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Gaen => "gaen",
+            Scheme::LowCost => "dp3t-lowcost",
+            Scheme::Unlinkable => "dp3t-unlinkable",
+            Scheme::Hybrid => "dp3t-hybrid",
+            Scheme::Cuckoo => "dp3t-cuckoo",
+            Scheme::GaenExport => "gaen-export",
+            Scheme::ExposureScore => "exposure-score",
+        }
+    }
+}
+
+impl std::str::FromStr for Scheme {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        Scheme::ALL
+            .into_iter()
+            .find(|sc| sc.name() == s)
+            .ok_or_else(|| {
+                let known: Vec<_> = Scheme::ALL.iter().map(|s| s.name()).collect();
+                Error::Vectors(format!(
+                    "unknown scheme {s:?} (known: {})",
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
+impl std::fmt::Display for Scheme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A parsed vector file; the cases stay JSON until [`verify`] reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VectorFile {
+    /// The scheme of every case.
+    pub scheme: Scheme,
+    /// Where the values come from.
+    pub source: String,
+    /// The cases, in file order.
+    pub cases: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawFile {
+    format: String,
+    scheme: String,
+    #[serde(default)]
+    source: String,
+    cases: Vec<Value>,
+}
+
+/// Parse a vector file: well-formed JSON, the right `format`, a known `scheme`, a `cases`
+/// array. The cases themselves are checked by [`verify`].
+pub fn parse_file(bytes: &[u8]) -> Result<VectorFile> {
+    let raw: RawFile = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Vectors(format!("not a vector file: {e}")))?;
+    if raw.format != FORMAT {
+        return Err(Error::Vectors(format!(
+            "format is {:?}, expected {FORMAT:?}",
+            raw.format
+        )));
+    }
+    Ok(VectorFile {
+        scheme: raw.scheme.parse()?,
+        source: raw.source,
+        cases: raw.cases,
+    })
+}
+
+impl VectorFile {
+    /// The file as pretty JSON.
+    pub fn to_json(&self) -> String {
+        let v = json!({
+            "format": FORMAT,
+            "scheme": self.scheme.name(),
+            "source": self.source,
+            "cases": self.cases,
+        });
+        let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
+        s.push('\n');
+        s
+    }
+}
+
+/// One field of one case that differs from what this implementation computes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mismatch {
+    /// Index of the case in the file.
+    pub case: usize,
+    /// The field, as a path (`identifiers[3].rpi`).
+    pub field: String,
+    /// The value in the file.
+    pub expected: String,
+    /// The value computed here.
+    pub actual: String,
+}
+
+/// The outcome of checking one file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Cases whose every field matched.
+    pub passed: usize,
+    /// Cases with at least one mismatch.
+    pub failed: usize,
+    /// Every mismatch, in case order.
+    pub mismatches: Vec<Mismatch>,
+}
+
+/// Check every case of a file. `Err` means the file is malformed (a case lacks a required
+/// field or has an input that does not decode); differences are in the [`Report`].
+pub fn verify(file: &VectorFile) -> Result<Report> {
+    let mut report = Report::default();
+    for (i, case) in file.cases.iter().enumerate() {
+        let mut c = Checker {
+            case: i,
+            out: Vec::new(),
+        };
+        let r = match file.scheme {
+            Scheme::Gaen => check_gaen(case, &mut c),
+            Scheme::LowCost => check_lowcost(case, &mut c),
+            Scheme::Unlinkable => check_unlinkable(case, &mut c),
+            Scheme::Hybrid => check_hybrid(case, &mut c),
+            Scheme::Cuckoo => check_cuckoo(case, &mut c),
+            Scheme::GaenExport => check_export(case, &mut c),
+            Scheme::ExposureScore => check_score(case, &mut c),
+        };
+        r.map_err(|e| match e {
+            Error::Vectors(m) => Error::Vectors(format!("case {i}: {m}")),
+            other => Error::Vectors(format!("case {i}: {other}")),
+        })?;
+        if c.out.is_empty() {
+            report.passed += 1;
+        } else {
+            report.failed += 1;
+            report.mismatches.append(&mut c.out);
+        }
+    }
+    Ok(report)
+}
+
+struct Checker {
+    case: usize,
+    out: Vec<Mismatch>,
+}
+
+impl Checker {
+    /// Compare an expected hex string with computed bytes (case-insensitively).
+    fn hex(&mut self, field: impl Into<String>, expected: &str, actual: &[u8]) {
+        let a = hex::encode(actual);
+        if !expected.eq_ignore_ascii_case(&a) {
+            self.push(field, expected.to_string(), a);
+        }
+    }
+    fn eq<T: PartialEq + std::fmt::Display>(
+        &mut self,
+        field: impl Into<String>,
+        expected: T,
+        actual: T,
+    ) {
+        if expected != actual {
+            self.push(field, expected.to_string(), actual.to_string());
+        }
+    }
+    fn push(&mut self, field: impl Into<String>, expected: String, actual: String) {
+        self.out.push(Mismatch {
+            case: self.case,
+            field: field.into(),
+            expected,
+            actual,
+        });
+    }
+}
+
+fn case<T: for<'de> Deserialize<'de>>(v: &Value) -> Result<T> {
+    T::deserialize(v).map_err(|e| Error::Vectors(e.to_string()))
+}
+
+fn input_hex<const N: usize>(s: &str, field: &str) -> Result<[u8; N]> {
+    let b = hex::decode(s).map_err(|e| Error::Vectors(format!("{field}: not hex: {e}")))?;
+    b.try_into()
+        .map_err(|b: Vec<u8>| Error::Vectors(format!("{field}: {} bytes, expected {N}", b.len())))
+}
+
+fn input_b64(s: &str, field: &str) -> Result<Vec<u8>> {
+    B64.decode(s.trim())
+        .map_err(|e| Error::Vectors(format!("{field}: not base64: {e}")))
+}
+
+// ---------------------------------------------------------------- gaen
+
+#[derive(Deserialize, Serialize)]
+struct GaenCase {
+    tek: String,
+    rolling_start_interval_number: u32,
+    metadata: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rpik: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aemk: Option<String>,
+    identifiers: Vec<GaenId>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct GaenId {
+    interval: u32,
+    rpi: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    aem: Option<String>,
+}
+
+fn check_gaen(v: &Value, c: &mut Checker) -> Result<()> {
+    let g: GaenCase = case(v)?;
+    let tek = Tek::from_bytes(input_hex(&g.tek, "tek")?);
+    let md = Metadata::from_bytes(input_hex(&g.metadata, "metadata")?);
+    let rpik = tek.rpik();
+    let aemk = tek.aemk();
+    if let Some(e) = &g.rpik {
+        c.hex("rpik", e, rpik.as_bytes());
+    }
+    if let Some(e) = &g.aemk {
+        c.hex("aemk", e, aemk.as_bytes());
+    }
+    for (j, id) in g.identifiers.iter().enumerate() {
+        let rpi = rpik.rpi(Enin(id.interval));
+        c.hex(format!("identifiers[{j}].rpi"), &id.rpi, &rpi.0);
+        if let Some(e) = &id.aem {
+            c.hex(
+                format!("identifiers[{j}].aem"),
+                e,
+                &aemk.encrypt(&rpi, &md).0,
+            );
+        }
+    }
+    Ok(())
+}
+
+fn gen_gaen(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
+    let tek = Tek::generate(rng);
+    // Days between 2020 and 2030, day-aligned like every key this crate makes.
+    let day = rng.gen_range(18_300u32..21_900);
+    let rsin = day * 144;
+    let md = Metadata::v1(rng.gen_range(-40i8..=20));
+    let rpik = tek.rpik();
+    let aemk = tek.aemk();
+    // The first case lists the whole rolling period; the others a random sample.
+    let intervals: Vec<u32> = if i == 0 {
+        (0..144).collect()
+    } else {
+        let mut v: Vec<u32> = (0..8).map(|_| rng.gen_range(0..144)).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    };
+    let identifiers = intervals
+        .into_iter()
+        .map(|j| {
+            let rpi = rpik.rpi(Enin(rsin + j));
+            GaenId {
+                interval: rsin + j,
+                rpi: hex::encode(rpi.0),
+                aem: Some(hex::encode(aemk.encrypt(&rpi, &md).0)),
+            }
+        })
+        .collect();
+    to_value(GaenCase {
+        tek: hex::encode(tek.as_bytes()),
+        rolling_start_interval_number: rsin,
+        metadata: hex::encode(md.to_bytes()),
+        rpik: Some(hex::encode(rpik.as_bytes())),
+        aemk: Some(hex::encode(aemk.as_bytes())),
+        identifiers,
+    })
+}
+
+fn to_value<T: Serialize>(t: T) -> Result<Value> {
+    serde_json::to_value(t).map_err(|e| Error::Vectors(e.to_string()))
+}
+
+// ---------------------------------------------------------------- low-cost
+
+#[derive(Deserialize, Serialize)]
+struct LowCostCase {
+    sk: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_sk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prf: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ephids: Option<Vec<IndexedEphId>>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct IndexedEphId {
+    index: usize,
+    ephid: String,
+}
+
+fn check_lowcost(v: &Value, c: &mut Checker) -> Result<()> {
+    let l: LowCostCase = case(v)?;
+    let sk = DayKey::from_bytes(input_hex(&l.sk, "sk")?);
+    if let Some(e) = &l.next_sk {
+        c.hex("next_sk", e, sk.next().as_bytes());
+    }
+    if let Some(e) = &l.prf {
+        c.hex("prf", e, &sk.prf());
+    }
+    if let Some(list) = &l.ephids {
+        let all = sk.ephids();
+        check_indexed(c, list, &all)?;
+    }
+    Ok(())
+}
+
+fn check_indexed(c: &mut Checker, list: &[IndexedEphId], all: &[crate::EphId]) -> Result<()> {
+    for (j, e) in list.iter().enumerate() {
+        let actual = all.get(e.index).ok_or_else(|| {
+            Error::Vectors(format!(
+                "ephids[{j}].index {} out of range 0..{}",
+                e.index,
+                all.len()
+            ))
+        })?;
+        c.hex(format!("ephids[{j}].ephid"), &e.ephid, &actual.0);
+    }
+    Ok(())
+}
+
+fn gen_lowcost(rng: &mut ChaCha20Rng, _i: usize) -> Result<Value> {
+    let sk = DayKey::generate(rng);
+    let ephids = sk
+        .ephids()
+        .iter()
+        .enumerate()
+        .map(|(index, e)| IndexedEphId {
+            index,
+            ephid: hex::encode(e.0),
+        })
+        .collect();
+    to_value(LowCostCase {
+        sk: hex::encode(sk.as_bytes()),
+        next_sk: Some(hex::encode(sk.next().as_bytes())),
+        prf: Some(hex::encode(sk.prf())),
+        ephids: Some(ephids),
+    })
+}
+
+// ---------------------------------------------------------------- unlinkable
+
+#[derive(Deserialize, Serialize)]
+struct UnlinkableCase {
+    seed: String,
+    ephid: String,
+    observations: Vec<Observation>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct Observation {
+    epoch: u32,
+    hashed: String,
+}
+
+fn check_unlinkable(v: &Value, c: &mut Checker) -> Result<()> {
+    let u: UnlinkableCase = case(v)?;
+    let seed = EpochSeed::from_bytes(input_hex(&u.seed, "seed")?);
+    let ephid = seed.ephid();
+    c.hex("ephid", &u.ephid, &ephid.0);
+    for (j, o) in u.observations.iter().enumerate() {
+        let h = HashedObservation::new(&ephid, Epoch(o.epoch));
+        c.hex(format!("observations[{j}].hashed"), &o.hashed, &h.0);
+    }
+    Ok(())
+}
+
+fn gen_unlinkable(rng: &mut ChaCha20Rng, _i: usize) -> Result<Value> {
+    let seed = EpochSeed::generate(rng);
+    let ephid = seed.ephid();
+    let base = rng.gen_range(1_752_000u32..2_102_400);
+    let observations = (0..3)
+        .map(|k| {
+            let epoch = Epoch(base + k * rng.gen_range(0..4));
+            Observation {
+                epoch: epoch.0,
+                hashed: hex::encode(HashedObservation::new(&ephid, epoch).0),
+            }
+        })
+        .collect();
+    to_value(UnlinkableCase {
+        seed: hex::encode(seed.as_bytes()),
+        ephid: hex::encode(ephid.0),
+        observations,
+    })
+}
+
+// ---------------------------------------------------------------- hybrid
+
+#[derive(Deserialize, Serialize)]
+struct HybridCase {
+    seed: String,
+    window_minutes: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prf: Option<String>,
+    ephids: Vec<IndexedEphId>,
+}
+
+fn check_hybrid(v: &Value, c: &mut Checker) -> Result<()> {
+    let h: HybridCase = case(v)?;
+    let seed = WindowSeed::from_bytes(input_hex(&h.seed, "seed")?);
+    let w = WindowMinutes::new(h.window_minutes)
+        .map_err(|e| Error::Vectors(format!("window_minutes: {e}")))?;
+    if let Some(e) = &h.prf {
+        c.hex("prf", e, &seed.prf());
+    }
+    check_indexed(c, &h.ephids, &seed.ephids(w))
+}
+
+fn gen_hybrid(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
+    let seed = WindowSeed::generate(rng);
+    // Walk through the allowed lengths so a file of 96 cases covers all of them.
+    let minutes = 15 * (1 + (i as u32 * 37) % 96);
+    let w = WindowMinutes::new(minutes)?;
+    let ephids = seed
+        .ephids(w)
+        .iter()
+        .enumerate()
+        .map(|(index, e)| IndexedEphId {
+            index,
+            ephid: hex::encode(e.0),
+        })
+        .collect();
+    to_value(HybridCase {
+        seed: hex::encode(seed.as_bytes()),
+        window_minutes: minutes,
+        prf: Some(hex::encode(seed.prf())),
+        ephids,
+    })
+}
+
+// ---------------------------------------------------------------- cuckoo
+
+#[derive(Deserialize, Serialize)]
+struct CuckooCase {
+    filter: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    present: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    absent: Vec<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    invalid: bool,
+}
+
+fn check_cuckoo(v: &Value, c: &mut Checker) -> Result<()> {
+    let k: CuckooCase = case(v)?;
+    let bytes = input_b64(&k.filter, "filter")?;
+    let parsed = CuckooFilter::parse(&bytes);
+    if k.invalid {
+        if parsed.is_ok() {
+            c.push("invalid", "rejected".into(), "accepted".into());
+        }
+        return Ok(());
+    }
+    let filter = match parsed {
+        Ok(f) => f,
+        Err(e) => {
+            c.push("filter", "a valid DPCF filter".into(), format!("rejected: {e}"));
+            return Ok(());
+        }
+    };
+    for (field, list, want) in [("present", &k.present, true), ("absent", &k.absent, false)] {
+        for (j, h) in list.iter().enumerate() {
+            let x: [u8; 32] = input_hex(h, field)?;
+            let got = filter.contains(&x);
+            c.eq(format!("{field}[{j}]"), want, got);
+        }
+    }
+    Ok(())
+}
+
+fn gen_cuckoo(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
+    // Two valid filters for every invalid one.
+    if i % 3 == 2 {
+        return gen_cuckoo_invalid(rng, i / 3);
+    }
+    let f = [8u8, 12, 16, 24, 32, 40, 48, 56, 64][rng.gen_range(0..9)];
+    let b = rng.gen_range(1u8..=8);
+    let n = rng.gen_range(0usize..200);
+    let items: Vec<[u8; 32]> = (0..n).map(|_| rng.gen()).collect();
+    let filter = FilterBuilder::new()
+        .fingerprint_bits(f)?
+        .bucket_size(b)?
+        .build(&items)?;
+    let present = items.iter().take(20).map(hex::encode).collect();
+    let mut absent = Vec::new();
+    while absent.len() < 10 {
+        let x: [u8; 32] = rng.gen();
+        // At small f a random entry may be a false positive; only list true negatives.
+        if !filter.contains(&x) {
+            absent.push(hex::encode(x));
+        }
+    }
+    to_value(CuckooCase {
+        filter: B64.encode(filter.to_bytes()),
+        present,
+        absent,
+        invalid: false,
+    })
+}
+
+fn gen_cuckoo_invalid(rng: &mut ChaCha20Rng, kind: usize) -> Result<Value> {
+    let items: Vec<[u8; 32]> = (0..rng.gen_range(1usize..40)).map(|_| rng.gen()).collect();
+    let filter = FilterBuilder::new().build(&items)?;
+    let mut b = filter.to_bytes();
+    let slot_bytes = 6; // f = 48
+    match kind % 12 {
+        0 => b[0] = b'X',                       // magic
+        1 => b[4] = 2,                          // version
+        2 => b[5] = 7,                          // f too small
+        3 => b[5] = 65,                         // f too large
+        4 => b[6] = 0,                          // b = 0
+        5 => b[6] = 9,                          // b too large
+        6 => b[8..12].copy_from_slice(&[0; 4]), // m = 0
+        7 => b[7] = 1,                          // reserved
+        8 => b.truncate(b.len() - 1),           // one byte short
+        9 => b.push(0),                         // one byte long
+        10 => b.truncate(rng.gen_range(0..16)), // shorter than the header
+        _ => {
+            // f = 40 in the header over 6-byte slots: lengths no longer agree.
+            b[5] = 40;
+            let _ = slot_bytes;
+        }
+    }
+    to_value(CuckooCase {
+        filter: B64.encode(b),
+        present: vec![],
+        absent: vec![],
+        invalid: true,
+    })
+}
+
+// ---------------------------------------------------------------- gaen-export
+
+#[derive(Deserialize, Serialize)]
+struct ExportCase {
+    zip: String,
+    public_key_pem: String,
+    valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    start_timestamp: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    end_timestamp: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<Vec<VectorKey>>,
+}
+
+#[derive(Deserialize, Serialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct VectorKey {
+    key_data: String,
+    rolling_start_interval_number: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rolling_period: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transmission_risk_level: Option<i32>,
+}
+
+fn check_export(v: &Value, c: &mut Checker) -> Result<()> {
+    let x: ExportCase = case(v)?;
+    let zip = input_b64(&x.zip, "zip")?;
+    let pk = PublicKey::from_pem(&x.public_key_pem)
+        .map_err(|e| Error::Vectors(format!("public_key_pem: {e}")))?;
+    let batch = match export::read_verified_export(&zip, &pk) {
+        Ok(b) => b,
+        Err(e) => {
+            c.eq("valid", x.valid, false);
+            if x.valid {
+                if let Some(m) = c.out.last_mut() {
+                    m.actual = format!("false ({e})");
+                }
+            }
+            return Ok(());
+        }
+    };
+    c.eq("valid", x.valid, true);
+    if !x.valid {
+        return Ok(());
+    }
+    if let Some(r) = &x.region {
+        c.eq("region", r.as_str(), batch.region.as_str());
+    }
+    if let Some(t) = x.start_timestamp {
+        c.eq("start_timestamp", t, batch.start_timestamp);
+    }
+    if let Some(t) = x.end_timestamp {
+        c.eq("end_timestamp", t, batch.end_timestamp);
+    }
+    if let Some(keys) = &x.keys {
+        c.eq("keys.length", keys.len(), batch.keys.len());
+        // Order within an export carries no meaning (§9.1): compare both sides sorted.
+        let mut want: Vec<&VectorKey> = keys.iter().collect();
+        want.sort_by(|a, b| {
+            (a.key_data.to_ascii_lowercase(), a.rolling_start_interval_number)
+                .cmp(&(b.key_data.to_ascii_lowercase(), b.rolling_start_interval_number))
+        });
+        let mut have: Vec<&ExportKey> = batch.keys.iter().collect();
+        have.sort_by_key(|k| (k.key_data, k.rolling_start_interval_number));
+        for (j, (w, h)) in want.iter().zip(have.iter()).enumerate() {
+            c.hex(format!("keys[{j}].key_data"), &w.key_data, &h.key_data);
+            c.eq(
+                format!("keys[{j}].rolling_start_interval_number"),
+                w.rolling_start_interval_number,
+                h.rolling_start_interval_number,
+            );
+            if let Some(p) = w.rolling_period {
+                c.eq(format!("keys[{j}].rolling_period"), p, h.rolling_period);
+            }
+            if let Some(t) = w.transmission_risk_level {
+                c.eq(
+                    format!("keys[{j}].transmission_risk_level"),
+                    t,
+                    h.transmission_risk_level,
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn gen_export(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
+    let key = SigningKey::generate(rng);
+    let pem = key.public_key().to_pem()?;
+    let day = rng.gen_range(18_300u32..21_900);
+    let mut keys: Vec<ExportKey> = (0..rng.gen_range(1usize..12))
+        .map(|_| ExportKey {
+            key_data: rng.gen(),
+            rolling_start_interval_number: (day - rng.gen_range(0..14)) * 144,
+            rolling_period: if rng.gen_bool(0.8) { 144 } else { rng.gen_range(1..=144) },
+            transmission_risk_level: rng.gen_range(0..=8),
+            report_type: Some(1),
+            days_since_onset_of_symptoms: None,
+        })
+        .collect();
+    keys.sort_by_key(|k| k.key_data);
+    let start = u64::from(day) * 86_400;
+    let batch = ExportBatch {
+        start_timestamp: start,
+        end_timestamp: start + 7_200,
+        region: ["CH", "DE", "US", "BE"][rng.gen_range(0..4)].to_string(),
+        batch_num: 1,
+        batch_size: 1,
+        keys: keys.clone(),
+        revised_keys: vec![],
+    };
+    let info = SignatureInfo {
+        verification_key_version: "v1".into(),
+        verification_key_id: "dp3t-vectors".into(),
+    };
+    let zip = export::write_export_zip(&batch, &info, &key)?;
+    let described = |valid: bool, zip: Vec<u8>, pem: String| ExportCase {
+        zip: B64.encode(zip),
+        public_key_pem: pem,
+        valid,
+        region: valid.then(|| batch.region.clone()),
+        start_timestamp: valid.then_some(batch.start_timestamp),
+        end_timestamp: valid.then_some(batch.end_timestamp),
+        keys: valid.then(|| {
+            keys.iter()
+                .map(|k| VectorKey {
+                    key_data: hex::encode(k.key_data),
+                    rolling_start_interval_number: k.rolling_start_interval_number,
+                    rolling_period: Some(k.rolling_period),
+                    transmission_risk_level: Some(k.transmission_risk_level),
+                })
+                .collect()
+        }),
+    };
+    // Half the cases are valid; the others must fail, each in its own way.
+    let case = match i % 10 {
+        0 | 2 | 4 | 6 | 8 => described(true, zip, pem),
+        1 => {
+            // A byte of export.bin flipped (past the header), then re-zipped.
+            let mut entries = unzip(&zip)?;
+            if let Some(bin) = entries.get_mut("export.bin") {
+                let at = rng.gen_range(16..bin.len());
+                bin[at] ^= 0x01;
+            }
+            described(false, rezip(&entries)?, pem)
+        }
+        3 => {
+            // Signed by another key.
+            let other = SigningKey::generate(rng).public_key().to_pem()?;
+            described(false, zip, other)
+        }
+        5 => {
+            let mut z = zip;
+            z.truncate(z.len() / 2);
+            described(false, z, pem)
+        }
+        7 => {
+            let mut entries = unzip(&zip)?;
+            entries.insert("extra.txt".into(), b"hello".to_vec());
+            described(false, rezip(&entries)?, pem)
+        }
+        _ => {
+            // A wrong header, signed correctly: the signature verifies but the file is
+            // not an export.
+            let mut entries = unzip(&zip)?;
+            if let Some(bin) = entries.get_mut("export.bin") {
+                bin[..16].copy_from_slice(b"EK Export v2    ");
+            }
+            described(false, rezip(&entries)?, pem)
+        }
+    };
+    to_value(case)
+}
+
+fn zip_err(e: impl std::fmt::Display) -> Error {
+    Error::Vectors(format!("zip: {e}"))
+}
+
+fn unzip(zip: &[u8]) -> Result<BTreeMap<String, Vec<u8>>> {
+    let mut a = zip::ZipArchive::new(std::io::Cursor::new(zip)).map_err(zip_err)?;
+    let mut out = BTreeMap::new();
+    for i in 0..a.len() {
+        let mut f = a.by_index(i).map_err(zip_err)?;
+        let mut v = Vec::new();
+        f.read_to_end(&mut v).map_err(zip_err)?;
+        out.insert(f.name().map_err(zip_err)?.to_string(), v);
+    }
+    Ok(out)
+}
+
+fn rezip(entries: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>> {
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default()
+        .compression_method(zip::CompressionMethod::Deflated);
+    for (name, data) in entries {
+        w.start_file(name.as_str(), opts).map_err(zip_err)?;
+        w.write_all(data).map_err(zip_err)?;
+    }
+    Ok(w.finish().map_err(zip_err)?.into_inner())
+}
+
+// ---------------------------------------------------------------- exposure-score
+
+#[derive(Deserialize, Serialize)]
+struct ScoreCase {
+    config: ScoringConfig,
+    scans: Vec<ScanInstance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    weighted_minutes: Option<f64>,
+    exposed: bool,
+}
+
+fn check_score(v: &Value, c: &mut Checker) -> Result<()> {
+    let s: ScoreCase = case(v)?;
+    s.config
+        .validate()
+        .map_err(|e| Error::Vectors(format!("config: {e}")))?;
+    let score = s.config.score_scans(&s.scans);
+    if let Some(w) = s.weighted_minutes {
+        if (w - score.weighted_minutes).abs() > 1e-9 {
+            c.push(
+                "weighted_minutes",
+                w.to_string(),
+                score.weighted_minutes.to_string(),
+            );
+        }
+    }
+    c.eq("exposed", s.exposed, score.exposed);
+    Ok(())
+}
+
+fn gen_score(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
+    let config = if i % 4 == 3 {
+        let low = rng.gen_range(40..70);
+        ScoringConfig {
+            attenuation_low: low,
+            attenuation_medium: low + rng.gen_range(0..20),
+            factor_low: f64::from(rng.gen_range(1u32..=8)) / 4.0,
+            factor_medium: f64::from(rng.gen_range(0u32..=8)) / 8.0,
+            min_minutes: f64::from(rng.gen_range(5u32..30)),
+        }
+    } else {
+        ScoringConfig::default()
+    };
+    let edge = |rng: &mut ChaCha20Rng, around: i32| around + rng.gen_range(-1..=0);
+    // Scans that sit on the bucket edges, with durations around the minimum.
+    let mut scans = Vec::new();
+    let target_secs = (config.min_minutes * 60.0) as u32;
+    match i % 4 {
+        0 => {
+            // Near only, within a second of the minimum.
+            let at = edge(rng, config.attenuation_low);
+            scans.push(ScanInstance {
+                attenuation_db: at,
+                seconds: target_secs.saturating_sub(60) + rng.gen_range(0..=61),
+            });
+        }
+        1 => {
+            // Medium only, straddling the medium threshold.
+            for _ in 0..rng.gen_range(1..5) {
+                scans.push(ScanInstance {
+                    attenuation_db: edge(rng, config.attenuation_medium),
+                    seconds: rng.gen_range(60..900),
+                });
+            }
+        }
+        _ => {
+            for _ in 0..rng.gen_range(1..8) {
+                let a = match rng.gen_range(0..3) {
+                    0 => edge(rng, config.attenuation_low),
+                    1 => edge(rng, config.attenuation_medium),
+                    _ => rng.gen_range(20..90),
+                };
+                scans.push(ScanInstance {
+                    attenuation_db: a,
+                    seconds: rng.gen_range(1..600),
+                });
+            }
+        }
+    }
+    let score = config.score_scans(&scans);
+    to_value(ScoreCase {
+        config,
+        scans,
+        weighted_minutes: Some(score.weighted_minutes),
+        exposed: score.exposed,
+    })
+}
+
+/// Generate a file of `count` deterministic cases of `scheme` from `seed`.
+pub fn generate(scheme: Scheme, count: usize, seed: u64) -> Result<VectorFile> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    let g: fn(&mut ChaCha20Rng, usize) -> Result<Value> = match scheme {
+        Scheme::Gaen => gen_gaen,
+        Scheme::LowCost => gen_lowcost,
+        Scheme::Unlinkable => gen_unlinkable,
+        Scheme::Hybrid => gen_hybrid,
+        Scheme::Cuckoo => gen_cuckoo,
+        Scheme::GaenExport => gen_export,
+        Scheme::ExposureScore => gen_score,
+    };
+    let cases = (0..count).map(|i| g(&mut rng, i)).collect::<Result<_>>()?;
+    Ok(VectorFile {
+        scheme,
+        source: format!("dp3t-rs `dp3t vectors generate --scheme {scheme} --count {count} --seed {seed}`"),
+        cases,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_files_verify_for_every_scheme() {
+        for scheme in Scheme::ALL {
+            let f = generate(scheme, 12, 7).unwrap();
+            let json = f.to_json();
+            let back = parse_file(json.as_bytes()).unwrap();
+            let r = verify(&back).unwrap();
+            assert_eq!((r.passed, r.failed), (12, 0), "{scheme}: {:?}", r.mismatches);
+        }
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        let a = generate(Scheme::Gaen, 3, 42).unwrap().to_json();
+        let b = generate(Scheme::Gaen, 3, 42).unwrap().to_json();
+        assert_eq!(a, b);
+        assert_ne!(a, generate(Scheme::Gaen, 3, 43).unwrap().to_json());
+    }
+
+    #[test]
+    fn one_wrong_byte_is_a_mismatch() {
+        let mut f = generate(Scheme::LowCost, 2, 1).unwrap();
+        let s = f.cases[1]["prf"].as_str().unwrap().to_string();
+        let flipped = format!("{}{}", if s.starts_with('0') { "1" } else { "0" }, &s[1..]);
+        f.cases[1]["prf"] = Value::String(flipped);
+        let r = verify(&f).unwrap();
+        assert_eq!((r.passed, r.failed), (1, 1));
+        assert_eq!(r.mismatches[0].case, 1);
+        assert_eq!(r.mismatches[0].field, "prf");
+    }
+
+    #[test]
+    fn malformed_files_are_errors() {
+        assert!(parse_file(b"{").is_err());
+        assert!(parse_file(br#"{"format":"x","scheme":"gaen","cases":[]}"#).is_err());
+        let unknown = parse_file(br#"{"format":"dp3t-spec-vectors/1","scheme":"nope","cases":[]}"#);
+        assert!(matches!(unknown, Err(Error::Vectors(m)) if m.contains("unknown scheme")));
+        let f = parse_file(br#"{"format":"dp3t-spec-vectors/1","scheme":"gaen","cases":[{"tek":"00"}]}"#).unwrap();
+        assert!(verify(&f).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parser_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            if let Ok(f) = parse_file(&bytes) {
+                let _ = verify(&f);
+            }
+        }
+    }
+}

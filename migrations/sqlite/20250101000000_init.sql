@@ -1,0 +1,44 @@
+-- DP-3T backend schema (SQLite). Times are unix seconds. No IP address and no precise
+-- arrival time is stored anywhere: received_at is the end of the arrival's release bucket.
+
+-- Uploaded GAEN keys. publish_at is the earliest release-bucket end at which the key may
+-- be published (max of its coarsened arrival and its embargo end); bucket_end is set when
+-- a bucket claims the key, and never changes afterwards.
+CREATE TABLE gaen_keys (
+    id INTEGER PRIMARY KEY,
+    key_data BLOB NOT NULL,
+    rolling_start_number INTEGER NOT NULL,
+    rolling_period INTEGER NOT NULL,
+    transmission_risk_level INTEGER NOT NULL,
+    received_at INTEGER NOT NULL,
+    publish_at INTEGER NOT NULL,
+    bucket_end INTEGER,
+    UNIQUE (key_data, rolling_start_number)
+);
+CREATE INDEX gaen_keys_unclaimed ON gaen_keys (publish_at) WHERE bucket_end IS NULL;
+CREATE INDEX gaen_keys_publish_at ON gaen_keys (publish_at);
+
+-- Single-use upload tokens: SHA-256 of the jti, and the token's exp.
+CREATE TABLE used_tokens (
+    jti_hash BLOB PRIMARY KEY,
+    expires_at INTEGER NOT NULL
+);
+CREATE INDEX used_tokens_expires_at ON used_tokens (expires_at);
+
+-- Every non-empty release bucket, built once: the signed export zip and the Signature
+-- header of the response that serves it. Never updated.
+CREATE TABLE published_buckets (
+    bucket_end INTEGER PRIMARY KEY,
+    bucket_start INTEGER NOT NULL,
+    real_keys INTEGER NOT NULL,
+    total_keys INTEGER NOT NULL,
+    zip BLOB NOT NULL,
+    signature TEXT NOT NULL
+);
+
+-- One row: every bucket ending at or before released_until has been built.
+CREATE TABLE release_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    released_until INTEGER NOT NULL
+);
+INSERT INTO release_state (id, released_until) VALUES (1, 0);
