@@ -830,6 +830,8 @@ mod tests {
         assert_eq!(parsed.signature_infos(), &[info()]);
         assert_eq!(parsed.batch_unverified(), &batch);
         assert!(parsed.export_bin().starts_with(EXPORT_HEADER));
+        let debug = format!("{parsed:?}");
+        assert!(debug.contains("keys: 50") && debug.len() < 300, "{debug}");
         assert_eq!(parsed.verify(&key.public_key()).expect("verify"), batch);
 
         // Deterministic bytes, deflated entries with the exact names.

@@ -47,3 +47,8 @@ pub(crate) fn fixed<const N: usize>(b: &[u8], what: &'static str) -> Result<[u8;
         actual: b.len(),
     })
 }
+
+/// The README's Rust examples, compiled and run as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
