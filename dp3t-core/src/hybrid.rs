@@ -142,11 +142,17 @@ impl WindowSeed {
     }
     /// The `W/15` EphIDs of a window of `minutes`.
     pub fn ephids(&self, minutes: WindowMinutes) -> Vec<EphId> {
-        let mut out = vec![EphId::default(); minutes.ephid_count()];
+        let mut buf = [EphId::default(); 96];
+        self.ephids_into(minutes, &mut buf).to_vec()
+    }
+    /// The `W/15` EphIDs of a window of `minutes`, written into `out` without allocating
+    /// (the matching hot path); returns the filled prefix.
+    pub fn ephids_into<'a>(&self, minutes: WindowMinutes, out: &'a mut [EphId; 96]) -> &'a [EphId] {
+        let n = minutes.ephid_count();
         let mut prf = self.prf();
-        ephids_from_prf(&prf, &mut out);
+        ephids_from_prf(&prf, &mut out[..n]);
         prf.zeroize();
-        out
+        &out[..n]
     }
 }
 

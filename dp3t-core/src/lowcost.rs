@@ -91,12 +91,17 @@ pub(crate) fn hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
 /// hybrid designs.
 pub(crate) fn ephids_from_prf(prf: &[u8; 32], out: &mut [EphId]) {
     let cipher = Aes256::new(GenericArray::from_slice(prf));
-    let mut blocks: Vec<aes::Block> = (0..out.len())
-        .map(|i| GenericArray::from((i as u128).to_be_bytes()))
-        .collect();
-    cipher.encrypt_blocks(&mut blocks);
-    for (o, b) in out.iter_mut().zip(blocks.iter()) {
-        o.0.copy_from_slice(b);
+    // At most 96 EphIDs per key in either design: one stack buffer, no allocation.
+    let mut blocks = [aes::Block::default(); EPHIDS_PER_DAY];
+    for chunk_start in (0..out.len()).step_by(EPHIDS_PER_DAY) {
+        let n = (out.len() - chunk_start).min(EPHIDS_PER_DAY);
+        for (i, b) in blocks[..n].iter_mut().enumerate() {
+            *b = GenericArray::from(((chunk_start + i) as u128).to_be_bytes());
+        }
+        cipher.encrypt_blocks(&mut blocks[..n]);
+        for (o, b) in out[chunk_start..chunk_start + n].iter_mut().zip(blocks.iter()) {
+            o.0.copy_from_slice(b);
+        }
     }
 }
 

@@ -68,8 +68,11 @@ pub struct SightingIndex<'a> {
     /// Pre-filter bitmap, `1 << bitmap_bits` bits.
     bitmap: Vec<u64>,
     bitmap_shift: u32,
-    /// Open addressing: slot → 1 + position in `order` of the first sighting with that id.
-    table: Vec<u32>,
+    /// Open addressing, slot → 32-bit fingerprint of the id (never 0; 0 = empty), so a
+    /// pre-filter false positive costs one read of this compact array.
+    fingerprints: Vec<u32>,
+    /// Slot → position in `order` of the first sighting with that id.
+    positions: Vec<u32>,
     table_mask: usize,
     /// Indices into `sightings`, sorted by id, so equal ids (several days) are adjacent.
     order: Vec<u32>,
@@ -82,18 +85,26 @@ fn prefix(id: &[u8]) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// The table's fingerprint of an id prefix: its high 32 bits, never 0.
+#[inline(always)]
+fn fingerprint(p: u64) -> u32 {
+    ((p >> 32) as u32).max(1)
+}
+
 impl<'a> SightingIndex<'a> {
     /// Index `sightings` (their ids need not be distinct).
     pub fn new(sightings: &'a [Sighting]) -> Self {
         let n = sightings.len().max(1);
-        // ~64 bits per sighting, between 2^12 and 2^27 bits.
-        let bits = (n * 64).next_power_of_two().trailing_zeros().clamp(12, 27);
+        // ~32 bits per sighting (a false-positive rate of about 3%, and 512 KiB for
+        // 100,000 sightings, which stays in L2), between 2^12 and 2^27 bits.
+        let bits = (n * 32).next_power_of_two().trailing_zeros().clamp(12, 27);
         let mut bitmap = vec![0u64; 1 << (bits - 6)];
         let bitmap_shift = 64 - bits;
         let mut order: Vec<u32> = (0..sightings.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| sightings[a as usize].id.cmp(&sightings[b as usize].id));
         let table_len = (n * 2).next_power_of_two();
-        let mut table = vec![0u32; table_len];
+        let mut fingerprints = vec![0u32; table_len];
+        let mut positions = vec![0u32; table_len];
         let table_mask = table_len - 1;
         let mut prev: Option<&[u8; 16]> = None;
         for (pos, &i) in order.iter().enumerate() {
@@ -106,16 +117,18 @@ impl<'a> SightingIndex<'a> {
             }
             prev = Some(id);
             let mut slot = (p as usize) & table_mask;
-            while table[slot] != 0 {
+            while fingerprints[slot] != 0 {
                 slot = (slot + 1) & table_mask;
             }
-            table[slot] = pos as u32 + 1;
+            fingerprints[slot] = fingerprint(p);
+            positions[slot] = pos as u32;
         }
         SightingIndex {
             sightings,
             bitmap,
             bitmap_shift,
-            table,
+            fingerprints,
+            positions,
             table_mask,
             order,
         }
@@ -134,17 +147,21 @@ impl<'a> SightingIndex<'a> {
     pub fn lookup(&self, id: &[u8]) -> impl Iterator<Item = &'a Sighting> + '_ {
         let mut key = [0u8; 16];
         key.copy_from_slice(&id[..16]);
-        let mut slot = (prefix(id) as usize) & self.table_mask;
+        let p = prefix(id);
+        let fp = fingerprint(p);
+        let mut slot = (p as usize) & self.table_mask;
         let mut first = None;
         loop {
-            let e = self.table[slot];
-            if e == 0 {
+            let f = self.fingerprints[slot];
+            if f == 0 {
                 break;
             }
-            let pos = (e - 1) as usize;
-            if self.sightings[self.order[pos] as usize].id == key {
-                first = Some(pos);
-                break;
+            if f == fp {
+                let pos = self.positions[slot] as usize;
+                if self.sightings[self.order[pos] as usize].id == key {
+                    first = Some(pos);
+                    break;
+                }
             }
             slot = (slot + 1) & self.table_mask;
         }
@@ -257,10 +274,11 @@ pub fn match_hybrid(index: &SightingIndex<'_>, entries: &[HybridEntry], release_
         return Vec::new();
     }
     for_each_chunk(entries, |chunk, out| {
+        let mut buf = [crate::EphId::default(); 96];
         for e in chunk {
             let from = e.window.start().0.saturating_sub(TOLERANCE_SECONDS);
             let until = (e.window.end().0 + TOLERANCE_SECONDS).min(release_time.0);
-            for eph in e.seed.ephids(e.window.minutes()) {
+            for eph in e.seed.ephids_into(e.window.minutes(), &mut buf) {
                 if index.maybe_contains(&eph.0) {
                     out.extend(index.lookup(&eph.0).filter(|s| s.within(from, until)).map(Match::of));
                 }
