@@ -43,8 +43,14 @@ pub struct HaKeys {
 impl std::fmt::Debug for HaKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HaKeys")
-            .field("es256", &self.ec.iter().map(|k| &k.source).collect::<Vec<_>>())
-            .field("rs256", &self.rsa.iter().map(|k| &k.source).collect::<Vec<_>>())
+            .field(
+                "es256",
+                &self.ec.iter().map(|k| &k.source).collect::<Vec<_>>(),
+            )
+            .field(
+                "rs256",
+                &self.rsa.iter().map(|k| &k.source).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -187,7 +193,8 @@ struct Claims {
 /// Read the `alg` of the (unverified) header, so that unsupported algorithms are named.
 fn header_alg(token: &str) -> Result<String, AuthError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(_), Some(_), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(_), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AuthError::Malformed("not a three-part compact JWS".into()));
     };
@@ -227,9 +234,9 @@ pub fn verify_upload_token(
                 break;
             }
             Err(e) => match e.kind() {
-                ErrorKind::InvalidSignature | ErrorKind::InvalidEcdsaKey | ErrorKind::InvalidRsaKey(_) => {
-                    continue
-                }
+                ErrorKind::InvalidSignature
+                | ErrorKind::InvalidEcdsaKey
+                | ErrorKind::InvalidRsaKey(_) => continue,
                 ErrorKind::Json(e) => return Err(AuthError::Claim(format!("malformed: {e}"))),
                 ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
                     return Err(AuthError::Malformed("undecodable part".into()))
@@ -243,8 +250,12 @@ pub fn verify_upload_token(
 }
 
 fn check_claims(c: Claims, now: UnixTime) -> Result<UploadGrant, AuthError> {
-    let exp = c.exp.ok_or_else(|| AuthError::Claim("exp is missing".into()))?;
-    let iat = c.iat.ok_or_else(|| AuthError::Claim("iat is missing".into()))?;
+    let exp = c
+        .exp
+        .ok_or_else(|| AuthError::Claim("exp is missing".into()))?;
+    let iat = c
+        .iat
+        .ok_or_else(|| AuthError::Claim("iat is missing".into()))?;
     if exp <= iat || exp - iat > MAX_TOKEN_VALIDITY_SECONDS {
         return Err(AuthError::Validity);
     }
@@ -270,7 +281,9 @@ fn check_claims(c: Claims, now: UnixTime) -> Result<UploadGrant, AuthError> {
     let jti = c
         .jti
         .filter(|j| !j.is_empty() && j.len() <= 256)
-        .ok_or_else(|| AuthError::Claim("jti must be a non-empty string of at most 256 bytes".into()))?;
+        .ok_or_else(|| {
+            AuthError::Claim("jti must be a non-empty string of at most 256 bytes".into())
+        })?;
     Ok(UploadGrant {
         onset,
         fake,
@@ -280,6 +293,7 @@ fn check_claims(c: Claims, now: UnixTime) -> Result<UploadGrant, AuthError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::keys::{mint_dev_token, DevTokenRequest};
@@ -292,7 +306,8 @@ mod tests {
         let sk = SigningKey::generate(&mut rand::rngs::OsRng);
         let pem = sk.to_pkcs8_pem().unwrap().to_string();
         let mut keys = HaKeys::default();
-        keys.add_pem(sk.public_key().to_pem().unwrap().as_bytes(), "test").unwrap();
+        keys.add_pem(sk.public_key().to_pem().unwrap().as_bytes(), "test")
+            .unwrap();
         (pem, keys)
     }
 
@@ -350,19 +365,33 @@ mod tests {
         assert_eq!(with("exp", (NOW.0 - 100).into()), Err(AuthError::Validity));
         assert_eq!(with("iat", (NOW.0 - 4000).into()), Err(AuthError::Validity));
         assert_eq!(with("fake", 0.into()).unwrap_err().reason(), "token_claims");
-        assert_eq!(with("onset", "2023-02-30".into()).unwrap_err().reason(), "token_claims");
+        assert_eq!(
+            with("onset", "2023-02-30".into()).unwrap_err().reason(),
+            "token_claims"
+        );
         assert_eq!(with("jti", "".into()).unwrap_err().reason(), "token_claims");
         let mut c = good_claims();
         c["iat"] = (NOW.0 - 3000).into();
         c["exp"] = (NOW.0 - 100).into();
-        assert_eq!(verify_upload_token(&sign(&pem, c), &keys, NOW), Err(AuthError::Expired));
+        assert_eq!(
+            verify_upload_token(&sign(&pem, c), &keys, NOW),
+            Err(AuthError::Expired)
+        );
         let mut c = good_claims();
         c["iat"] = (NOW.0 + 100).into();
         c["exp"] = (NOW.0 + 200).into();
-        assert_eq!(verify_upload_token(&sign(&pem, c), &keys, NOW), Err(AuthError::NotYetValid));
+        assert_eq!(
+            verify_upload_token(&sign(&pem, c), &keys, NOW),
+            Err(AuthError::NotYetValid)
+        );
         let mut c = good_claims();
         c.as_object_mut().unwrap().remove("iat");
-        assert_eq!(verify_upload_token(&sign(&pem, c), &keys, NOW).unwrap_err().reason(), "token_claims");
+        assert_eq!(
+            verify_upload_token(&sign(&pem, c), &keys, NOW)
+                .unwrap_err()
+                .reason(),
+            "token_claims"
+        );
     }
 
     #[test]
@@ -379,7 +408,10 @@ mod tests {
             &EncodingKey::from_secret(pem.as_bytes()),
         )
         .unwrap();
-        assert_eq!(verify_upload_token(&hs, &keys, NOW), Err(AuthError::Algorithm("HS256".into())));
+        assert_eq!(
+            verify_upload_token(&hs, &keys, NOW),
+            Err(AuthError::Algorithm("HS256".into()))
+        );
         let b64 = |v: &serde_json::Value| {
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
         };
@@ -388,16 +420,25 @@ mod tests {
             b64(&serde_json::json!({"alg": "none", "typ": "JWT"})),
             b64(&good_claims())
         );
-        assert_eq!(verify_upload_token(&none, &keys, NOW), Err(AuthError::Algorithm("none".into())));
+        assert_eq!(
+            verify_upload_token(&none, &keys, NOW),
+            Err(AuthError::Algorithm("none".into()))
+        );
         // RS256 without any RSA key configured.
         let rs = format!(
             "{}.{}.AAAA",
             b64(&serde_json::json!({"alg": "RS256"})),
             b64(&good_claims())
         );
-        assert_eq!(verify_upload_token(&rs, &keys, NOW), Err(AuthError::Signature));
+        assert_eq!(
+            verify_upload_token(&rs, &keys, NOW),
+            Err(AuthError::Signature)
+        );
         for junk in ["", "a.b", "a.b.c.d", "!!!.x.y"] {
-            assert_eq!(verify_upload_token(junk, &keys, NOW).unwrap_err().reason(), "token_malformed");
+            assert_eq!(
+                verify_upload_token(junk, &keys, NOW).unwrap_err().reason(),
+                "token_malformed"
+            );
         }
     }
 

@@ -273,6 +273,7 @@ impl Config {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
@@ -301,16 +302,26 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("dp3t-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("c.toml");
-        std::fs::write(&file, "bind = \"0.0.0.0:9\"\nregion = \"CH\"\nretention_days = 10\n").unwrap();
+        std::fs::write(
+            &file,
+            "bind = \"0.0.0.0:9\"\nregion = \"CH\"\nretention_days = 10\n",
+        )
+        .unwrap();
         let c = Config::load_with(
             Some(&file),
-            env(&[("DP3T_REGION", "DE"), ("DP3T_HA_PUBLIC_KEYS", "a.pem, b.pem")]),
+            env(&[
+                ("DP3T_REGION", "DE"),
+                ("DP3T_HA_PUBLIC_KEYS", "a.pem, b.pem"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.bind, "0.0.0.0:9");
         assert_eq!(c.region, "DE");
         assert_eq!(c.retention_days, 10);
-        assert_eq!(c.ha_public_keys, vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]);
+        assert_eq!(
+            c.ha_public_keys,
+            vec![PathBuf::from("a.pem"), PathBuf::from("b.pem")]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

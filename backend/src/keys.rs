@@ -91,9 +91,11 @@ pub fn load_or_create_signing_key(dir: &Path) -> anyhow::Result<(SigningKey, boo
     let path = dir.join(SIGNING_KEY_FILE);
     if path.exists() {
         let pem = zeroize::Zeroizing::new(
-            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?,
         );
-        let key = SigningKey::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))?;
+        let key =
+            SigningKey::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))?;
         let pub_path = dir.join(SIGNING_PUB_FILE);
         if !pub_path.exists() {
             write_file(&pub_path, &key.public_key().to_pem()?, false)?;
@@ -116,7 +118,8 @@ pub fn ensure_dev_ha_key(dir: &Path) -> anyhow::Result<bool> {
 
 /// Read a public key file (e.g. `signing-key.pub.pem`).
 pub fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
-    let pem = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let pem =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     PublicKey::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))
 }
 
@@ -165,6 +168,7 @@ pub fn dev_token_from_dir(dir: &Path, req: &DevTokenRequest) -> anyhow::Result<S
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -179,11 +183,17 @@ mod tests {
         assert_eq!(std::fs::read(dir.join(SIGNING_KEY_FILE)).unwrap(), before);
         let (k, created) = load_or_create_signing_key(&dir).unwrap();
         assert!(!created);
-        assert_eq!(k.public_key(), read_public_key(&dir.join(SIGNING_PUB_FILE)).unwrap());
+        assert_eq!(
+            k.public_key(),
+            read_public_key(&dir.join(SIGNING_PUB_FILE)).unwrap()
+        );
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.join(HA_DEV_KEY_FILE)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.join(HA_DEV_KEY_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o077, 0);
         }
         std::fs::remove_dir_all(&dir).unwrap();

@@ -94,12 +94,17 @@ fn main() -> anyhow::Result<()> {
         Command::Keygen { data_dir } => {
             let written = keys::keygen(&data_dir)?;
             if written.is_empty() {
-                println!("all key files already exist in {}; nothing written", data_dir.display());
+                println!(
+                    "all key files already exist in {}; nothing written",
+                    data_dir.display()
+                );
             }
             for p in written {
                 println!("wrote {}", p.display());
             }
-            println!("note: these are DEVELOPMENT keys (see docs/OPERATIONS.md for production keys)");
+            println!(
+                "note: these are DEVELOPMENT keys (see docs/OPERATIONS.md for production keys)"
+            );
             Ok(())
         }
         Command::Token {

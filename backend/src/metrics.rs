@@ -43,8 +43,7 @@ pub const ROUTES: &[(&str, &str)] = &[
 
 /// Upper bounds of the latency histogram buckets, in seconds.
 const LATENCY_BOUNDS: [f64; 15] = [
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
 /// Index into [`ROUTES`] for a request.
@@ -174,33 +173,69 @@ impl Metrics {
         let counter = |s: &mut String, name: &str, help: &str| {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
         };
-        counter(&mut s, "dp3t_uploads_accepted_total", "Uploads answered with 200, by token kind.");
+        counter(
+            &mut s,
+            "dp3t_uploads_accepted_total",
+            "Uploads answered with 200, by token kind.",
+        );
         let _ = writeln!(
             s,
             "dp3t_uploads_accepted_total{{kind=\"real\"}} {}\ndp3t_uploads_accepted_total{{kind=\"fake\"}} {}",
             self.uploads_real.load(Relaxed),
             self.uploads_fake.load(Relaxed)
         );
-        counter(&mut s, "dp3t_uploads_rejected_total", "Uploads refused, by reason.");
+        counter(
+            &mut s,
+            "dp3t_uploads_rejected_total",
+            "Uploads refused, by reason.",
+        );
         for (r, c) in REJECT_REASONS.iter().zip(&self.rejected) {
-            let _ = writeln!(s, "dp3t_uploads_rejected_total{{reason=\"{r}\"}} {}", c.load(Relaxed));
+            let _ = writeln!(
+                s,
+                "dp3t_uploads_rejected_total{{reason=\"{r}\"}} {}",
+                c.load(Relaxed)
+            );
         }
-        counter(&mut s, "dp3t_keys_stored_total", "Keys newly stored by accepted uploads.");
-        let _ = writeln!(s, "dp3t_keys_stored_total {}", self.keys_stored.load(Relaxed));
+        counter(
+            &mut s,
+            "dp3t_keys_stored_total",
+            "Keys newly stored by accepted uploads.",
+        );
+        let _ = writeln!(
+            s,
+            "dp3t_keys_stored_total {}",
+            self.keys_stored.load(Relaxed)
+        );
         counter(
             &mut s,
             "dp3t_keys_dropped_total",
             "Keys of accepted uploads not stored (fake, before onset, out of range, duplicate).",
         );
-        let _ = writeln!(s, "dp3t_keys_dropped_total {}", self.keys_dropped.load(Relaxed));
+        let _ = writeln!(
+            s,
+            "dp3t_keys_dropped_total {}",
+            self.keys_dropped.load(Relaxed)
+        );
         let _ = writeln!(
             s,
             "# HELP dp3t_keys_in_database Key rows in the database (updated every bucket).\n# TYPE dp3t_keys_in_database gauge\ndp3t_keys_in_database {}",
             self.keys_in_db.load(Relaxed)
         );
-        counter(&mut s, "dp3t_buckets_built_total", "Non-empty release buckets built by this node.");
-        let _ = writeln!(s, "dp3t_buckets_built_total {}", self.buckets_built.load(Relaxed));
-        counter(&mut s, "dp3t_bucket_release_failures_total", "Failed attempts to release a bucket.");
+        counter(
+            &mut s,
+            "dp3t_buckets_built_total",
+            "Non-empty release buckets built by this node.",
+        );
+        let _ = writeln!(
+            s,
+            "dp3t_buckets_built_total {}",
+            self.buckets_built.load(Relaxed)
+        );
+        counter(
+            &mut s,
+            "dp3t_bucket_release_failures_total",
+            "Failed attempts to release a bucket.",
+        );
         let _ = writeln!(
             s,
             "dp3t_bucket_release_failures_total {}",
@@ -242,6 +277,7 @@ impl Metrics {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -263,9 +299,15 @@ mod tests {
         assert!(text.contains("dp3t_keys_stored_total 14"));
         assert!(text.contains("dp3t_keys_dropped_total 46"));
         let l = "method=\"GET\",route=\"/v2/gaen/exposed\"";
-        assert!(text.contains(&format!("dp3t_http_request_duration_seconds_bucket{{{l},le=\"0.0001\"}} 1")));
-        assert!(text.contains(&format!("dp3t_http_request_duration_seconds_bucket{{{l},le=\"0.005\"}} 2")));
-        assert!(text.contains(&format!("dp3t_http_request_duration_seconds_count{{{l}}} 2")));
+        assert!(text.contains(&format!(
+            "dp3t_http_request_duration_seconds_bucket{{{l},le=\"0.0001\"}} 1"
+        )));
+        assert!(text.contains(&format!(
+            "dp3t_http_request_duration_seconds_bucket{{{l},le=\"0.005\"}} 2"
+        )));
+        assert!(text.contains(&format!(
+            "dp3t_http_request_duration_seconds_count{{{l}}} 2"
+        )));
         assert_eq!(route_index("DELETE", "/x"), ROUTES.len() - 1);
     }
 }

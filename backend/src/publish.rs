@@ -45,7 +45,9 @@ use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
-use dp3t_core::export::{read_verified_export, write_export_zip, ExportBatch, ExportKey, SignatureInfo};
+use dp3t_core::export::{
+    read_verified_export, write_export_zip, ExportBatch, ExportKey, SignatureInfo,
+};
 use dp3t_core::signing::{sign_response, PublicKey, ResponseClaims, SigningKey};
 use dp3t_core::time::UnixTime;
 use rand::seq::SliceRandom;
@@ -216,7 +218,11 @@ impl Publisher {
 
     /// Turn the keys claimed for the bucket ending at `end` into its export: shuffled,
     /// padded with random keys shaped like the real ones, zipped, signed.
-    fn build_bucket(&self, end: u64, claimed: Vec<StoredKey>) -> Result<Option<BuiltBucket>, String> {
+    fn build_bucket(
+        &self,
+        end: u64,
+        claimed: Vec<StoredKey>,
+    ) -> Result<Option<BuiltBucket>, String> {
         if claimed.is_empty() {
             return Ok(None);
         }
@@ -251,8 +257,10 @@ impl Publisher {
             keys,
             revised_keys: Vec::new(),
         };
-        let zip = write_export_zip(&batch, &self.signature_info(), &self.key).map_err(|e| e.to_string())?;
-        let signature = sign_response(&zip, &self.key, &self.claims(&zip, end)).map_err(|e| e.to_string())?;
+        let zip = write_export_zip(&batch, &self.signature_info(), &self.key)
+            .map_err(|e| e.to_string())?;
+        let signature =
+            sign_response(&zip, &self.key, &self.claims(&zip, end)).map_err(|e| e.to_string())?;
         Ok(Some(BuiltBucket {
             start,
             real_keys: real as u64,
@@ -301,7 +309,10 @@ impl Publisher {
             tracing::info!(bucket_end = target, keys = n, "bucket released");
         }
         let known = self.released_until();
-        let rows = self.db.buckets_between(known, outcome.released_until).await?;
+        let rows = self
+            .db
+            .buckets_between(known, outcome.released_until)
+            .await?;
         self.install(rows, outcome.released_until);
         Ok(())
     }
@@ -326,13 +337,18 @@ impl Publisher {
             st.released_until = released_until;
             st.responses.clear();
         }
-        let oldest = st.released_until.saturating_sub(self.settings.retention_seconds);
+        let oldest = st
+            .released_until
+            .saturating_sub(self.settings.retention_seconds);
         st.buckets = st.buckets.split_off(&oldest.saturating_add(1));
         self.released.store(st.released_until, Ordering::Release);
     }
 
     /// Delete data past retention from the database and from memory.
-    pub async fn enforce_retention(&self, now: UnixTime) -> Result<crate::db::RetentionReport, PublishError> {
+    pub async fn enforce_retention(
+        &self,
+        now: UnixTime,
+    ) -> Result<crate::db::RetentionReport, PublishError> {
         let cutoff = now.0.saturating_sub(self.settings.retention_seconds);
         let report = self.db.delete_older_than(cutoff).await?;
         let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
@@ -399,7 +415,11 @@ impl Publisher {
         }
     }
 
-    fn build_response(&self, key: RangeKey, buckets: &[Arc<Bucket>]) -> Result<ExportResponse, PublishError> {
+    fn build_response(
+        &self,
+        key: RangeKey,
+        buckets: &[Arc<Bucket>],
+    ) -> Result<ExportResponse, PublishError> {
         let r = key.released_until;
         let bundle_tag_ms = r.saturating_mul(1000);
         match buckets {
@@ -421,12 +441,12 @@ impl Publisher {
             [first, ..] => {
                 let mut keys = Vec::new();
                 for b in buckets {
-                    let parsed = b
-                        .keys
-                        .get_or_init(|| read_verified_export(&b.zip, &self.public).map(|batch| batch.keys));
+                    let parsed = b.keys.get_or_init(|| {
+                        read_verified_export(&b.zip, &self.public).map(|batch| batch.keys)
+                    });
                     keys.extend(parsed.as_ref().map_err(Clone::clone)?.iter().cloned());
                 }
-                keys.sort_by(|a, b| a.key_data.cmp(&b.key_data));
+                keys.sort_by_key(|k| k.key_data);
                 let batch = ExportBatch {
                     start_timestamp: first.start,
                     end_timestamp: r,
@@ -449,6 +469,7 @@ impl Publisher {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -467,13 +488,23 @@ mod tests {
         let rsin = (day * 144) as u32;
         // A key of three days ago: only the arrival bucket counts.
         let now = (day + 3) * 86_400 + 1_000;
-        assert_eq!(publish_at(now, 7_200, rsin, 144), (day + 3) * 86_400 + 7_200);
+        assert_eq!(
+            publish_at(now, 7_200, rsin, 144),
+            (day + 3) * 86_400 + 7_200
+        );
         // Today's key: published at the first bucket end >= tomorrow 00:00 + 2 h.
         let now = day * 86_400 + 3_600;
-        assert_eq!(publish_at(now, 7_200, rsin, 144), (day + 1) * 86_400 + 7_200);
+        assert_eq!(
+            publish_at(now, 7_200, rsin, 144),
+            (day + 1) * 86_400 + 7_200
+        );
         // With a bucket length that does not divide the embargo end, round up.
         let p = publish_at(now, 5_000, rsin, 144);
-        assert!(p >= (day + 1) * 86_400 + 7_200 && p % 5_000 == 0 && p - 5_000 < (day + 1) * 86_400 + 7_200);
+        assert!(
+            p >= (day + 1) * 86_400 + 7_200
+                && p % 5_000 == 0
+                && p - 5_000 < (day + 1) * 86_400 + 7_200
+        );
         // A short rolling period expires earlier: 01:00 + 2 h, rounded up to 04:00.
         assert_eq!(publish_at(now, 7_200, rsin, 6), day * 86_400 + 14_400);
     }

@@ -143,10 +143,16 @@ pub async fn ticker(state: web::Data<AppState>) {
             .saturating_add(Duration::from_millis(20));
         // Wake at least once a second while behind (a failed release is retried).
         let behind = state.publisher.released_until() < bucket_floor(now.as_secs(), len);
-        let wait = if behind { wait.min(Duration::from_secs(1)) } else { wait };
+        let wait = if behind {
+            wait.min(Duration::from_secs(1))
+        } else {
+            wait
+        };
         tokio::time::sleep(wait).await;
         let now = unix_now();
-        if state.publisher.advance(now).await.is_ok() && now.0 >= last_count + KEY_COUNT_INTERVAL_SECS {
+        if state.publisher.advance(now).await.is_ok()
+            && now.0 >= last_count + KEY_COUNT_INTERVAL_SECS
+        {
             last_count = now.0;
             if let Ok(n) = state.db.count_keys().await {
                 state.metrics.set_keys_in_db(n);
@@ -155,7 +161,12 @@ pub async fn ticker(state: web::Data<AppState>) {
         if now.0 >= last_retention + RETENTION_INTERVAL_SECS {
             last_retention = now.0;
             match state.publisher.enforce_retention(now).await {
-                Ok(r) => tracing::info!(keys = r.keys, tokens = r.tokens, buckets = r.buckets, "retention"),
+                Ok(r) => tracing::info!(
+                    keys = r.keys,
+                    tokens = r.tokens,
+                    buckets = r.buckets,
+                    "retention"
+                ),
                 Err(e) => tracing::error!(error = %e, "retention failed"),
             }
         }
@@ -212,7 +223,9 @@ pub struct RunningServer {
 
 impl std::fmt::Debug for RunningServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningServer").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("RunningServer")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -274,9 +287,7 @@ pub fn start_in_thread(config: Config) -> anyhow::Result<RunningServer> {
             });
         })
         .context("spawning the server thread")?;
-    let (addr, handle, state) = rx
-        .recv()
-        .context("server thread ended before starting")??;
+    let (addr, handle, state) = rx.recv().context("server thread ended before starting")??;
     Ok(RunningServer {
         addr,
         handle,

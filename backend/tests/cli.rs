@@ -13,7 +13,11 @@ use backend::auth::{verify_upload_token, HaKeys};
 const BIN: &str = env!("CARGO_BIN_EXE_dp3t-backend");
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dp3t-cli-{name}-{}-{:x}", std::process::id(), rand::random::<u64>()));
+    let d = std::env::temp_dir().join(format!(
+        "dp3t-cli-{name}-{}-{:x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
@@ -28,7 +32,12 @@ fn keygen_then_token() {
     let d = dir.to_str().unwrap();
     let out = run(&["keygen", "--data-dir", d]);
     assert!(out.status.success());
-    for f in ["signing-key.pem", "signing-key.pub.pem", "ha-dev-key.pem", "ha-dev-key.pub.pem"] {
+    for f in [
+        "signing-key.pem",
+        "signing-key.pub.pem",
+        "ha-dev-key.pem",
+        "ha-dev-key.pub.pem",
+    ] {
         assert!(dir.join(f).exists(), "{f}");
     }
     let before = std::fs::read(dir.join("ha-dev-key.pem")).unwrap();
@@ -40,10 +49,22 @@ fn keygen_then_token() {
     let mut keys = HaKeys::default();
     keys.add_file(&dir.join("ha-dev-key.pub.pem")).unwrap();
     for (extra, fake) in [(&[][..], false), (&["--fake"][..], true)] {
-        let mut args = vec!["token", "--data-dir", d, "--onset", "2024-03-01", "--ttl-minutes", "15"];
+        let mut args = vec![
+            "token",
+            "--data-dir",
+            d,
+            "--onset",
+            "2024-03-01",
+            "--ttl-minutes",
+            "15",
+        ];
         args.extend_from_slice(extra);
         let out = run(&args);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let token = String::from_utf8(out.stdout).unwrap();
         let grant = verify_upload_token(token.trim(), &keys, backend::unix_now()).unwrap();
         assert_eq!(grant.fake, fake);
@@ -52,8 +73,22 @@ fn keygen_then_token() {
     }
     for bad in [
         vec!["token", "--data-dir", d, "--onset", "2024-02-30"],
-        vec!["token", "--data-dir", d, "--onset", "2024-03-01", "--ttl-minutes", "61"],
-        vec!["token", "--data-dir", "/nonexistent-dp3t", "--onset", "2024-03-01"],
+        vec![
+            "token",
+            "--data-dir",
+            d,
+            "--onset",
+            "2024-03-01",
+            "--ttl-minutes",
+            "61",
+        ],
+        vec![
+            "token",
+            "--data-dir",
+            "/nonexistent-dp3t",
+            "--onset",
+            "2024-03-01",
+        ],
     ] {
         let out = run(&bad);
         assert!(!out.status.success(), "{bad:?}");
@@ -71,7 +106,11 @@ fn migrate_creates_the_sqlite_database() {
         .env_remove("DP3T_DATABASE_URL")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(dir.join("dp3t.db").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -97,19 +136,36 @@ fn serve_needs_no_setup_and_stops_on_sigterm() {
             let _ = tx.send(line);
         }
     });
-    let line = rx.recv_timeout(Duration::from_secs(30)).expect("server printed its URL");
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server printed its URL");
     let url = line.split_whitespace().last().unwrap().to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{line}");
-    for f in ["dp3t.db", "signing-key.pem", "signing-key.pub.pem", "ha-dev-key.pem"] {
+    for f in [
+        "dp3t.db",
+        "signing-key.pem",
+        "signing-key.pub.pem",
+        "ha-dev-key.pem",
+    ] {
         assert!(data.join(f).exists(), "{f}");
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let status = rt.block_on(async {
-        reqwest::get(format!("{url}/healthz")).await.unwrap().status().as_u16()
+        reqwest::get(format!("{url}/healthz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     });
     assert_eq!(status, 200);
 
-    let kill = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(kill.success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let exit = loop {

@@ -63,11 +63,14 @@ async fn upload_release_download_and_verify(backend: Backend) {
     let mut short = key_days_ago(3);
     short.rolling_period = 72;
     let dropped = vec![
-        UploadKey { fake: 1, ..key_days_ago(3) }, // marked fake
-        key_days_ago(8),                          // before onset (5 days ago)
-        key_days_ago(-2),                         // past tomorrow
-        key_days_ago(0),                          // today: embargoed until tomorrow 02:00
-        key_days_ago(-1),                         // tomorrow: embargoed
+        UploadKey {
+            fake: 1,
+            ..key_days_ago(3)
+        }, // marked fake
+        key_days_ago(8),  // before onset (5 days ago)
+        key_days_ago(-2), // past tomorrow
+        key_days_ago(0),  // today: embargoed until tomorrow 02:00
+        key_days_ago(-1), // tomorrow: embargoed
     ];
     let mut keys = good.clone();
     keys.push(short.clone());
@@ -84,11 +87,22 @@ async fn upload_release_download_and_verify(backend: Backend) {
     assert_eq!(d.content_type.as_deref(), Some("application/zip"));
     assert_eq!(d.cache_control, "public, max-age=300");
     let batch = d.batch.as_ref().unwrap();
-    assert_eq!(d.key_set(), expected, "exactly the valid keys, nothing dropped shows up");
+    assert_eq!(
+        d.key_set(),
+        expected,
+        "exactly the valid keys, nothing dropped shows up"
+    );
     assert_eq!(batch.region, "XX");
     assert!(batch.end_timestamp * 1000 <= d.tag && batch.start_timestamp < batch.end_timestamp);
-    let k = batch.keys.iter().find(|k| k.key_data == short.key_data).unwrap();
-    assert_eq!((k.rolling_start_interval_number, k.rolling_period), (short.rolling_start_number, 72));
+    let k = batch
+        .keys
+        .iter()
+        .find(|k| k.key_data == short.key_data)
+        .unwrap();
+    assert_eq!(
+        (k.rolling_start_interval_number, k.rolling_period),
+        (short.rolling_start_number, 72)
+    );
 
     // Same bytes and signature every time; nothing newer after the tag.
     let again = Download::fetch(&h, None).await;
@@ -100,11 +114,25 @@ async fn upload_release_download_and_verify(backend: Backend) {
     assert_eq!(after.status, 204);
     assert!(after.tag >= d.tag);
     // A tag in the future is "nothing new", not an error.
-    assert_eq!(Download::fetch(&h, Some(d.tag + 86_400_000)).await.status, 204);
+    assert_eq!(
+        Download::fetch(&h, Some(d.tag + 86_400_000)).await.status,
+        204
+    );
 
-    let metrics = h.client.get(format!("{}/metrics", h.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = h
+        .client
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("dp3t_uploads_accepted_total{kind=\"real\"} 1"));
-    assert!(metrics.contains("dp3t_keys_stored_total 6"), "3 good + 1 short + today + tomorrow");
+    assert!(
+        metrics.contains("dp3t_keys_stored_total 6"),
+        "3 good + 1 short + today + tomorrow"
+    );
     assert!(!metrics.contains("dp3t_buckets_built_total 0"));
     h.finish().await;
 }
@@ -112,12 +140,20 @@ async fn upload_release_download_and_verify(backend: Backend) {
 async fn later_buckets_and_tags(backend: Backend) {
     let h = Harness::start(backend, |_| {}).await;
     let first = vec![key_days_ago(3), key_days_ago(3)];
-    assert_eq!(h.upload(&h.token(5, false), &padded(&first)).await.status(), 200);
+    assert_eq!(
+        h.upload(&h.token(5, false), &padded(&first)).await.status(),
+        200
+    );
     let d1 = h.wait_for_keys(None, &set_of(&first)).await;
     assert_eq!(d1.key_set(), set_of(&first));
 
     let second = vec![key_days_ago(2)];
-    assert_eq!(h.upload(&h.token(5, false), &padded(&second)).await.status(), 200);
+    assert_eq!(
+        h.upload(&h.token(5, false), &padded(&second))
+            .await
+            .status(),
+        200
+    );
     // From the first tag: only the second upload.
     let d2 = h.wait_for_keys(Some(d1.tag), &set_of(&second)).await;
     assert_eq!(d2.key_set(), set_of(&second));
@@ -128,7 +164,14 @@ async fn later_buckets_and_tags(backend: Backend) {
     union.extend(set_of(&second));
     if all.tag == d2.tag {
         assert_eq!(all.key_set(), union);
-        let keys: Vec<_> = all.batch.as_ref().unwrap().keys.iter().map(|k| k.key_data).collect();
+        let keys: Vec<_> = all
+            .batch
+            .as_ref()
+            .unwrap()
+            .keys
+            .iter()
+            .map(|k| k.key_data)
+            .collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
@@ -153,14 +196,20 @@ async fn padding_fills_small_buckets(backend: Backend) {
     let h = Harness::start(backend, |c| c.export_min_keys = 40).await;
     let mut real = vec![key_days_ago(3), key_days_ago(5)];
     real[1].rolling_period = 100;
-    assert_eq!(h.upload(&h.token(6, false), &padded(&real)).await.status(), 200);
+    assert_eq!(
+        h.upload(&h.token(6, false), &padded(&real)).await.status(),
+        200
+    );
     let d = h.wait_for_keys(None, &set_of(&real)).await;
     let batch = d.batch.unwrap();
     assert_eq!(batch.keys.len(), 40);
     let distinct: BTreeSet<_> = batch.keys.iter().map(|k| k.key_data).collect();
     assert_eq!(distinct.len(), 40);
     // Padding keys copy the metadata of real keys.
-    let shapes: BTreeSet<_> = real.iter().map(|k| (k.rolling_start_number, k.rolling_period)).collect();
+    let shapes: BTreeSet<_> = real
+        .iter()
+        .map(|k| (k.rolling_start_number, k.rolling_period))
+        .collect();
     for k in &batch.keys {
         assert!(shapes.contains(&(k.rolling_start_interval_number, k.rolling_period)));
     }
@@ -173,25 +222,67 @@ async fn every_body_refusal(backend: Backend) {
     let good = padded(&[key_days_ago(3)]);
     let body = upload_body(&good);
 
-    assert_error(h.upload_raw(Some(&token), Some("text/plain"), body.clone()).await, 415, "content_type").await;
-    assert_error(h.upload_raw(Some(&token), None, body.clone()).await, 415, "content_type").await;
     assert_error(
-        h.upload_raw(Some(&token), Some("application/json"), vec![b' '; 64 * 1024 + 1]).await,
+        h.upload_raw(Some(&token), Some("text/plain"), body.clone())
+            .await,
+        415,
+        "content_type",
+    )
+    .await;
+    assert_error(
+        h.upload_raw(Some(&token), None, body.clone()).await,
+        415,
+        "content_type",
+    )
+    .await;
+    assert_error(
+        h.upload_raw(
+            Some(&token),
+            Some("application/json"),
+            vec![b' '; 64 * 1024 + 1],
+        )
+        .await,
         413,
         "too_large",
     )
     .await;
-    assert_error(h.upload_raw(Some(&token), Some("application/json"), b"{not json".to_vec()).await, 400, "malformed_body").await;
+    assert_error(
+        h.upload_raw(
+            Some(&token),
+            Some("application/json"),
+            b"{not json".to_vec(),
+        )
+        .await,
+        400,
+        "malformed_body",
+    )
+    .await;
     let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v["surprise"] = 1.into();
-    let resp = h.upload_raw(Some(&token), Some("application/json"), v.to_string().into_bytes()).await;
+    let resp = h
+        .upload_raw(
+            Some(&token),
+            Some("application/json"),
+            v.to_string().into_bytes(),
+        )
+        .await;
     assert_eq!(resp.status(), 400);
     let e: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(e["error"], "malformed_body");
     assert!(e["message"].as_str().unwrap().contains("surprise"), "{e}");
     let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v["gaenKeys"][3]["color"] = "red".into();
-    assert_error(h.upload_raw(Some(&token), Some("application/json"), v.to_string().into_bytes()).await, 400, "malformed_body").await;
+    assert_error(
+        h.upload_raw(
+            Some(&token),
+            Some("application/json"),
+            v.to_string().into_bytes(),
+        )
+        .await,
+        400,
+        "malformed_body",
+    )
+    .await;
     assert_error(h.upload(&token, &good[..29]).await, 400, "key_count").await;
     let mut more = good.clone();
     more.push(fake_key());
@@ -199,7 +290,17 @@ async fn every_body_refusal(backend: Backend) {
     for bad in ["AAAA", "not base64!", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="] {
         let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         v["gaenKeys"][0]["keyData"] = bad.into();
-        assert_error(h.upload_raw(Some(&token), Some("application/json"), v.to_string().into_bytes()).await, 400, "key_data").await;
+        assert_error(
+            h.upload_raw(
+                Some(&token),
+                Some("application/json"),
+                v.to_string().into_bytes(),
+            )
+            .await,
+            400,
+            "key_data",
+        )
+        .await;
     }
     for rp in [0, 145] {
         let mut keys = good.clone();
@@ -211,7 +312,17 @@ async fn every_body_refusal(backend: Backend) {
     assert_error(h.upload(&token, &keys).await, 400, "fake_flag").await;
     let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v["gaenKeys"][0]["rollingStartNumber"] = (-1).into();
-    assert_error(h.upload_raw(Some(&token), Some("application/json"), v.to_string().into_bytes()).await, 400, "malformed_body").await;
+    assert_error(
+        h.upload_raw(
+            Some(&token),
+            Some("application/json"),
+            v.to_string().into_bytes(),
+        )
+        .await,
+        400,
+        "malformed_body",
+    )
+    .await;
 
     // None of the refusals stored anything or used up the token.
     assert_eq!(h.key_rows().await, 0);
@@ -229,7 +340,10 @@ async fn every_token_refusal(backend: Backend) {
     let send = |t: Option<String>| {
         let h = &h;
         let body = body.clone();
-        async move { h.upload_raw(t.as_deref(), Some("application/json"), body).await }
+        async move {
+            h.upload_raw(t.as_deref(), Some("application/json"), body)
+                .await
+        }
     };
 
     assert_error(send(None).await, 401, "auth_missing").await;
@@ -247,21 +361,39 @@ async fn every_token_refusal(backend: Backend) {
 
     // alg: none, with and without a signature part.
     let c = claims(5);
-    let none = format!("{}.{}.", b64url(&serde_json::json!({"alg": "none", "typ": "JWT"})), b64url(&c));
+    let none = format!(
+        "{}.{}.",
+        b64url(&serde_json::json!({"alg": "none", "typ": "JWT"})),
+        b64url(&c)
+    );
     assert_error(send(Some(none)).await, 401, "token_algorithm").await;
     // HS256 keyed with the public key (the classic confusion attack) and with a secret.
     let pub_pem = std::fs::read(h.data_dir.join("ha-dev-key.pub.pem")).unwrap();
     for secret in [&pub_pem[..], b"secret"] {
-        let hs = encode(&Header::new(Algorithm::HS256), &c, &EncodingKey::from_secret(secret)).unwrap();
+        let hs = encode(
+            &Header::new(Algorithm::HS256),
+            &c,
+            &EncodingKey::from_secret(secret),
+        )
+        .unwrap();
         assert_error(send(Some(hs)).await, 401, "token_algorithm").await;
     }
     // ES384 is refused by name too.
-    let es384 = format!("{}.{}.AAAA", b64url(&serde_json::json!({"alg": "ES384"})), b64url(&c));
+    let es384 = format!(
+        "{}.{}.AAAA",
+        b64url(&serde_json::json!({"alg": "ES384"})),
+        b64url(&c)
+    );
     assert_error(send(Some(es384)).await, 401, "token_algorithm").await;
     // A valid ES256 signature by an untrusted key.
     let other = dp3t_core::signing::SigningKey::generate(&mut rand::rngs::OsRng);
     let other_pem = other.to_pkcs8_pem().unwrap();
-    let forged = encode(&Header::new(Algorithm::ES256), &c, &EncodingKey::from_ec_pem(other_pem.as_bytes()).unwrap()).unwrap();
+    let forged = encode(
+        &Header::new(Algorithm::ES256),
+        &c,
+        &EncodingKey::from_ec_pem(other_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
     assert_error(send(Some(forged)).await, 401, "token_signature").await;
     // Tampered claims under a trusted signature.
     let good = es256(&h, &c);
@@ -285,7 +417,12 @@ async fn every_token_refusal(backend: Backend) {
     c["iat"] = (n - 3000).into();
     c["exp"] = (n - 120).into();
     assert_error(send(Some(es256(&h, &c))).await, 401, "token_expired").await;
-    assert_error(send(Some(with("exp", (n + 3601).into()))).await, 401, "token_validity").await;
+    assert_error(
+        send(Some(with("exp", (n + 3601).into()))).await,
+        401,
+        "token_validity",
+    )
+    .await;
     let mut c = claims(5);
     c["iat"] = (n - 10).into();
     c["exp"] = (n - 10 + 3601).into();
@@ -295,8 +432,18 @@ async fn every_token_refusal(backend: Backend) {
     c["exp"] = (n + 1200).into();
     assert_error(send(Some(es256(&h, &c))).await, 401, "token_not_yet_valid").await;
     // Wrong or missing scope.
-    assert_error(send(Some(with("scope", "other".into()))).await, 403, "token_scope").await;
-    assert_error(send(Some(with("scope", serde_json::Value::Null))).await, 403, "token_scope").await;
+    assert_error(
+        send(Some(with("scope", "other".into()))).await,
+        403,
+        "token_scope",
+    )
+    .await;
+    assert_error(
+        send(Some(with("scope", serde_json::Value::Null))).await,
+        403,
+        "token_scope",
+    )
+    .await;
     // Malformed or missing claims.
     for (k, v) in [
         ("onset", serde_json::Value::Null),
@@ -327,7 +474,12 @@ async fn jti_replay_inserts_nothing(backend: Backend) {
     assert_eq!(h.upload(&token, &padded(&first)).await.status(), 200);
     assert_eq!(h.key_rows().await, 1);
     let second = vec![key_days_ago(3), key_days_ago(2)];
-    assert_error(h.upload(&token, &padded(&second)).await, 409, "token_replayed").await;
+    assert_error(
+        h.upload(&token, &padded(&second)).await,
+        409,
+        "token_replayed",
+    )
+    .await;
     // Also replayed as a concurrent burst: every copy refused, nothing stored.
     let replay = padded(&second);
     let results = join_all((0..8).map(|_| h.upload(&token, &replay))).await;
@@ -379,14 +531,24 @@ async fn fake_uploads_look_like_real_ones(backend: Backend) {
     assert_error(h.upload(&fake, &padded(&[])).await, 409, "token_replayed").await;
     let d = h.wait_for_keys(None, &set_of(&real_keys)).await;
     assert_eq!(d.key_set(), set_of(&real_keys));
-    let m = h.client.get(format!("{}/metrics", h.url)).send().await.unwrap().text().await.unwrap();
+    let m = h
+        .client
+        .get(format!("{}/metrics", h.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(m.contains("dp3t_uploads_accepted_total{kind=\"fake\"} 2"));
     h.finish().await;
 }
 
 async fn concurrent_uploads_lose_and_duplicate_nothing(backend: Backend) {
     let h = Harness::start(backend, |c| c.upload_delay_ms = 20).await;
-    let uploads: Vec<Vec<UploadKey>> = (0..200).map(|_| (0..10).map(|_| key_days_ago(3)).collect()).collect();
+    let uploads: Vec<Vec<UploadKey>> = (0..200)
+        .map(|_| (0..10).map(|_| key_days_ago(3)).collect())
+        .collect();
     let mut expected = BTreeSet::new();
     let mut requests = Vec::new();
     for (i, real) in uploads.iter().enumerate() {
@@ -396,9 +558,11 @@ async fn concurrent_uploads_lose_and_duplicate_nothing(backend: Backend) {
         keys.extend(uploads[(i + 1) % uploads.len()][..2].iter().cloned());
         requests.push((h.token(5, false), padded(&keys)));
     }
-    let statuses: Vec<u16> = join_all(requests.iter().map(|(token, keys)| async {
-        h.upload(token, keys).await.status().as_u16()
-    }))
+    let statuses: Vec<u16> = join_all(
+        requests
+            .iter()
+            .map(|(token, keys)| async { h.upload(token, keys).await.status().as_u16() }),
+    )
     .await;
     assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(h.key_rows().await, 2000);
@@ -417,18 +581,38 @@ async fn rs256_tokens_from_a_configured_key(backend: Backend) {
     .await;
     let rsa = std::fs::read(fixtures.join("rsa-test-key.pem")).unwrap();
     let c = claims(5);
-    let token = encode(&Header::new(Algorithm::RS256), &c, &EncodingKey::from_rsa_pem(&rsa).unwrap()).unwrap();
+    let token = encode(
+        &Header::new(Algorithm::RS256),
+        &c,
+        &EncodingKey::from_rsa_pem(&rsa).unwrap(),
+    )
+    .unwrap();
     let keys = vec![key_days_ago(3)];
     assert_eq!(h.upload(&token, &padded(&keys)).await.status(), 200);
     // The dev key stays trusted next to configured keys.
-    assert_eq!(h.upload(&h.token(5, false), &padded(&[key_days_ago(2)])).await.status(), 200);
+    assert_eq!(
+        h.upload(&h.token(5, false), &padded(&[key_days_ago(2)]))
+            .await
+            .status(),
+        200
+    );
     assert_eq!(h.key_rows().await, 2);
     // An RS256 token with the right shape but made by another RSA key is refused.
     let parts: Vec<&str> = token.split('.').collect();
     let mut c2 = c.clone();
     c2["jti"] = "another".into();
     let bad = format!("{}.{}.{}", parts[0], b64url(&c2), parts[2]);
-    assert_error(h.upload_raw(Some(&bad), Some("application/json"), upload_body(&padded(&keys))).await, 401, "token_signature").await;
+    assert_error(
+        h.upload_raw(
+            Some(&bad),
+            Some("application/json"),
+            upload_body(&padded(&keys)),
+        )
+        .await,
+        401,
+        "token_signature",
+    )
+    .await;
     h.finish().await;
 }
 
@@ -447,7 +631,12 @@ async fn published_bytes_survive_a_restart(backend: Backend) {
         assert_eq!(after.signature, before.signature);
     }
     // Used tokens are remembered across restarts.
-    assert_error(h.upload(&token, &padded(&[key_days_ago(2)])).await, 409, "token_replayed").await;
+    assert_error(
+        h.upload(&token, &padded(&[key_days_ago(2)])).await,
+        409,
+        "token_replayed",
+    )
+    .await;
     h.finish().await;
 }
 
@@ -492,9 +681,24 @@ async fn ops_endpoints_and_headers(backend: Backend) {
     }
 
     assert_error(get("/nope").await.unwrap(), 404, "not_found").await;
-    let r = h.client.delete(format!("{}/v2/gaen/exposed", h.url)).send().await.unwrap();
+    let r = h
+        .client
+        .delete(format!("{}/v2/gaen/exposed", h.url))
+        .send()
+        .await
+        .unwrap();
     assert_error(r, 405, "method_not_allowed").await;
-    assert_error(get("/v2/gaen/exposed?lastKeyBundleTag=abc").await.unwrap(), 400, "bad_query").await;
-    assert_error(get("/v2/gaen/exposed?lastKeyBundleTag=-5").await.unwrap(), 400, "bad_query").await;
+    assert_error(
+        get("/v2/gaen/exposed?lastKeyBundleTag=abc").await.unwrap(),
+        400,
+        "bad_query",
+    )
+    .await;
+    assert_error(
+        get("/v2/gaen/exposed?lastKeyBundleTag=-5").await.unwrap(),
+        400,
+        "bad_query",
+    )
+    .await;
     h.finish().await;
 }

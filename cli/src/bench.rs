@@ -87,7 +87,9 @@ pub fn run_match(a: &MatchArgs) -> ExitCode {
         eprintln!("error: --planted must not exceed --keys or --sightings");
         return ExitCode::from(2);
     }
-    let threads = a.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let pool = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
         Ok(p) => p,
         Err(e) => {
@@ -111,8 +113,14 @@ pub fn run_match(a: &MatchArgs) -> ExitCode {
             for p in 0..a.planted {
                 let k = &keys[planted_at(p)];
                 let j = (p * 7 % 144) as u32;
-                let rpi = Tek::from_bytes(k.key_data).rpik().rpi(dp3t_core::time::Enin(k.rolling_start + j));
-                s.push(sighting(rpi.0, Day(k.rolling_start / 144), u64::from(j) * 600 + 10));
+                let rpi = Tek::from_bytes(k.key_data)
+                    .rpik()
+                    .rpi(dp3t_core::time::Enin(k.rolling_start + j));
+                s.push(sighting(
+                    rpi.0,
+                    Day(k.rolling_start / 144),
+                    u64::from(j) * 600 + 10,
+                ));
             }
             timed(&pool, || {
                 let idx = SightingIndex::new(&s);
@@ -159,7 +167,9 @@ pub fn run_match(a: &MatchArgs) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            timed(&pool, || matching::match_unlinkable(&s, &filter, RELEASE).len())
+            timed(&pool, || {
+                matching::match_unlinkable(&s, &filter, RELEASE).len()
+            })
         }
         BenchScheme::Hybrid => {
             let w = WindowMinutes::DEFAULT;

@@ -1,6 +1,8 @@
 //! The `dp3t` binary: exit codes and output of `vectors verify`, `vectors generate` and
 //! `bench match`.
 
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 fn dp3t(args: &[&str]) -> (i32, String, String) {
@@ -24,14 +26,23 @@ fn tmp(name: &str) -> std::path::PathBuf {
 
 #[test]
 fn verify_passes_on_the_official_vectors() {
-    let (code, out, _) = dp3t(&["vectors", "verify", "spec-vectors/gaen-official.json", "spec-vectors/gaen-export-ens-example.json"]);
+    let (code, out, _) = dp3t(&[
+        "vectors",
+        "verify",
+        "spec-vectors/gaen-official.json",
+        "spec-vectors/gaen-export-ens-example.json",
+    ]);
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.trim_end().lines().last(), Some("2 passed, 0 failed"));
 }
 
 #[test]
 fn verify_exits_1_on_a_single_wrong_byte() {
-    let src = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../spec-vectors/gaen-official.json")).unwrap();
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../spec-vectors/gaen-official.json"
+    ))
+    .unwrap();
     let bad = src.replacen("\"aem\": \"72033874\"", "\"aem\": \"72033875\"", 1);
     assert_ne!(src, bad);
     let p = tmp("wrong-byte.json");
@@ -40,40 +51,88 @@ fn verify_exits_1_on_a_single_wrong_byte() {
     assert_eq!(code, 1);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[0].contains("case 0: identifiers[0].aem: expected 72033875, actual 72033874"), "{out}");
+    assert!(
+        lines[0].contains("case 0: identifiers[0].aem: expected 72033875, actual 72033874"),
+        "{out}"
+    );
     assert_eq!(lines[1], "0 passed, 1 failed");
 }
 
 #[test]
 fn verify_exits_2_on_malformed_files_and_unknown_schemes() {
     let p = tmp("unknown.json");
-    std::fs::write(&p, r#"{"format":"dp3t-spec-vectors/1","scheme":"gaen-v9","cases":[]}"#).unwrap();
+    std::fs::write(
+        &p,
+        r#"{"format":"dp3t-spec-vectors/1","scheme":"gaen-v9","cases":[]}"#,
+    )
+    .unwrap();
     let (code, _, err) = dp3t(&["vectors", "verify", p.to_str().unwrap()]);
     assert_eq!(code, 2);
     assert!(err.contains("unknown scheme \"gaen-v9\""), "{err}");
     let q = tmp("truncated.json");
-    std::fs::write(&q, r#"{"format":"dp3t-spec-vectors/1","scheme":"gaen","cases":[{"tek":"#).unwrap();
+    std::fs::write(
+        &q,
+        r#"{"format":"dp3t-spec-vectors/1","scheme":"gaen","cases":[{"tek":"#,
+    )
+    .unwrap();
     assert_eq!(dp3t(&["vectors", "verify", q.to_str().unwrap()]).0, 2);
     assert_eq!(dp3t(&["vectors", "verify", "/nonexistent/file.json"]).0, 2);
 }
 
 #[test]
 fn generate_then_verify_round_trips_for_every_scheme() {
-    for scheme in ["gaen", "dp3t-lowcost", "dp3t-unlinkable", "dp3t-hybrid", "dp3t-cuckoo", "gaen-export", "exposure-score"] {
+    for scheme in [
+        "gaen",
+        "dp3t-lowcost",
+        "dp3t-unlinkable",
+        "dp3t-hybrid",
+        "dp3t-cuckoo",
+        "gaen-export",
+        "exposure-score",
+    ] {
         let p = tmp(&format!("{scheme}.json"));
-        let (code, _, err) = dp3t(&["vectors", "generate", "--scheme", scheme, "--count", "21", "--seed", "9", "--out", p.to_str().unwrap()]);
+        let (code, _, err) = dp3t(&[
+            "vectors",
+            "generate",
+            "--scheme",
+            scheme,
+            "--count",
+            "21",
+            "--seed",
+            "9",
+            "--out",
+            p.to_str().unwrap(),
+        ]);
         assert_eq!(code, 0, "{err}");
         let (code, out, _) = dp3t(&["vectors", "verify", p.to_str().unwrap()]);
         assert_eq!(code, 0, "{scheme}: {out}");
         assert_eq!(out.trim_end(), "21 passed, 0 failed");
     }
-    assert_eq!(dp3t(&["vectors", "generate", "--scheme", "nope", "--count", "1"]).0, 2);
+    assert_eq!(
+        dp3t(&["vectors", "generate", "--scheme", "nope", "--count", "1"]).0,
+        2
+    );
 }
 
 #[test]
 fn bench_match_finds_exactly_the_planted_sightings() {
     for scheme in ["gaen", "lowcost", "unlinkable", "hybrid"] {
-        let (code, out, err) = dp3t(&["bench", "match", "--scheme", scheme, "--keys", "3000", "--sightings", "2000", "--planted", "7", "--seed", "3", "--threads", "1"]);
+        let (code, out, err) = dp3t(&[
+            "bench",
+            "match",
+            "--scheme",
+            scheme,
+            "--keys",
+            "3000",
+            "--sightings",
+            "2000",
+            "--planted",
+            "7",
+            "--seed",
+            "3",
+            "--threads",
+            "1",
+        ]);
         assert_eq!(code, 0, "{scheme}: {out} {err}");
         let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
         assert_eq!(v["found"], 7, "{scheme}");

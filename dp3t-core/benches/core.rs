@@ -11,9 +11,13 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use dp3t_core::cuckoo::FilterBuilder;
+use dp3t_core::export::{
+    read_verified_export, write_export_zip, ExportBatch, ExportKey, SignatureInfo,
+};
 use dp3t_core::gaen::{derive_rpis_into, encrypt_padded, rpik_fast, Block, Tek};
 use dp3t_core::hybrid::{WindowMinutes, WindowSeed};
 use dp3t_core::lowcost::DayKey;
+use dp3t_core::signing::SigningKey;
 use dp3t_core::time::Enin;
 
 fn rng() -> ChaCha20Rng {
@@ -112,5 +116,51 @@ fn cuckoo(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tek, ephids, cuckoo);
+/// A phone's work on one downloaded export file: unzip, check the signature, parse the
+/// 10,000 keys.
+fn export(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let mut r = rng();
+    let batch = ExportBatch {
+        start_timestamp: 1_700_000_000,
+        end_timestamp: 1_700_007_200,
+        region: "CH".into(),
+        batch_num: 1,
+        batch_size: 1,
+        keys: (0..N)
+            .map(|i| {
+                let mut key_data = [0u8; 16];
+                r.fill_bytes(&mut key_data);
+                ExportKey {
+                    key_data,
+                    rolling_start_interval_number: 2_800_000 + 144 * (i as u32 % 14),
+                    rolling_period: 144,
+                    transmission_risk_level: 0,
+                    report_type: Some(1),
+                    days_since_onset_of_symptoms: None,
+                }
+            })
+            .collect(),
+        revised_keys: Vec::new(),
+    };
+    let info = SignatureInfo {
+        verification_key_version: "v1".into(),
+        verification_key_id: "228".into(),
+    };
+    let key = SigningKey::generate(&mut r);
+    let public = key.public_key();
+    let zip = write_export_zip(&batch, &info, &key).expect("writing the benchmark export");
+    let mut g = c.benchmark_group("export");
+    g.throughput(Throughput::Elements(N as u64));
+    g.sample_size(30);
+    g.bench_function("read_verified_10k_keys", |b| {
+        b.iter(|| {
+            let batch = read_verified_export(black_box(&zip), &public).expect("valid export");
+            black_box(batch.keys.len())
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, tek, ephids, cuckoo, export);
 criterion_main!(benches);

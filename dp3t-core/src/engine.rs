@@ -405,7 +405,11 @@ impl Engine {
                 let claims = verify_response(body, signature, pk, now)?;
                 let list = HybridList::decode(body)?;
                 check_release(&claims, list.release_time)?;
-                matching::match_hybrid(&SightingIndex::new(sightings), &list.entries, list.release_time)
+                matching::match_hybrid(
+                    &SightingIndex::new(sightings),
+                    &list.entries,
+                    list.release_time,
+                )
             }
         })
     }
@@ -470,7 +474,8 @@ impl Engine {
                     .iter()
                     .find(|d| d.day() >= onset && d.day() <= now.day())
                     .map(|d| (*d.key().as_bytes(), d.day()));
-                let payload = upload::lowcost_upload(first.as_ref().map(|(k, d)| (k, *d)), now, rng)?;
+                let payload =
+                    upload::lowcost_upload(first.as_ref().map(|(k, d)| (k, *d)), now, rng)?;
                 if first.is_some() {
                     // §3: after a real upload the phone starts from a fresh random key.
                     days.clear();
@@ -549,7 +554,11 @@ impl Engine {
     /// The whole state, encrypted with ChaCha20-Poly1305 under `storage_key` (kept by the
     /// app in the OS keystore). Layout: `"D3ST"`, version byte, 12-byte random nonce,
     /// ciphertext with tag; the first five bytes are authenticated too.
-    pub fn save<R: CryptoRng + RngCore>(&self, storage_key: &[u8; 32], rng: &mut R) -> Result<Vec<u8>> {
+    pub fn save<R: CryptoRng + RngCore>(
+        &self,
+        storage_key: &[u8; 32],
+        rng: &mut R,
+    ) -> Result<Vec<u8>> {
         let plain = Zeroizing::new(
             postcard::to_stdvec(&self.to_state())
                 .map_err(|e| Error::Engine(format!("cannot encode state: {e}")))?,
@@ -606,7 +615,9 @@ impl Engine {
 
     fn to_state(&self) -> StateV1 {
         let own = match &self.own {
-            OwnKeys::Gaen(k) => OwnState::Gaen(k.iter().map(|(d, t)| (d.0, *t.as_bytes())).collect()),
+            OwnKeys::Gaen(k) => {
+                OwnState::Gaen(k.iter().map(|(d, t)| (d.0, *t.as_bytes())).collect())
+            }
             OwnKeys::LowCost(k) => OwnState::LowCost(
                 k.iter()
                     .map(|d| (d.day().0, *d.key().as_bytes(), d.order().to_vec()))
@@ -626,7 +637,11 @@ impl Engine {
             own,
             sightings: self.sightings.sightings().to_vec(),
             matched: self.matched.iter().map(|(id, d)| (*id, d.0)).collect(),
-            exposure: self.exposure.iter().map(|(d, s)| (d.0, s.seconds)).collect(),
+            exposure: self
+                .exposure
+                .iter()
+                .map(|(d, s)| (d.0, s.seconds))
+                .collect(),
         }
     }
 
@@ -639,24 +654,35 @@ impl Engine {
         }
         let corrupt = |_| Error::State(StateError::Corrupt);
         let own = match s.own {
-            OwnState::Gaen(k) => OwnKeys::Gaen(k.into_iter().map(|(d, t)| (Day(d), Tek::from_bytes(t))).collect()),
+            OwnState::Gaen(k) => OwnKeys::Gaen(
+                k.into_iter()
+                    .map(|(d, t)| (Day(d), Tek::from_bytes(t)))
+                    .collect(),
+            ),
             OwnState::LowCost(k) => OwnKeys::LowCost(
                 k.into_iter()
                     .map(|(d, key, order)| {
-                        let order: [u8; EPHIDS_PER_DAY] =
-                            order.try_into().map_err(|_| Error::State(StateError::Corrupt))?;
-                        BroadcastDay::from_parts(Day(d), DayKey::from_bytes(key), order).map_err(corrupt)
+                        let order: [u8; EPHIDS_PER_DAY] = order
+                            .try_into()
+                            .map_err(|_| Error::State(StateError::Corrupt))?;
+                        BroadcastDay::from_parts(Day(d), DayKey::from_bytes(key), order)
+                            .map_err(corrupt)
                     })
                     .collect::<Result<_>>()?,
             ),
             OwnState::Unlinkable(k) => OwnKeys::Unlinkable(
-                k.into_iter().map(|(e, s)| (Epoch(e), EpochSeed::from_bytes(s))).collect(),
+                k.into_iter()
+                    .map(|(e, s)| (Epoch(e), EpochSeed::from_bytes(s)))
+                    .collect(),
             ),
             OwnState::Hybrid(k) => OwnKeys::Hybrid(
                 k.into_iter()
                     .map(|(start, w, seed)| {
                         let w = WindowMinutes::new(w).map_err(corrupt)?;
-                        Ok((Window::new(UnixTime(start), w).map_err(corrupt)?, WindowSeed::from_bytes(seed)))
+                        Ok((
+                            Window::new(UnixTime(start), w).map_err(corrupt)?,
+                            WindowSeed::from_bytes(seed),
+                        ))
                     })
                     .collect::<Result<_>>()?,
             ),
@@ -763,8 +789,19 @@ pub mod tests_support {
         }
     }
 
-    fn sign(body: Vec<u8>, release: UnixTime, key: &SigningKey, scheme: Scheme) -> Result<Published> {
-        let claims = ResponseClaims::for_body(&body, "dp3t-test", release.0, release.0 + 86_400 * 14, Some(release.0 * 1000));
+    fn sign(
+        body: Vec<u8>,
+        release: UnixTime,
+        key: &SigningKey,
+        scheme: Scheme,
+    ) -> Result<Published> {
+        let claims = ResponseClaims::for_body(
+            &body,
+            "dp3t-test",
+            release.0,
+            release.0 + 86_400 * 14,
+            Some(release.0 * 1000),
+        );
         Ok(Published {
             signature: sign_response(&body, key, &claims)?,
             body,
@@ -774,8 +811,13 @@ pub mod tests_support {
     }
 
     /// Publish a low-cost upload body as a one-key `ProtoExposedList`.
-    pub fn publish_lowcost(upload: &UploadPayload, release: UnixTime, key: &SigningKey) -> Result<Published> {
-        let u: upload::LowCostUpload = serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
+    pub fn publish_lowcost(
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
+        let u: upload::LowCostUpload =
+            serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
         let list = LowCostList {
             release_time: release,
             entries: vec![crate::published::LowCostEntry {
@@ -787,9 +829,14 @@ pub mod tests_support {
     }
 
     /// Publish the real keys of a GAEN upload body as a signed export zip.
-    pub fn publish_gaen(upload: &UploadPayload, release: UnixTime, key: &SigningKey) -> Result<Published> {
+    pub fn publish_gaen(
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
         use crate::export::{write_export_zip, ExportBatch, ExportKey, SignatureInfo};
-        let u: upload::GaenUpload = serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
+        let u: upload::GaenUpload =
+            serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
         let mut keys = Vec::new();
         for k in u.gaen_keys.iter().filter(|k| k.fake == 0) {
             keys.push(ExportKey {
@@ -822,8 +869,13 @@ pub mod tests_support {
     }
 
     /// Publish the real seeds of an unlinkable upload body as a signed DPCF filter.
-    pub fn publish_unlinkable(upload: &UploadPayload, release: UnixTime, key: &SigningKey) -> Result<Published> {
-        let u: upload::UnlinkableUpload = serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
+    pub fn publish_unlinkable(
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
+        let u: upload::UnlinkableUpload =
+            serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
         let mut items = Vec::new();
         for e in u.seeds.iter().filter(|e| e.fake == 0) {
             let seed = EpochSeed::from_slice(&b64(&e.seed)?)?;
@@ -834,21 +886,37 @@ pub mod tests_support {
     }
 
     /// Publish the real windows of a hybrid upload body as a signed `HybridExposedList`.
-    pub fn publish_hybrid(upload: &UploadPayload, release: UnixTime, key: &SigningKey) -> Result<Published> {
-        let u: upload::HybridUpload = serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
+    pub fn publish_hybrid(
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
+        let u: upload::HybridUpload =
+            serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
         let mut entries = Vec::new();
         for w in u.windows.iter().filter(|w| w.fake == 0) {
             entries.push(crate::published::HybridEntry {
-                window: Window::new(UnixTime::from_millis(w.window_start), WindowMinutes::new(w.window_minutes)?)?,
+                window: Window::new(
+                    UnixTime::from_millis(w.window_start),
+                    WindowMinutes::new(w.window_minutes)?,
+                )?,
                 seed: WindowSeed::from_slice(&b64(&w.seed)?)?,
             });
         }
-        let list = HybridList { release_time: release, entries };
+        let list = HybridList {
+            release_time: release,
+            entries,
+        };
         sign(list.encode()?, release, key, Scheme::Hybrid)
     }
 
     /// Publish any upload body of `scheme`.
-    pub fn publish(scheme: Scheme, upload: &UploadPayload, release: UnixTime, key: &SigningKey) -> Result<Published> {
+    pub fn publish(
+        scheme: Scheme,
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
         match scheme {
             Scheme::Gaen => publish_gaen(upload, release, key),
             Scheme::LowCost => publish_lowcost(upload, release, key),

@@ -263,11 +263,15 @@ mod tests {
     #[test]
     fn config_validation() {
         assert!(ScoringConfig::default().validate().is_ok());
-        let mut c = ScoringConfig::default();
-        c.factor_low = f64::NAN;
+        let c = ScoringConfig {
+            factor_low: f64::NAN,
+            ..ScoringConfig::default()
+        };
         assert!(c.validate().is_err());
-        let mut c = ScoringConfig::default();
-        c.attenuation_low = 70;
+        let c = ScoringConfig {
+            attenuation_low: 70,
+            ..ScoringConfig::default()
+        };
         assert!(c.validate().is_err());
     }
 }

@@ -99,7 +99,10 @@ pub(crate) fn ephids_from_prf(prf: &[u8; 32], out: &mut [EphId]) {
             *b = GenericArray::from(((chunk_start + i) as u128).to_be_bytes());
         }
         cipher.encrypt_blocks(&mut blocks[..n]);
-        for (o, b) in out[chunk_start..chunk_start + n].iter_mut().zip(blocks.iter()) {
+        for (o, b) in out[chunk_start..chunk_start + n]
+            .iter_mut()
+            .zip(blocks.iter())
+        {
             o.0.copy_from_slice(b);
         }
     }

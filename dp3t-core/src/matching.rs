@@ -210,7 +210,11 @@ fn for_each_chunk<T: Sync>(items: &[T], f: impl Fn(&[T], &mut Vec<Match>) + Sync
 
 /// Match published GAEN keys: derive each key's RPIs and look them up. A sighting counts
 /// if it lies within the key's validity ±2 h and ended before `release_time`.
-pub fn match_gaen(index: &SightingIndex<'_>, keys: &[PublishedTek], release_time: UnixTime) -> Vec<Match> {
+pub fn match_gaen(
+    index: &SightingIndex<'_>,
+    keys: &[PublishedTek],
+    release_time: UnixTime,
+) -> Vec<Match> {
     if index.is_empty() {
         return Vec::new();
     }
@@ -222,11 +226,18 @@ pub fn match_gaen(index: &SightingIndex<'_>, keys: &[PublishedTek], release_time
                 if !index.maybe_contains(rpi) {
                     continue;
                 }
-                let from = (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
-                let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period)) * ENIN_SECONDS
+                let from =
+                    (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
+                let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period))
+                    * ENIN_SECONDS
                     + TOLERANCE_SECONDS)
                     .min(release_time.0);
-                out.extend(index.lookup(rpi).filter(|s| s.within(from, until)).map(Match::of));
+                out.extend(
+                    index
+                        .lookup(rpi)
+                        .filter(|s| s.within(from, until))
+                        .map(Match::of),
+                );
             }
         }
     })
@@ -257,7 +268,12 @@ pub fn match_lowcost(
                 let (from, until) = (day.start().0, day.next().start().0.min(release_time.0));
                 for eph in key.ephids().iter() {
                     if index.maybe_contains(&eph.0) {
-                        out.extend(index.lookup(&eph.0).filter(|s| s.within(from, until)).map(Match::of));
+                        out.extend(
+                            index
+                                .lookup(&eph.0)
+                                .filter(|s| s.within(from, until))
+                                .map(Match::of),
+                        );
                     }
                 }
                 key = key.next();
@@ -269,7 +285,11 @@ pub fn match_lowcost(
 
 /// Match published hybrid windows: each window's EphIDs against sightings heard inside
 /// the window ±2 h and before `release_time`.
-pub fn match_hybrid(index: &SightingIndex<'_>, entries: &[HybridEntry], release_time: UnixTime) -> Vec<Match> {
+pub fn match_hybrid(
+    index: &SightingIndex<'_>,
+    entries: &[HybridEntry],
+    release_time: UnixTime,
+) -> Vec<Match> {
     if index.is_empty() {
         return Vec::new();
     }
@@ -280,7 +300,12 @@ pub fn match_hybrid(index: &SightingIndex<'_>, entries: &[HybridEntry], release_
             let until = (e.window.end().0 + TOLERANCE_SECONDS).min(release_time.0);
             for eph in e.seed.ephids_into(e.window.minutes(), &mut buf) {
                 if index.maybe_contains(&eph.0) {
-                    out.extend(index.lookup(&eph.0).filter(|s| s.within(from, until)).map(Match::of));
+                    out.extend(
+                        index
+                            .lookup(&eph.0)
+                            .filter(|s| s.within(from, until))
+                            .map(Match::of),
+                    );
                 }
             }
         }
@@ -289,7 +314,11 @@ pub fn match_hybrid(index: &SightingIndex<'_>, entries: &[HybridEntry], release_
 
 /// Match a published unlinkable filter: test each stored hashed observation (its 16-byte
 /// prefix, which is all a DPCF lookup reads) against the filter.
-pub fn match_unlinkable(sightings: &[Sighting], filter: &CuckooFilter, release_time: UnixTime) -> Vec<Match> {
+pub fn match_unlinkable(
+    sightings: &[Sighting],
+    filter: &CuckooFilter,
+    release_time: UnixTime,
+) -> Vec<Match> {
     for_each_chunk(sightings, |chunk, out| {
         for s in chunk {
             if u64::from(s.last_seen) >= release_time.0 {

@@ -182,7 +182,9 @@ impl HybridList {
                 let start_ms = u64::try_from(s.window_start)
                     .map_err(|_| list_err(format!("seeds[{i}]: negative windowStart")))?;
                 if start_ms % 1000 != 0 {
-                    return Err(list_err(format!("seeds[{i}]: windowStart not whole seconds")));
+                    return Err(list_err(format!(
+                        "seeds[{i}]: windowStart not whole seconds"
+                    )));
                 }
                 let window = Window::new(UnixTime::from_millis(start_ms), minutes).map_err(err)?;
                 Ok(HybridEntry { window, seed })

@@ -146,7 +146,10 @@ mod tests {
         assert_eq!(s.len(), 3);
         let a = s.sightings()[0];
         assert_eq!(a.seconds, [60, 30, 0]);
-        assert_eq!((a.first_seen as u64, a.last_seen as u64), (d + 100, d + 429));
+        assert_eq!(
+            (a.first_seen as u64, a.last_seen as u64),
+            (d + 100, d + 429)
+        );
         s.prune_before(Day(20_001));
         assert_eq!(s.len(), 1);
         s.record([1; 16], UnixTime(d + 86_400 + 50), 50, 10, &cfg);

@@ -318,7 +318,8 @@ mod tests {
         assert_eq!(a.json.len(), b.json.len());
 
         let w = crate::hybrid::WindowMinutes::DEFAULT;
-        let a = hybrid_upload(&[(UnixTime(now.0 - now.0 % 7200), [4; 16])], w, now, &mut r).unwrap();
+        let a =
+            hybrid_upload(&[(UnixTime(now.0 - now.0 % 7200), [4; 16])], w, now, &mut r).unwrap();
         let b = hybrid_upload(&[], w, now, &mut r).unwrap();
         assert_eq!(a.json.len(), b.json.len());
         let parsed: HybridUpload = serde_json::from_str(&a.json).unwrap();

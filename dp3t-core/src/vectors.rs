@@ -532,7 +532,11 @@ fn check_cuckoo(v: &Value, c: &mut Checker) -> Result<()> {
     let filter = match parsed {
         Ok(f) => f,
         Err(e) => {
-            c.push("filter", "a valid DPCF filter".into(), format!("rejected: {e}"));
+            c.push(
+                "filter",
+                "a valid DPCF filter".into(),
+                format!("rejected: {e}"),
+            );
             return Ok(());
         }
     };
@@ -669,8 +673,14 @@ fn check_export(v: &Value, c: &mut Checker) -> Result<()> {
         // Order within an export carries no meaning (§9.1): compare both sides sorted.
         let mut want: Vec<&VectorKey> = keys.iter().collect();
         want.sort_by(|a, b| {
-            (a.key_data.to_ascii_lowercase(), a.rolling_start_interval_number)
-                .cmp(&(b.key_data.to_ascii_lowercase(), b.rolling_start_interval_number))
+            (
+                a.key_data.to_ascii_lowercase(),
+                a.rolling_start_interval_number,
+            )
+                .cmp(&(
+                    b.key_data.to_ascii_lowercase(),
+                    b.rolling_start_interval_number,
+                ))
         });
         let mut have: Vec<&ExportKey> = batch.keys.iter().collect();
         have.sort_by_key(|k| (k.key_data, k.rolling_start_interval_number));
@@ -704,7 +714,11 @@ fn gen_export(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
         .map(|_| ExportKey {
             key_data: rng.gen(),
             rolling_start_interval_number: (day - rng.gen_range(0..14)) * 144,
-            rolling_period: if rng.gen_bool(0.8) { 144 } else { rng.gen_range(1..=144) },
+            rolling_period: if rng.gen_bool(0.8) {
+                144
+            } else {
+                rng.gen_range(1..=144)
+            },
             transmission_risk_level: rng.gen_range(0..=8),
             report_type: Some(1),
             days_since_onset_of_symptoms: None,
@@ -914,7 +928,9 @@ pub fn generate(scheme: Scheme, count: usize, seed: u64) -> Result<VectorFile> {
     let cases = (0..count).map(|i| g(&mut rng, i)).collect::<Result<_>>()?;
     Ok(VectorFile {
         scheme,
-        source: format!("dp3t-rs `dp3t vectors generate --scheme {scheme} --count {count} --seed {seed}`"),
+        source: format!(
+            "dp3t-rs `dp3t vectors generate --scheme {scheme} --count {count} --seed {seed}`"
+        ),
         cases,
     })
 }
@@ -930,7 +946,12 @@ mod tests {
             let json = f.to_json();
             let back = parse_file(json.as_bytes()).unwrap();
             let r = verify(&back).unwrap();
-            assert_eq!((r.passed, r.failed), (12, 0), "{scheme}: {:?}", r.mismatches);
+            assert_eq!(
+                (r.passed, r.failed),
+                (12, 0),
+                "{scheme}: {:?}",
+                r.mismatches
+            );
         }
     }
 
@@ -960,7 +981,10 @@ mod tests {
         assert!(parse_file(br#"{"format":"x","scheme":"gaen","cases":[]}"#).is_err());
         let unknown = parse_file(br#"{"format":"dp3t-spec-vectors/1","scheme":"nope","cases":[]}"#);
         assert!(matches!(unknown, Err(Error::Vectors(m)) if m.contains("unknown scheme")));
-        let f = parse_file(br#"{"format":"dp3t-spec-vectors/1","scheme":"gaen","cases":[{"tek":"00"}]}"#).unwrap();
+        let f = parse_file(
+            br#"{"format":"dp3t-spec-vectors/1","scheme":"gaen","cases":[{"tek":"00"}]}"#,
+        )
+        .unwrap();
         assert!(verify(&f).is_err());
     }
 

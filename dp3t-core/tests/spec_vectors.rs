@@ -23,7 +23,13 @@ fn every_vector_file_passes() {
         let bytes = std::fs::read(&path).unwrap();
         let file = parse_file(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let report = verify(&file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(report.failed, 0, "{}: {:?}", path.display(), report.mismatches);
+        assert_eq!(
+            report.failed,
+            0,
+            "{}: {:?}",
+            path.display(),
+            report.mismatches
+        );
         assert_eq!(report.passed, file.cases.len());
         *cases.entry(file.scheme).or_default() += report.passed;
     }

@@ -2,6 +2,8 @@
 //! is published with the core's own encoders, and the other phone finds exactly the
 //! expected exposure days. Plus the negative cases.
 
+#![allow(clippy::unwrap_used)]
+
 use dp3t_core::engine::tests_support::{publish, Published};
 use dp3t_core::engine::{Engine, EngineConfig, Scheme};
 use dp3t_core::error::{Error, StateError};
@@ -10,7 +12,12 @@ use dp3t_core::time::{Day, UnixTime};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
-const SCHEMES: [Scheme; 4] = [Scheme::Gaen, Scheme::LowCost, Scheme::Unlinkable, Scheme::Hybrid];
+const SCHEMES: [Scheme; 4] = [
+    Scheme::Gaen,
+    Scheme::LowCost,
+    Scheme::Unlinkable,
+    Scheme::Hybrid,
+];
 /// Contact day: 2024-10-01.
 const DAY: Day = Day(20_000);
 
@@ -29,20 +36,38 @@ impl World {
         let mut rng = ChaCha20Rng::seed_from_u64(scheme as u64 + 11);
         let server = SigningKey::generate(&mut rng);
         let config = EngineConfig::new(scheme, server.public_key());
-        World { rng, server, config }
+        World {
+            rng,
+            server,
+            config,
+        }
     }
     fn phone(&self) -> Engine {
         Engine::new(self.config.clone()).unwrap()
     }
     /// `from` broadcasts to `to` every minute for `minutes` from `start`.
-    fn meet(&mut self, from: &mut Engine, to: &mut Engine, start: UnixTime, minutes: u64, attenuation: i32) {
+    fn meet(
+        &mut self,
+        from: &mut Engine,
+        to: &mut Engine,
+        start: UnixTime,
+        minutes: u64,
+        attenuation: i32,
+    ) {
         for m in 0..minutes {
             let now = start.plus(m * 60);
             let b = from.current_beacon(now, &mut self.rng).unwrap();
-            to.record_sighting(&b.payload, now, attenuation, 60).unwrap();
+            to.record_sighting(&b.payload, now, attenuation, 60)
+                .unwrap();
         }
     }
-    fn report(&mut self, patient: &mut Engine, onset: Day, now: UnixTime, release: UnixTime) -> Published {
+    fn report(
+        &mut self,
+        patient: &mut Engine,
+        onset: Day,
+        now: UnixTime,
+        release: UnixTime,
+    ) -> Published {
         let upload = patient.build_upload(onset, now, &mut self.rng).unwrap();
         publish(self.config.scheme, &upload, release, &self.server).unwrap()
     }
@@ -52,7 +77,8 @@ impl World {
 fn close_contact_is_an_exposure_day_in_every_scheme() {
     for scheme in SCHEMES {
         let mut w = World::new(scheme);
-        let (mut alice, mut bob, mut carol, mut dave) = (w.phone(), w.phone(), w.phone(), w.phone());
+        let (mut alice, mut bob, mut carol, mut dave) =
+            (w.phone(), w.phone(), w.phone(), w.phone());
         // Alice broadcasts on the day before too, so she has keys from the onset day on.
         w.meet(&mut alice, &mut dave, at(Day(DAY.0 - 1), 9, 0), 1, 80);
         w.meet(&mut alice, &mut bob, at(DAY, 10, 0), 30, 45); // close, 30 min
@@ -62,7 +88,10 @@ fn close_contact_is_an_exposure_day_in_every_scheme() {
         let batch = w.report(&mut alice, Day(DAY.0 - 1), at(DAY.next(), 10, 0), release);
         let now = at(DAY.next(), 12, 5);
 
-        assert!(bob.ingest(&batch.as_batch(), now).unwrap() > 0, "{scheme:?}");
+        assert!(
+            bob.ingest(&batch.as_batch(), now).unwrap() > 0,
+            "{scheme:?}"
+        );
         let days = bob.exposure_days(now);
         assert_eq!(days.len(), 1, "{scheme:?}: {days:?}");
         assert_eq!(days[0].day, DAY);
@@ -71,10 +100,16 @@ fn close_contact_is_an_exposure_day_in_every_scheme() {
         assert_eq!(bob.ingest(&batch.as_batch(), now).unwrap(), 0);
 
         // Too far: matched, but not an exposure.
-        assert!(carol.ingest(&batch.as_batch(), now).unwrap() > 0, "{scheme:?}");
+        assert!(
+            carol.ingest(&batch.as_batch(), now).unwrap() > 0,
+            "{scheme:?}"
+        );
         assert!(carol.exposure_days(now).is_empty(), "{scheme:?} far");
         // Too short.
-        assert!(dave.ingest(&batch.as_batch(), now).unwrap() > 0, "{scheme:?}");
+        assert!(
+            dave.ingest(&batch.as_batch(), now).unwrap() > 0,
+            "{scheme:?}"
+        );
         assert!(dave.exposure_days(now).is_empty(), "{scheme:?} short");
         // Only the last 10 days count.
         assert!(bob.exposure_days(at(Day(DAY.0 + 10), 1, 0)).is_empty());
@@ -102,10 +137,19 @@ fn sightings_at_or_after_release_never_match() {
         // The same replays one second earlier would have matched: the rule is what stops them.
         let mut control = w.phone();
         for (p, t) in &beacons {
-            control.record_sighting(p, (*t).max(release).minus(61), 45, 60).unwrap();
+            control
+                .record_sighting(p, (*t).max(release).minus(61), 45, 60)
+                .unwrap();
         }
-        assert!(control.ingest(&batch.as_batch(), at(DAY, 15, 0)).unwrap() > 0, "{scheme:?}");
-        assert_eq!(eve.ingest(&batch.as_batch(), at(DAY, 15, 0)).unwrap(), 0, "{scheme:?}");
+        assert!(
+            control.ingest(&batch.as_batch(), at(DAY, 15, 0)).unwrap() > 0,
+            "{scheme:?}"
+        );
+        assert_eq!(
+            eve.ingest(&batch.as_batch(), at(DAY, 15, 0)).unwrap(),
+            0,
+            "{scheme:?}"
+        );
         assert!(eve.exposure_days(at(DAY, 15, 0)).is_empty());
     }
 }
@@ -122,10 +166,21 @@ fn identifiers_heard_on_another_day_do_not_match() {
         }
         // Bob's record of them is two days later (a replay, or a broken clock).
         for (m, p) in heard.iter().enumerate() {
-            bob.record_sighting(p, at(Day(DAY.0 + 2), 10, m as u64), 45, 60).unwrap();
+            bob.record_sighting(p, at(Day(DAY.0 + 2), 10, m as u64), 45, 60)
+                .unwrap();
         }
-        let batch = w.report(&mut alice, DAY, at(Day(DAY.0 + 3), 9, 0), at(Day(DAY.0 + 3), 12, 0));
-        assert_eq!(bob.ingest(&batch.as_batch(), at(Day(DAY.0 + 3), 12, 5)).unwrap(), 0, "{scheme:?}");
+        let batch = w.report(
+            &mut alice,
+            DAY,
+            at(Day(DAY.0 + 3), 9, 0),
+            at(Day(DAY.0 + 3), 12, 0),
+        );
+        assert_eq!(
+            bob.ingest(&batch.as_batch(), at(Day(DAY.0 + 3), 12, 5))
+                .unwrap(),
+            0,
+            "{scheme:?}"
+        );
     }
 }
 
@@ -135,17 +190,25 @@ fn a_batch_with_a_bad_signature_is_rejected() {
         let mut w = World::new(scheme);
         let (mut alice, mut bob) = (w.phone(), w.phone());
         w.meet(&mut alice, &mut bob, at(DAY, 10, 0), 30, 45);
-        let upload = alice.build_upload(DAY, at(DAY.next(), 9, 0), &mut w.rng).unwrap();
+        let upload = alice
+            .build_upload(DAY, at(DAY.next(), 9, 0), &mut w.rng)
+            .unwrap();
         let forger = SigningKey::generate(&mut w.rng);
         let forged = publish(scheme, &upload, at(DAY.next(), 12, 0), &forger).unwrap();
-        let err = bob.ingest(&forged.as_batch(), at(DAY.next(), 12, 5)).unwrap_err();
+        let err = bob
+            .ingest(&forged.as_batch(), at(DAY.next(), 12, 5))
+            .unwrap_err();
         assert!(matches!(err, Error::Signature(_)), "{scheme:?}: {err}");
 
         // A genuine signature over a body that was then altered.
         let mut tampered = publish(scheme, &upload, at(DAY.next(), 12, 0), &w.server).unwrap();
         let n = tampered.body.len();
         tampered.body[n - 1] ^= 1;
-        assert!(bob.ingest(&tampered.as_batch(), at(DAY.next(), 12, 5)).is_err(), "{scheme:?}");
+        assert!(
+            bob.ingest(&tampered.as_batch(), at(DAY.next(), 12, 5))
+                .is_err(),
+            "{scheme:?}"
+        );
         assert!(bob.exposure_days(at(DAY.next(), 12, 5)).is_empty());
     }
 }
@@ -161,11 +224,20 @@ fn state_survives_save_and_restore_and_refuses_a_wrong_key() {
         let mut bob2 = Engine::restore(&saved, &key, w.config.clone()).unwrap();
         assert_eq!(bob2.sightings().sightings(), bob.sightings().sightings());
         let batch = w.report(&mut alice, DAY, at(DAY.next(), 9, 0), at(DAY.next(), 12, 0));
-        bob2.ingest(&batch.as_batch(), at(DAY.next(), 12, 5)).unwrap();
+        bob2.ingest(&batch.as_batch(), at(DAY.next(), 12, 5))
+            .unwrap();
         assert_eq!(bob2.exposure_days(at(DAY.next(), 13, 0)).len(), 1);
         // Exposure survives a second round trip.
-        let again = Engine::restore(&bob2.save(&key, &mut w.rng).unwrap(), &key, w.config.clone()).unwrap();
-        assert_eq!(again.exposure_days(at(DAY.next(), 13, 0)), bob2.exposure_days(at(DAY.next(), 13, 0)));
+        let again = Engine::restore(
+            &bob2.save(&key, &mut w.rng).unwrap(),
+            &key,
+            w.config.clone(),
+        )
+        .unwrap();
+        assert_eq!(
+            again.exposure_days(at(DAY.next(), 13, 0)),
+            bob2.exposure_days(at(DAY.next(), 13, 0))
+        );
 
         let wrong = Engine::restore(&saved, &[8u8; 32], w.config.clone()).unwrap_err();
         assert_eq!(wrong, Error::State(StateError::Authentication));
@@ -217,7 +289,11 @@ fn keys_rotate_at_their_boundaries_and_expire() {
         p.current_beacon(at(DAY, 10, 0), &mut w.rng).unwrap();
         let later = at(Day(DAY.0 + 14), 10, 0);
         let real = p.build_upload(DAY, later, &mut w.rng).unwrap();
-        assert!(!real.json.contains("\"fake\":0"), "{scheme:?}: {}", &real.json[..80.min(real.json.len())]);
+        assert!(
+            !real.json.contains("\"fake\":0"),
+            "{scheme:?}: {}",
+            &real.json[..80.min(real.json.len())]
+        );
     }
 }
 
@@ -233,8 +309,13 @@ fn lowcost_starts_a_fresh_chain_after_a_real_upload() {
     // The published key no longer generates the new broadcasts.
     let published = publish(Scheme::LowCost, &upload, at(DAY.next(), 0, 0), &w.server).unwrap();
     let mut bob = w.phone();
-    bob.record_sighting(&after.payload, at(DAY, 10, 2), 40, 3600).unwrap();
-    assert_eq!(bob.ingest(&published.as_batch(), at(DAY.next(), 1, 0)).unwrap(), 0);
+    bob.record_sighting(&after.payload, at(DAY, 10, 2), 40, 3600)
+        .unwrap();
+    assert_eq!(
+        bob.ingest(&published.as_batch(), at(DAY.next(), 1, 0))
+            .unwrap(),
+        0
+    );
 }
 
 #[test]
@@ -262,5 +343,8 @@ fn a_batch_of_the_wrong_kind_is_an_error() {
     let batch = publish(Scheme::LowCost, &upload, at(DAY, 12, 0), &w.server).unwrap();
     let gaen = World::new(Scheme::Gaen).phone();
     let mut gaen = gaen;
-    assert!(matches!(gaen.ingest(&batch.as_batch(), at(DAY, 13, 0)), Err(Error::Engine(_))));
+    assert!(matches!(
+        gaen.ingest(&batch.as_batch(), at(DAY, 13, 0)),
+        Err(Error::Engine(_))
+    ));
 }

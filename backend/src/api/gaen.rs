@@ -70,8 +70,9 @@ struct ParsedKey {
 }
 
 fn parse_body(bytes: &[u8]) -> Result<Vec<ParsedKey>, ApiError> {
-    let body: UploadBody = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::bad_request("malformed_body", format!("invalid upload body: {e}")))?;
+    let body: UploadBody = serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::bad_request("malformed_body", format!("invalid upload body: {e}"))
+    })?;
     if body.gaen_keys.len() != KEYS_PER_UPLOAD {
         return Err(ApiError::bad_request(
             "key_count",
@@ -98,7 +99,10 @@ fn parse_body(bytes: &[u8]) -> Result<Vec<ParsedKey>, ApiError> {
             if !(1..=144).contains(&k.rolling_period) {
                 return Err(ApiError::bad_request(
                     "rolling_period",
-                    format!("gaenKeys[{i}].rollingPeriod must be in 1..=144, got {}", k.rolling_period),
+                    format!(
+                        "gaenKeys[{i}].rollingPeriod must be in 1..=144, got {}",
+                        k.rolling_period
+                    ),
                 ));
             }
             if !(0..=8).contains(&k.transmission_risk_level) {
@@ -186,7 +190,10 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "content_type",
-            format!("Content-Type must be application/json, got {:?}", truncate(ct, 64)),
+            format!(
+                "Content-Type must be application/json, got {:?}",
+                truncate(ct, 64)
+            ),
         ))
     }
 }
@@ -232,7 +239,10 @@ async fn upload_inner(
     check_content_type(req)?;
     let body = read_body(req, payload).await?;
     let now = unix_now();
-    let auth = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     let token = bearer_token(auth).map_err(auth_error)?;
     let grant = verify_upload_token(token, &state.ha_keys, now).map_err(auth_error)?;
     let keys = parse_body(&body)?;
@@ -327,7 +337,11 @@ pub async fn download(
             )
         })?;
     let signature = HeaderValue::from_str(&resp.signature).map_err(|_| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "bad signature header")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "bad signature header",
+        )
     })?;
     let mut b = match &resp.body {
         Some(_) => HttpResponse::Ok(),
@@ -343,13 +357,15 @@ pub async fn download(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use dp3t_core::time::Day;
 
     fn body_with(n: usize, f: impl Fn(usize) -> serde_json::Value) -> Vec<u8> {
         let keys: Vec<_> = (0..n).map(f).collect();
-        serde_json::to_vec(&serde_json::json!({"gaenKeys": keys, "withFederationGateway": false})).unwrap()
+        serde_json::to_vec(&serde_json::json!({"gaenKeys": keys, "withFederationGateway": false}))
+            .unwrap()
     }
 
     fn key(i: usize) -> serde_json::Value {
@@ -360,7 +376,10 @@ mod tests {
     #[test]
     fn shape_errors_name_the_problem() {
         assert!(parse_body(&body_with(30, key)).is_ok());
-        assert_eq!(parse_body(&body_with(29, key)).unwrap_err().code, "key_count");
+        assert_eq!(
+            parse_body(&body_with(29, key)).unwrap_err().code,
+            "key_count"
+        );
         let e = parse_body(&body_with(30, |i| {
             let mut k = key(i);
             if i == 7 {
@@ -409,20 +428,22 @@ mod tests {
             fake,
         };
         let keys = vec![
-            k(day.0 - 3, false, 1),  // kept
-            k(day.0 - 3, true, 2),   // fake
-            k(day.0 - 6, false, 3),  // before onset
-            k(day.0 + 2, false, 4),  // past tomorrow
-            k(day.0 + 1, false, 5),  // tomorrow: kept (embargoed)
-            k(day.0 - 3, false, 1),  // duplicate
-            k(day.0, false, 6),      // today: kept (embargoed)
+            k(day.0 - 3, false, 1), // kept
+            k(day.0 - 3, true, 2),  // fake
+            k(day.0 - 6, false, 3), // before onset
+            k(day.0 + 2, false, 4), // past tomorrow
+            k(day.0 + 1, false, 5), // tomorrow: kept (embargoed)
+            k(day.0 - 3, false, 1), // duplicate
+            k(day.0, false, 6),     // today: kept (embargoed)
         ];
         let onset = (day.0 - 5) * 144;
         let (out, dropped) = keys_to_store(&keys, onset, now, 7_200, 14 * 86_400);
         let kept: Vec<u8> = out.iter().map(|k| k.key_data[0]).collect();
         assert_eq!(kept, vec![1, 5, 6]);
         assert_eq!(dropped, 4);
-        assert!(out.iter().all(|k| k.received_at == u64::from(day.0) * 86_400 + 7_200));
+        assert!(out
+            .iter()
+            .all(|k| k.received_at == u64::from(day.0) * 86_400 + 7_200));
         assert_eq!(out[0].publish_at, u64::from(day.0) * 86_400 + 7_200);
         assert_eq!(out[2].publish_at, u64::from(day.0 + 1) * 86_400 + 7_200);
         // Outside retention: a key that expired more than 14 days ago.

@@ -103,7 +103,10 @@ impl ResponseError for ApiError {
 const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
     ("referrer-policy", "no-referrer"),
     ("strict-transport-security", "max-age=31536000"),
     ("cross-origin-resource-policy", "cross-origin"),
@@ -193,7 +196,10 @@ pub fn app(
                 let mut res = fut.await?;
                 let headers = res.headers_mut();
                 for (name, value) in SECURITY_HEADERS {
-                    headers.insert(HeaderName::from_static(name), HeaderValue::from_static(value));
+                    headers.insert(
+                        HeaderName::from_static(name),
+                        HeaderValue::from_static(value),
+                    );
                 }
                 if !headers.contains_key(header::CACHE_CONTROL) {
                     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -13,7 +13,11 @@ pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
 pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.db.health().await.map_err(|e| {
         tracing::warn!(error = %e, "health check failed");
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable", "the database does not answer")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database does not answer",
+        )
     })?;
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",

@@ -29,7 +29,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Parser)]
-#[command(name = "dp3t-load", about = "HTTP load generator for the DP-3T backend benchmarks")]
+#[command(
+    name = "dp3t-load",
+    about = "HTTP load generator for the DP-3T backend benchmarks"
+)]
 struct Cli {
     #[command(subcommand)]
     mode: Mode,
@@ -129,7 +132,10 @@ impl Conn {
     }
 
     async fn exchange(&mut self, req: &[u8]) -> io::Result<(u16, usize)> {
-        let stream = self.stream.as_mut().ok_or_else(|| io::Error::other("not connected"))?;
+        let stream = self
+            .stream
+            .as_mut()
+            .ok_or_else(|| io::Error::other("not connected"))?;
         stream.write_all(req).await?;
         loop {
             if let Some(end) = find(&self.buf, b"\r\n\r\n") {
@@ -144,13 +150,19 @@ impl Conn {
                 let mut length = 0usize;
                 let mut close = false;
                 for l in lines {
-                    let Some((k, v)) = l.split_once(':') else { continue };
+                    let Some((k, v)) = l.split_once(':') else {
+                        continue;
+                    };
                     let (k, v) = (k.trim(), v.trim());
                     if k.eq_ignore_ascii_case("content-length") {
-                        length = v.parse().map_err(|_| io::Error::other("bad content-length"))?;
+                        length = v
+                            .parse()
+                            .map_err(|_| io::Error::other("bad content-length"))?;
                     } else if k.eq_ignore_ascii_case("transfer-encoding") {
                         return Err(io::Error::other("chunked responses are not supported"));
-                    } else if k.eq_ignore_ascii_case("connection") && v.eq_ignore_ascii_case("close") {
+                    } else if k.eq_ignore_ascii_case("connection")
+                        && v.eq_ignore_ascii_case("close")
+                    {
                         close = true;
                     }
                 }
@@ -216,8 +228,15 @@ fn report(mode: &str, tallies: Vec<Tally>, seconds: f64) {
     );
 }
 
-async fn download(addr: String, path: String, connections: usize, duration: u64, warmup: u64) -> anyhow::Result<()> {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: dp3t-load\r\n\r\n").into_bytes();
+async fn download(
+    addr: String,
+    path: String,
+    connections: usize,
+    duration: u64,
+    warmup: u64,
+) -> anyhow::Result<()> {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: dp3t-load\r\n\r\n")
+        .into_bytes();
     let req = Arc::new(req);
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(warmup);
@@ -238,7 +257,9 @@ async fn download(addr: String, path: String, connections: usize, duration: u64,
                 match r {
                     Ok((status, len)) if status == 200 || status == 204 => {
                         if measured {
-                            t.latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                            t.latencies_us.push(
+                                u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX),
+                            );
                             t.bytes += len as u64;
                         }
                     }
@@ -263,7 +284,12 @@ async fn download(addr: String, path: String, connections: usize, duration: u64,
     Ok(())
 }
 
-fn upload_requests(addr: &str, path: &str, ha_key: &std::path::Path, count: usize) -> anyhow::Result<Vec<Vec<u8>>> {
+fn upload_requests(
+    addr: &str,
+    path: &str,
+    ha_key: &std::path::Path,
+    count: usize,
+) -> anyhow::Result<Vec<Vec<u8>>> {
     let pem = std::fs::read(ha_key).with_context(|| format!("reading {}", ha_key.display()))?;
     let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).context("reading the HA key")?;
     let now = backend::unix_now();
@@ -291,7 +317,9 @@ fn upload_requests(addr: &str, path: &str, ha_key: &std::path::Path, count: usiz
                 })
             })
             .collect();
-        let body = serde_json::to_vec(&serde_json::json!({"gaenKeys": keys, "withFederationGateway": false}))?;
+        let body = serde_json::to_vec(
+            &serde_json::json!({"gaenKeys": keys, "withFederationGateway": false}),
+        )?;
         let mut req = format!(
             "POST {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: dp3t-load\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -306,7 +334,13 @@ fn upload_requests(addr: &str, path: &str, ha_key: &std::path::Path, count: usiz
     Ok(out)
 }
 
-async fn upload(addr: String, path: String, connections: usize, ha_key: std::path::PathBuf, count: usize) -> anyhow::Result<()> {
+async fn upload(
+    addr: String,
+    path: String,
+    connections: usize,
+    ha_key: std::path::PathBuf,
+    count: usize,
+) -> anyhow::Result<()> {
     let requests = Arc::new(upload_requests(&addr, &path, &ha_key, count)?);
     let next = Arc::new(AtomicI64::new(0));
     let start = Instant::now();
@@ -318,11 +352,14 @@ async fn upload(addr: String, path: String, connections: usize, ha_key: std::pat
             let mut t = Tally::default();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(req) = usize::try_from(i).ok().and_then(|i| requests.get(i)) else { break };
+                let Some(req) = usize::try_from(i).ok().and_then(|i| requests.get(i)) else {
+                    break;
+                };
                 let sent = Instant::now();
                 match conn.request(req).await {
                     Ok((200, len)) => {
-                        t.latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
+                        t.latencies_us
+                            .push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
                         t.bytes += len as u64;
                     }
                     _ => t.errors += 1,
@@ -349,9 +386,19 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     match cli.mode {
-        Mode::Download { url, duration, warmup } => {
+        Mode::Download {
+            url,
+            duration,
+            warmup,
+        } => {
             let (addr, path) = split_url(&url)?;
-            rt.block_on(download(addr, path, cli.connections, duration.max(1), warmup))
+            rt.block_on(download(
+                addr,
+                path,
+                cli.connections,
+                duration.max(1),
+                warmup,
+            ))
         }
         Mode::Upload { url, ha_key, count } => {
             let (addr, path) = split_url(&url)?;

@@ -18,7 +18,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::Row;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -229,7 +231,8 @@ const CLAIM_KEYS: &str = "UPDATE gaen_keys SET bucket_end = $1 \
 const INSERT_BUCKET: &str = "INSERT INTO published_buckets \
      (bucket_end, bucket_start, real_keys, total_keys, zip, signature) VALUES ($1, $2, $3, $4, $5, $6)";
 const SET_RELEASED: &str = "UPDATE release_state SET released_until = $1 WHERE id = 1";
-const SELECT_BUCKETS: &str = "SELECT bucket_end, bucket_start, real_keys, total_keys, zip, signature \
+const SELECT_BUCKETS: &str =
+    "SELECT bucket_end, bucket_start, real_keys, total_keys, zip, signature \
      FROM published_buckets WHERE bucket_end > $1 AND bucket_end <= $2 ORDER BY bucket_end";
 
 impl Db {
@@ -317,6 +320,9 @@ impl Db {
                 to_i64(k.publish_at)?,
             ));
         }
+        // A fixed insertion order (by the unique key) means two uploads sharing keys lock
+        // them in the same order: they can wait for each other but never deadlock.
+        rows.sort_unstable_by_key(|r| (r.0, r.1));
         on_write!(self, p => {
             let mut tx = p.begin().await?;
             let fresh = sqlx::query(INSERT_TOKEN)
@@ -451,6 +457,7 @@ impl Db {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -481,11 +488,20 @@ mod tests {
     #[tokio::test]
     async fn replayed_tokens_write_nothing_and_duplicates_are_ignored() {
         let (db, dir) = temp_db().await;
-        let out = db.store_upload(&[1; 32], 10, &[key(1, 100), key(2, 100), key(1, 100)]).await.unwrap();
+        let out = db
+            .store_upload(&[1; 32], 10, &[key(1, 100), key(2, 100), key(1, 100)])
+            .await
+            .unwrap();
         assert_eq!(out, StoreOutcome::Stored { inserted: 2 });
-        assert_eq!(db.store_upload(&[1; 32], 10, &[key(3, 100)]).await.unwrap(), StoreOutcome::Replayed);
+        assert_eq!(
+            db.store_upload(&[1; 32], 10, &[key(3, 100)]).await.unwrap(),
+            StoreOutcome::Replayed
+        );
         assert_eq!(db.count_keys().await.unwrap(), 2);
-        let out = db.store_upload(&[2; 32], 10, &[key(2, 100), key(3, 100)]).await.unwrap();
+        let out = db
+            .store_upload(&[2; 32], 10, &[key(2, 100), key(3, 100)])
+            .await
+            .unwrap();
         assert_eq!(out, StoreOutcome::Stored { inserted: 1 });
         assert_eq!(db.count_keys().await.unwrap(), 3);
         db.close().await;
@@ -495,7 +511,9 @@ mod tests {
     #[tokio::test]
     async fn release_claims_each_key_once_in_time_order() {
         let (db, dir) = temp_db().await;
-        db.store_upload(&[1; 32], 10, &[key(1, 100), key(2, 200), key(3, 300)]).await.unwrap();
+        db.store_upload(&[1; 32], 10, &[key(1, 100), key(2, 200), key(3, 300)])
+            .await
+            .unwrap();
         let build = |keys: Vec<StoredKey>| {
             Ok(Some(BuiltBucket {
                 start: 0,
@@ -506,10 +524,22 @@ mod tests {
             }))
         };
         let r = db.release(200, build).await.unwrap();
-        assert_eq!(r, ReleaseOutcome { released_until: 200, built_keys: Some(2) });
+        assert_eq!(
+            r,
+            ReleaseOutcome {
+                released_until: 200,
+                built_keys: Some(2)
+            }
+        );
         // Asking again for an earlier or equal time builds nothing.
         let r = db.release(150, |_| panic!("must not build")).await.unwrap();
-        assert_eq!(r, ReleaseOutcome { released_until: 200, built_keys: None });
+        assert_eq!(
+            r,
+            ReleaseOutcome {
+                released_until: 200,
+                built_keys: None
+            }
+        );
         // A key arriving late with an old publish_at goes into the next bucket.
         db.store_upload(&[2; 32], 10, &[key(4, 100)]).await.unwrap();
         let r = db.release(300, build).await.unwrap();
@@ -530,7 +560,14 @@ mod tests {
         let r = db.release(400, build).await.unwrap();
         assert_eq!(r.built_keys, Some(1));
         let gone = db.delete_older_than(301).await.unwrap();
-        assert_eq!(gone, RetentionReport { keys: 4, tokens: 3, buckets: 2 });
+        assert_eq!(
+            gone,
+            RetentionReport {
+                keys: 4,
+                tokens: 3,
+                buckets: 2
+            }
+        );
         db.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }

@@ -56,7 +56,11 @@ pub struct Harness {
 }
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}_{}_{:016x}", std::process::id(), rand::random::<u64>())
+    format!(
+        "{prefix}_{}_{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    )
 }
 
 /// Test defaults: 2-second buckets, 50 ms upload delay, no padding.
@@ -77,7 +81,10 @@ async fn fresh_pg_database() -> (String, String, String) {
     let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
     let name = unique("dp3t_t");
     let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("CREATE DATABASE \"{name}\"")).execute(&mut conn).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     conn.close().await.unwrap();
     let (base, params) = match admin_url.split_once('?') {
         Some((b, p)) => (b.to_owned(), format!("?{p}")),
@@ -111,7 +118,8 @@ impl Harness {
             .await
             .unwrap()
             .unwrap();
-        let public_key = backend::keys::read_public_key(&data_dir.join("signing-key.pub.pem")).unwrap();
+        let public_key =
+            backend::keys::read_public_key(&data_dir.join("signing-key.pub.pem")).unwrap();
         let ha_pem = std::fs::read_to_string(data_dir.join("ha-dev-key.pem")).unwrap();
         Harness {
             url: server.url(),
@@ -182,7 +190,10 @@ impl Harness {
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> reqwest::Response {
-        let mut req = self.client.post(format!("{}/v2/gaen/exposed", self.url)).body(body);
+        let mut req = self
+            .client
+            .post(format!("{}/v2/gaen/exposed", self.url))
+            .body(body);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -193,7 +204,8 @@ impl Harness {
     }
 
     pub async fn upload(&self, token: &str, keys: &[UploadKey]) -> reqwest::Response {
-        self.upload_raw(Some(token), Some("application/json"), upload_body(keys)).await
+        self.upload_raw(Some(token), Some("application/json"), upload_body(keys))
+            .await
     }
 
     pub async fn download(&self, tag: Option<u64>) -> reqwest::Response {
@@ -239,7 +251,11 @@ impl Download {
         let resp = h.download(tag).await;
         let status = resp.status().as_u16();
         assert!(status == 200 || status == 204, "download status {status}");
-        let header = |n: &str| resp.headers().get(n).map(|v| v.to_str().unwrap().to_owned());
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_owned())
+        };
         let tag: u64 = header("x-key-bundle-tag").unwrap().parse().unwrap();
         let signature = header("signature").expect("Signature header");
         let cache_control = header("cache-control").unwrap();
@@ -328,18 +344,26 @@ pub fn key_json(k: &UploadKey) -> serde_json::Value {
 
 pub fn upload_body(keys: &[UploadKey]) -> Vec<u8> {
     let keys: Vec<_> = keys.iter().map(key_json).collect();
-    serde_json::to_vec(&serde_json::json!({"gaenKeys": keys, "withFederationGateway": false})).unwrap()
+    serde_json::to_vec(&serde_json::json!({"gaenKeys": keys, "withFederationGateway": false}))
+        .unwrap()
 }
 
 pub fn set_of(keys: &[UploadKey]) -> BTreeSet<[u8; 16]> {
-    keys.iter().filter(|k| k.fake == 0).map(|k| k.key_data).collect()
+    keys.iter()
+        .filter(|k| k.fake == 0)
+        .map(|k| k.key_data)
+        .collect()
 }
 
 /// Assert a JSON error answer with `status` and `code`.
 pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
     assert_eq!(resp.status().as_u16(), status, "expected {status} {code}");
     assert_eq!(
-        resp.headers().get("content-type").unwrap().to_str().unwrap(),
+        resp.headers()
+            .get("content-type")
+            .unwrap()
+            .to_str()
+            .unwrap(),
         "application/json"
     );
     let v: serde_json::Value = resp.json().await.unwrap();

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Matching at national scale, side by side with the yardsticks, in one run:
+#   1. the hardware bound for GAEN matching (shared/bench/gaen-limit.sh: openssl's AES and
+#      SHA-256 bulk speeds),
+#   2. Google's reference matching algorithm on OpenSSL (shared/bench/gaen_match_anchor.c),
+#   3. `dp3t bench match` for the four schemes, all cores and one thread, with peak memory.
+# Usage: bench/match.sh [SHARED_BENCH_DIR]   (default ../shared/bench)
+# Needs: gcc, libssl-dev, /usr/bin/time (Debian: time), python3.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared="${1:-../shared/bench}"
+out="target/bench"
+mkdir -p "$out"
+
+cargo build --release -q -p dp3t-cli
+dp3t=target/release/dp3t
+
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
+echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+
+bound=$(bash "$shared/gaen-limit.sh")
+echo "bound: $bound"
+
+if [ -f "$shared/gaen_match_anchor.c" ]; then
+  cc -O2 -o "$out/gaen_match_anchor" "$shared/gaen_match_anchor.c" -lcrypto
+  anchor=$("$out/gaen_match_anchor" 1000000 100000 50)
+  echo "anchor: $anchor"
+fi
+
+run() {
+  # Prints the JSON line with the peak resident memory (MB) added.
+  local log="$out/time.txt"
+  local line
+  line=$(/usr/bin/time -f '%M' -o "$log" "$dp3t" bench match "$@")
+  python3 -c 'import json,sys; d=json.loads(sys.argv[1]); d["peak_mb"]=round(int(open(sys.argv[2]).read().split()[-1])/1024,1); print(json.dumps(d))' "$line" "$log"
+}
+
+gaen_all=$(run --scheme gaen --keys 1000000 --sightings 100000 --planted 50 --seed 1)
+gaen_one=$(run --scheme gaen --keys 1000000 --sightings 100000 --planted 50 --seed 1 --threads 1)
+echo "gaen: $gaen_all"
+echo "gaen-1-thread: $gaen_one"
+echo "lowcost: $(run --scheme lowcost --keys 100000 --sightings 100000 --planted 50 --seed 1)"
+echo "lowcost-1-thread: $(run --scheme lowcost --keys 100000 --sightings 100000 --planted 50 --seed 1 --threads 1)"
+echo "unlinkable: $(run --scheme unlinkable --keys 1000000 --sightings 100000 --planted 50 --seed 1)"
+echo "unlinkable-1-thread: $(run --scheme unlinkable --keys 1000000 --sightings 100000 --planted 50 --seed 1 --threads 1)"
+echo "hybrid: $(run --scheme hybrid --keys 1000000 --sightings 100000 --planted 50 --seed 1)"
+echo "hybrid-1-thread: $(run --scheme hybrid --keys 1000000 --sightings 100000 --planted 50 --seed 1 --threads 1)"
+
+python3 - "$bound" "$gaen_all" "$gaen_one" "${anchor:-{\}}" <<'PY'
+import json, sys
+b, a, o, anc = (json.loads(x) for x in sys.argv[1:5])
+print(f"gaen all cores: {a['keys_per_sec']:.0f} keys/s = {100*a['keys_per_sec']/b['bound_keys_per_s_all_cores']:.1f}% of the bound ({b['bound_keys_per_s_all_cores']} keys/s)")
+one_bound = 1e6 / b['bound_us_per_key_one_core']
+print(f"gaen one thread: {o['keys_per_sec']:.0f} keys/s = {100*o['keys_per_sec']/one_bound:.1f}% of the one-core bound ({one_bound:.0f} keys/s)")
+if anc:
+    print(f"vs Google's algorithm on OpenSSL (1 thread, {anc['keys_per_sec']:.0f} keys/s): x{o['keys_per_sec']/anc['keys_per_sec']:.2f} on one thread, x{a['keys_per_sec']/anc['keys_per_sec']:.2f} on all cores")
+PY
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
