@@ -348,3 +348,26 @@ fn a_batch_of_the_wrong_kind_is_an_error() {
         Err(Error::Engine(_))
     ));
 }
+
+#[test]
+fn stored_sightings_are_compact() {
+    // 10,000 distinct sightings over 14 days: the encrypted state grows by at most 40 bytes
+    // per sighting (36 bytes of data, varint-encoded, plus framing).
+    let mut w = World::new(Scheme::Gaen);
+    let mut p = w.phone();
+    let key = [1u8; 32];
+    let empty = p.save(&key, &mut w.rng).unwrap().len();
+    for i in 0..10_000u32 {
+        let mut id = [0u8; 16];
+        id[..4].copy_from_slice(&i.to_le_bytes());
+        id[4..8].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
+        let t = at(Day(DAY.0 + i % 14), u64::from(i % 24), u64::from(i % 60));
+        p.record_sighting(&id, t, 40 + (i % 40) as i32, 60 + i % 600).unwrap();
+    }
+    assert_eq!(p.sightings().len(), 10_000);
+    let full = p.save(&key, &mut w.rng).unwrap().len();
+    let per = (full - empty) as f64 / 10_000.0;
+    println!("bytes per stored sighting (saved state): {per:.2}");
+    assert!(per <= 40.0, "{per} bytes per sighting");
+    assert_eq!(std::mem::size_of::<dp3t_core::store::Sighting>(), 36);
+}
