@@ -11,7 +11,7 @@
 //! * [`config`] — settings from defaults, a TOML file and `DP3T_*` variables;
 //! * [`keys`] — key files, `keygen`, development upload tokens;
 //! * [`auth`] — upload token validation;
-//! * [`db`] — SQLite or PostgreSQL;
+//! * [`db`] — SQLite or PostgreSQL; [`writer`] — group commit of uploads;
 //! * [`publish`] — release buckets, built once, cached, served from memory;
 //! * [`api`] — the HTTP handlers; [`metrics`] — Prometheus counters;
 //! * [`server`] — wiring, background tasks and graceful shutdown.
@@ -25,6 +25,7 @@ pub mod keys;
 pub mod metrics;
 pub mod publish;
 pub mod server;
+pub mod writer;
 
 use dp3t_core::time::UnixTime;
 

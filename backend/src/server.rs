@@ -21,6 +21,7 @@ use crate::keys;
 use crate::metrics::Metrics;
 use crate::publish::{bucket_floor, PublishSettings, Publisher};
 use crate::unix_now;
+use crate::writer::UploadWriter;
 
 /// How often data past retention is deleted.
 const RETENTION_INTERVAL_SECS: u64 = 3600;
@@ -110,6 +111,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         metrics.set_keys_in_db(n);
     }
     let state = web::Data::new(AppState {
+        writer: UploadWriter::spawn(db.clone(), upload_writers(&db)),
         db,
         publisher,
         ha_keys,
@@ -126,6 +128,15 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         "server prepared"
     );
     Ok(Prepared { config, state })
+}
+
+/// Writer tasks for uploads: one for SQLite (it has one writer connection), a few for
+/// PostgreSQL so that commits overlap.
+fn upload_writers(db: &Db) -> usize {
+    match db {
+        Db::Sqlite { .. } => 1,
+        Db::Postgres(_) => 4,
+    }
 }
 
 /// Background task: release each bucket as soon as it ends, count keys, enforce retention.

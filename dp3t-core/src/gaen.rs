@@ -604,24 +604,33 @@ mod x86 {
         _mm_set_epi32(k(3), k(2), k(1), k(0))
     }
 
+    /// Rounds `4I .. 4I+4` of `N` independent compressions, with the message words
+    /// `W[4I .. 4I+4]` computed from the previous sixteen, which sit in the ring `m[n]`.
+    /// `I` is a constant so that every index is, and the ring stays in registers.
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    #[inline]
+    fn group<const I: usize, const N: usize>(s: &mut [State; N], m: &mut [Msg; N]) {
+        for n in 0..N {
+            if I >= 4 {
+                let [v0, v1, v2, v3] =
+                    [I % 4, (I + 1) % 4, (I + 2) % 4, (I + 3) % 4].map(|j| m[n][j]);
+                let t = _mm_add_epi32(_mm_sha256msg1_epu32(v0, v1), _mm_alignr_epi8(v3, v2, 4));
+                m[n][I % 4] = _mm_sha256msg2_epu32(t, v3);
+            }
+            rounds4(&mut s[n], _mm_add_epi32(m[n][I % 4], k4(I)));
+        }
+    }
+
     /// `N` independent SHA-256 compressions, interleaved four rounds at a time so that
     /// the latency of one chain hides in the other's.
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     #[inline]
     fn compress<const N: usize>(s0: [State; N], mut m: [Msg; N]) -> [State; N] {
         let mut s = s0;
-        for i in 0..16 {
-            for n in 0..N {
-                if i >= 4 {
-                    // W[4i..4i+4] from the previous 16 words, which sit in the ring m[n].
-                    let [v0, v1, v2, v3] =
-                        [i % 4, (i + 1) % 4, (i + 2) % 4, (i + 3) % 4].map(|j| m[n][j]);
-                    let t = _mm_add_epi32(_mm_sha256msg1_epu32(v0, v1), _mm_alignr_epi8(v3, v2, 4));
-                    m[n][i % 4] = _mm_sha256msg2_epu32(t, v3);
-                }
-                rounds4(&mut s[n], _mm_add_epi32(m[n][i % 4], k4(i)));
-            }
+        macro_rules! groups {
+            ($($i:literal)*) => { $( group::<$i, N>(&mut s, &mut m); )* };
         }
+        groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
         for n in 0..N {
             s[n].abef = _mm_add_epi32(s[n].abef, s0[n].abef);
             s[n].cdgh = _mm_add_epi32(s[n].cdgh, s0[n].cdgh);
@@ -634,10 +643,13 @@ mod x86 {
     #[inline]
     fn compress_const(s0: State, wk: &[u32; 64]) -> State {
         let mut s = s0;
-        for i in 0..16 {
-            let w = |j: usize| wk[4 * i + j] as i32;
-            rounds4(&mut s, _mm_set_epi32(w(3), w(2), w(1), w(0)));
+        macro_rules! groups {
+            ($($i:literal)*) => { $(
+                let w = |j: usize| wk[4 * $i + j] as i32;
+                rounds4(&mut s, _mm_set_epi32(w(3), w(2), w(1), w(0)));
+            )* };
         }
+        groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
         State {
             abef: _mm_add_epi32(s.abef, s0.abef),
             cdgh: _mm_add_epi32(s.cdgh, s0.cdgh),

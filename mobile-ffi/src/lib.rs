@@ -20,6 +20,36 @@
 //! * collapses the core's detailed [`dp3t_core::Error`] into one foreign-friendly
 //!   [`Dp3tError`] whose variant says what the app should do about it.
 //!
+//! ## The API in one example
+//!
+//! The same calls, with camelCase names, are what Kotlin and Swift apps make.
+//!
+//! ```
+//! use dp3t_mobile_ffi::{EngineConfig, Scheme, TracingEngine};
+//! # let server = dp3t_core::signing::SigningKey::generate(&mut rand::rngs::OsRng);
+//! # let backend_pem = server.public_key().to_pem()?;
+//! let config = EngineConfig {
+//!     scheme: Scheme::Gaen,
+//!     backend_public_key_pem: backend_pem,
+//!     scoring: None,
+//!     retention_days: None,
+//! };
+//! let alice = TracingEngine::new(config.clone())?;
+//! let bob = TracingEngine::new(config.clone())?;
+//! let now = 1_728_036_000; // the app's clock, unix seconds
+//! let beacon = alice.current_beacon(now)?; // advertise beacon.payload until valid_until_unix
+//! bob.record_sighting(beacon.payload, now, 45, 60)?; // what Bob's scanner heard
+//! assert!(bob.exposure_status(now).exposed_days.is_empty());
+//! // Persist after every change; the storage key lives in the OS keystore.
+//! let storage_key = vec![42u8; 32];
+//! let saved = bob.save(storage_key.clone())?;
+//! let bob = TracingEngine::restore(saved, storage_key, config)?;
+//! let upload = alice.build_upload(now - 86_400, now + 3_600)?; // POST upload.json to upload.path
+//! assert_eq!(upload.path, "/v2/gaen/exposed");
+//! # drop(bob);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! ## Time
 //!
 //! Every call that needs the time takes `now_unix` (seconds since the epoch, UTC) from the
@@ -29,12 +59,15 @@
 //!
 //! ## Panics
 //!
-//! No panic crosses the boundary: inputs are checked and every fallible call runs inside
-//! [`std::panic::catch_unwind`], so even a bug in the core reaches the app as
-//! [`Dp3tError::Internal`] (and uniffi itself catches panics of the few infallible calls
-//! and raises its internal error). A mutex poisoned by such a panic is recovered: the
-//! engine's data stays structurally valid whatever point a call stopped at (at worst a
-//! batch is half-ingested, and ingesting it again completes it).
+//! No panic crosses the boundary: inputs are checked and every call that can fail (every
+//! one that parses input, uses the OS random generator or does more than read the state)
+//! runs inside [`std::panic::catch_unwind`], so even a bug in the core reaches the app as
+//! [`Dp3tError::Internal`], a normal error. The few infallible calls (`scheme`,
+//! `exposure_status`, `prune`, `default_scoring_config`) only read or filter the state
+//! and have no panicking path; uniffi's own guard would still turn a panic there into its
+//! internal error rather than unwinding into foreign code. A mutex poisoned by a panic is
+//! recovered: the engine's data stays structurally valid whatever point a call stopped at
+//! (at worst a batch is half-ingested, and ingesting it again completes it).
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -420,10 +453,7 @@ impl TracingEngine {
 fn storage_key(key: Vec<u8>) -> Result<Zeroizing<[u8; 32]>, Dp3tError> {
     let key = Zeroizing::new(key);
     let array: [u8; 32] = key.as_slice().try_into().map_err(|_| {
-        Dp3tError::InvalidInput(format!(
-            "storage key must be 32 bytes, got {}",
-            key.len()
-        ))
+        Dp3tError::InvalidInput(format!("storage key must be 32 bytes, got {}", key.len()))
     })?;
     Ok(Zeroizing::new(array))
 }
@@ -494,9 +524,7 @@ impl TracingEngine {
     /// Errors: [`Dp3tError::InvalidInput`] for a time the protocol can't represent.
     pub fn current_beacon(&self, now_unix: u64) -> Result<Beacon, Dp3tError> {
         guarded("current_beacon", || {
-            let beacon = self
-                .lock()
-                .current_beacon(UnixTime(now_unix), &mut OsRng)?;
+            let beacon = self.lock().current_beacon(UnixTime(now_unix), &mut OsRng)?;
             Ok(Beacon {
                 payload: beacon.payload,
                 valid_until_unix: beacon.valid_until.0,
@@ -519,12 +547,9 @@ impl TracingEngine {
         seconds: u32,
     ) -> Result<(), Dp3tError> {
         guarded("record_sighting", || {
-            Ok(self.lock().record_sighting(
-                &payload,
-                UnixTime(at_unix),
-                attenuation_db,
-                seconds,
-            )?)
+            Ok(self
+                .lock()
+                .record_sighting(&payload, UnixTime(at_unix), attenuation_db, seconds)?)
         })
     }
 
@@ -642,8 +667,12 @@ impl TracingEngine {
 
     /// When to send the next fake upload: `now_unix` plus a random delay, exponential
     /// with a mean of 5 days (§7). Schedule a background job for it.
-    pub fn next_fake_upload_time(&self, now_unix: u64) -> u64 {
-        dp3t_core::upload::next_fake_upload_time(UnixTime(now_unix), &mut OsRng).0
+    ///
+    /// Errors: [`Dp3tError::Internal`] only if the OS random generator fails.
+    pub fn next_fake_upload_time(&self, now_unix: u64) -> Result<u64, Dp3tError> {
+        guarded("next_fake_upload_time", || {
+            Ok(dp3t_core::upload::next_fake_upload_time(UnixTime(now_unix), &mut OsRng).0)
+        })
     }
 
     /// Delete own keys, sightings and exposure data older than the retention. Call it

@@ -49,13 +49,7 @@ impl World {
         TracingEngine::new(self.config.clone()).unwrap()
     }
     /// `from` broadcasts to `to` every minute for `minutes` from `start`.
-    fn meet(
-        from: &TracingEngine,
-        to: &TracingEngine,
-        start: u64,
-        minutes: u64,
-        attenuation: i32,
-    ) {
+    fn meet(from: &TracingEngine, to: &TracingEngine, start: u64, minutes: u64, attenuation: i32) {
         for m in 0..minutes {
             let now = start + m * 60;
             let beacon = from.current_beacon(now).unwrap();
@@ -131,7 +125,8 @@ fn every_exported_object_is_send_and_sync() {
 
 #[test]
 fn core_errors_map_to_the_variant_the_app_acts_on() {
-    let cases: Vec<(CoreError, fn(&Dp3tError) -> bool)> = vec![
+    type Check = fn(&Dp3tError) -> bool;
+    let cases: Vec<(CoreError, Check)> = vec![
         (
             CoreError::InvalidLength {
                 what: "EphID",
@@ -150,9 +145,10 @@ fn core_errors_map_to_the_variant_the_app_acts_on() {
         (CoreError::Signature(SignatureError::Mismatch), |e| {
             matches!(e, Dp3tError::BadSignature(_))
         }),
-        (CoreError::Signature(SignatureError::Expired), |e| {
-            matches!(e, Dp3tError::BadSignature(m) if m.contains("expired"))
-        }),
+        (
+            CoreError::Signature(SignatureError::Expired),
+            |e| matches!(e, Dp3tError::BadSignature(m) if m.contains("expired")),
+        ),
         (CoreError::Signature(SignatureError::ContentHash), |e| {
             matches!(e, Dp3tError::BadSignature(_))
         }),
@@ -171,9 +167,10 @@ fn core_errors_map_to_the_variant_the_app_acts_on() {
         (CoreError::State(StateError::Truncated), |e| {
             matches!(e, Dp3tError::CorruptState(_))
         }),
-        (CoreError::State(StateError::Version(9)), |e| {
-            matches!(e, Dp3tError::CorruptState(m) if m.contains('9'))
-        }),
+        (
+            CoreError::State(StateError::Version(9)),
+            |e| matches!(e, Dp3tError::CorruptState(m) if m.contains('9')),
+        ),
         (CoreError::Engine("x".into()), |e| {
             matches!(e, Dp3tError::Internal(_))
         }),
@@ -193,7 +190,7 @@ fn core_errors_map_to_the_variant_the_app_acts_on() {
 #[test]
 fn close_contact_is_reported_in_every_scheme_and_far_or_short_is_not() {
     for scheme in SCHEMES {
-        let mut w = World::new(scheme);
+        let w = World::new(scheme);
         let (alice, bob, carol, dave) = (w.phone(), w.phone(), w.phone(), w.phone());
         assert_eq!(alice.scheme(), scheme);
         // Alice also broadcasts the day before, her symptom onset.
@@ -201,16 +198,25 @@ fn close_contact_is_reported_in_every_scheme_and_far_or_short_is_not() {
         World::meet(&alice, &bob, at(DAY, 10, 0), 30, 45); // close, 30 minutes
         World::meet(&alice, &carol, at(DAY, 11, 0), 60, 75); // far
         World::meet(&alice, &dave, at(DAY, 13, 0), 5, 45); // short
-        let upload = alice.build_upload(at(DAY - 1, 0, 0), at(DAY + 1, 10, 0)).unwrap();
+        let upload = alice
+            .build_upload(at(DAY - 1, 0, 0), at(DAY + 1, 10, 0))
+            .unwrap();
         assert!(upload.path.starts_with("/v"), "{}", upload.path);
         let fake = alice.build_fake_upload(at(DAY + 1, 10, 0)).unwrap();
-        assert_eq!((fake.path.as_str(), fake.json.len()), (upload.path.as_str(), upload.json.len()));
+        assert_eq!(
+            (fake.path.as_str(), fake.json.len()),
+            (upload.path.as_str(), upload.json.len())
+        );
 
         let server = w.server.clone();
         let published = w.publish(&upload, at(DAY + 1, 12, 0), &server);
         let b = batch(scheme, &published);
         assert!(bob.ingest(b.clone()).unwrap() > 0, "{scheme:?}");
-        assert_eq!(bob.ingest(b.clone()).unwrap(), 0, "{scheme:?}: re-ingest adds nothing");
+        assert_eq!(
+            bob.ingest(b.clone()).unwrap(),
+            0,
+            "{scheme:?}: re-ingest adds nothing"
+        );
         let status = bob.exposure_status(at(DAY + 1, 13, 0));
         assert_eq!(
             status.exposed_days,
@@ -223,14 +229,23 @@ fn close_contact_is_reported_in_every_scheme_and_far_or_short_is_not() {
         for (who, phone) in [("far", &carol), ("short", &dave)] {
             assert!(phone.ingest(b.clone()).unwrap() > 0, "{scheme:?} {who}");
             assert!(
-                phone.exposure_status(at(DAY + 1, 13, 0)).exposed_days.is_empty(),
+                phone
+                    .exposure_status(at(DAY + 1, 13, 0))
+                    .exposed_days
+                    .is_empty(),
                 "{scheme:?} {who}"
             );
         }
         // Ten days later the contact no longer counts; after the retention it is gone.
-        assert!(bob.exposure_status(at(DAY + 10, 1, 0)).exposed_days.is_empty());
+        assert!(bob
+            .exposure_status(at(DAY + 10, 1, 0))
+            .exposed_days
+            .is_empty());
         bob.prune(at(DAY + 20, 0, 0));
-        assert!(bob.exposure_status(at(DAY + 1, 13, 0)).exposed_days.is_empty());
+        assert!(bob
+            .exposure_status(at(DAY + 1, 13, 0))
+            .exposed_days
+            .is_empty());
     }
 }
 
@@ -240,11 +255,16 @@ fn a_forged_tampered_or_unsigned_batch_is_a_bad_signature_and_changes_nothing() 
         let mut w = World::new(scheme);
         let (alice, bob) = (w.phone(), w.phone());
         World::meet(&alice, &bob, at(DAY, 10, 0), 30, 45);
-        let upload = alice.build_upload(at(DAY, 0, 0), at(DAY + 1, 9, 0)).unwrap();
+        let upload = alice
+            .build_upload(at(DAY, 0, 0), at(DAY + 1, 9, 0))
+            .unwrap();
         let forger = SigningKey::generate(&mut w.rng);
         let forged = batch(scheme, &w.publish(&upload, at(DAY + 1, 12, 0), &forger));
         let err = bob.ingest(forged).unwrap_err();
-        assert!(matches!(err, Dp3tError::BadSignature(_)), "{scheme:?}: {err}");
+        assert!(
+            matches!(err, Dp3tError::BadSignature(_)),
+            "{scheme:?}: {err}"
+        );
 
         let server = w.server.clone();
         let genuine = batch(scheme, &w.publish(&upload, at(DAY + 1, 12, 0), &server));
@@ -253,7 +273,10 @@ fn a_forged_tampered_or_unsigned_batch_is_a_bad_signature_and_changes_nothing() 
         tampered.body[n - 1] ^= 1;
         let err = bob.ingest(tampered).unwrap_err();
         assert!(
-            matches!(err, Dp3tError::BadSignature(_) | Dp3tError::MalformedBatch(_)),
+            matches!(
+                err,
+                Dp3tError::BadSignature(_) | Dp3tError::MalformedBatch(_)
+            ),
             "{scheme:?}: {err}"
         );
         if scheme != Scheme::Gaen {
@@ -267,7 +290,10 @@ fn a_forged_tampered_or_unsigned_batch_is_a_bad_signature_and_changes_nothing() 
                 "{scheme:?}: {err}"
             );
         }
-        assert!(bob.exposure_status(at(DAY + 1, 13, 0)).exposed_days.is_empty());
+        assert!(bob
+            .exposure_status(at(DAY + 1, 13, 0))
+            .exposed_days
+            .is_empty());
         // The genuine batch still goes through afterwards.
         assert!(bob.ingest(genuine).unwrap() > 0);
     }
@@ -275,7 +301,7 @@ fn a_forged_tampered_or_unsigned_batch_is_a_bad_signature_and_changes_nothing() 
 
 #[test]
 fn a_batch_of_another_scheme_is_wrong_scheme() {
-    let mut w = World::new(Scheme::LowCost);
+    let w = World::new(Scheme::LowCost);
     let alice = w.phone();
     alice.current_beacon(at(DAY, 10, 0)).unwrap();
     let upload = alice.build_upload(at(DAY, 0, 0), at(DAY, 11, 0)).unwrap();
@@ -288,18 +314,29 @@ fn a_batch_of_another_scheme_is_wrong_scheme() {
 
 #[test]
 fn ingest_verifies_as_of_the_release_time_and_ingest_at_at_the_given_time() {
-    let mut w = World::new(Scheme::Hybrid);
+    let w = World::new(Scheme::Hybrid);
     let (alice, bob) = (w.phone(), w.phone());
     World::meet(&alice, &bob, at(DAY, 10, 0), 30, 45);
-    let upload = alice.build_upload(at(DAY, 0, 0), at(DAY + 1, 9, 0)).unwrap();
+    let upload = alice
+        .build_upload(at(DAY, 0, 0), at(DAY + 1, 9, 0))
+        .unwrap();
     let server = w.server.clone();
-    let b = batch(Scheme::Hybrid, &w.publish(&upload, at(DAY + 1, 12, 0), &server));
+    let b = batch(
+        Scheme::Hybrid,
+        &w.publish(&upload, at(DAY + 1, 12, 0), &server),
+    );
     // The test publisher signs with exp = release + 14 days.
     let late = at(DAY + 16, 0, 0);
     let err = bob.ingest_at(b.clone(), late).unwrap_err();
-    assert!(matches!(&err, Dp3tError::BadSignature(m) if m.contains("expired")), "{err}");
+    assert!(
+        matches!(&err, Dp3tError::BadSignature(m) if m.contains("expired")),
+        "{err}"
+    );
     let early = at(DAY + 1, 11, 0);
-    assert!(matches!(bob.ingest_at(b.clone(), early), Err(Dp3tError::BadSignature(_))));
+    assert!(matches!(
+        bob.ingest_at(b.clone(), early),
+        Err(Dp3tError::BadSignature(_))
+    ));
     assert!(bob.ingest_at(b.clone(), at(DAY + 2, 0, 0)).unwrap() > 0);
     // `ingest` doesn't care when it runs.
     let carol = w.phone();
@@ -310,27 +347,38 @@ fn ingest_verifies_as_of_the_release_time_and_ingest_at_at_the_given_time() {
 #[test]
 fn state_round_trips_and_refuses_wrong_keys_bytes_and_schemes() {
     for scheme in SCHEMES {
-        let mut w = World::new(scheme);
+        let w = World::new(scheme);
         let (alice, bob) = (w.phone(), w.phone());
         World::meet(&alice, &bob, at(DAY, 10, 0), 30, 45);
         let saved = bob.save(KEY.to_vec()).unwrap();
         let bob2 = TracingEngine::restore(saved.clone(), KEY.to_vec(), w.config.clone()).unwrap();
-        let upload = alice.build_upload(at(DAY, 0, 0), at(DAY + 1, 9, 0)).unwrap();
+        let upload = alice
+            .build_upload(at(DAY, 0, 0), at(DAY + 1, 9, 0))
+            .unwrap();
         let server = w.server.clone();
         let b = batch(scheme, &w.publish(&upload, at(DAY + 1, 12, 0), &server));
         assert!(bob2.ingest(b).unwrap() > 0, "{scheme:?}");
         let status = bob2.exposure_status(at(DAY + 1, 13, 0));
         assert_eq!(status.exposed_days.len(), 1, "{scheme:?}");
-        let bob3 =
-            TracingEngine::restore(bob2.save(KEY.to_vec()).unwrap(), KEY.to_vec(), w.config.clone())
-                .unwrap();
+        let bob3 = TracingEngine::restore(
+            bob2.save(KEY.to_vec()).unwrap(),
+            KEY.to_vec(),
+            w.config.clone(),
+        )
+        .unwrap();
         assert_eq!(bob3.exposure_status(at(DAY + 1, 13, 0)), status);
 
         let err = TracingEngine::restore(saved.clone(), vec![8; 32], w.config.clone()).unwrap_err();
         assert!(matches!(err, Dp3tError::WrongStorageKey(_)), "{err}");
         let err = TracingEngine::restore(saved.clone(), vec![7; 31], w.config.clone()).unwrap_err();
-        assert!(matches!(&err, Dp3tError::InvalidInput(m) if m.contains("32 bytes")), "{err}");
-        assert!(matches!(bob.save(vec![1; 16]), Err(Dp3tError::InvalidInput(_))));
+        assert!(
+            matches!(&err, Dp3tError::InvalidInput(m) if m.contains("32 bytes")),
+            "{err}"
+        );
+        assert!(matches!(
+            bob.save(vec![1; 16]),
+            Err(Dp3tError::InvalidInput(_))
+        ));
         let err = TracingEngine::restore(saved[..10].to_vec(), KEY.to_vec(), w.config.clone())
             .unwrap_err();
         assert!(matches!(err, Dp3tError::CorruptState(_)), "{err}");
@@ -362,13 +410,24 @@ fn config_overrides_apply_and_bad_configs_are_invalid_input() {
     let (alice, bob, picky) = (w.phone(), w.phone(), TracingEngine::new(strict).unwrap());
     World::meet(&alice, &bob, at(DAY, 10, 0), 30, 45);
     World::meet(&alice, &picky, at(DAY, 10, 0), 30, 45);
-    let upload = alice.build_upload(at(DAY, 0, 0), at(DAY + 1, 9, 0)).unwrap();
+    let upload = alice
+        .build_upload(at(DAY, 0, 0), at(DAY + 1, 9, 0))
+        .unwrap();
     let server = w.server.clone();
-    let b = batch(Scheme::LowCost, &w.publish(&upload, at(DAY + 1, 12, 0), &server));
+    let b = batch(
+        Scheme::LowCost,
+        &w.publish(&upload, at(DAY + 1, 12, 0), &server),
+    );
     bob.ingest(b.clone()).unwrap();
     picky.ingest(b).unwrap();
-    assert_eq!(bob.exposure_status(at(DAY + 1, 13, 0)).exposed_days.len(), 1);
-    assert!(picky.exposure_status(at(DAY + 1, 13, 0)).exposed_days.is_empty());
+    assert_eq!(
+        bob.exposure_status(at(DAY + 1, 13, 0)).exposed_days.len(),
+        1
+    );
+    assert!(picky
+        .exposure_status(at(DAY + 1, 13, 0))
+        .exposed_days
+        .is_empty());
     // 20 days of retention: after 16 days the sighting is still there for Picky only.
     bob.prune(at(DAY + 16, 0, 0));
     picky.prune(at(DAY + 16, 0, 0));
@@ -405,7 +464,10 @@ fn config_overrides_apply_and_bad_configs_are_invalid_input() {
     ];
     for config in bad {
         let err = TracingEngine::new(config.clone()).unwrap_err();
-        assert!(matches!(err, Dp3tError::InvalidInput(_)), "{config:?}: {err}");
+        assert!(
+            matches!(err, Dp3tError::InvalidInput(_)),
+            "{config:?}: {err}"
+        );
     }
     let err = TracingEngine::new(EngineConfig {
         backend_public_key_pem: "x".into(),
@@ -419,13 +481,23 @@ fn config_overrides_apply_and_bad_configs_are_invalid_input() {
 fn bad_arguments_are_invalid_input() {
     let w = World::new(Scheme::Gaen);
     let p = w.phone();
-    let err = p.record_sighting(vec![1; 17], at(DAY, 1, 0), 40, 60).unwrap_err();
+    let err = p
+        .record_sighting(vec![1; 17], at(DAY, 1, 0), 40, 60)
+        .unwrap_err();
     assert!(matches!(err, Dp3tError::InvalidInput(_)), "{err}");
-    let err = p.record_sighting(vec![1; 20], u64::MAX, 40, 60).unwrap_err();
+    let err = p
+        .record_sighting(vec![1; 20], u64::MAX, 40, 60)
+        .unwrap_err();
     assert!(matches!(err, Dp3tError::InvalidInput(_)), "{err}");
-    assert!(matches!(p.current_beacon(u64::MAX), Err(Dp3tError::InvalidInput(_))));
+    assert!(matches!(
+        p.current_beacon(u64::MAX),
+        Err(Dp3tError::InvalidInput(_))
+    ));
     let err = p.build_upload(at(DAY, 12, 0), at(DAY, 11, 0)).unwrap_err();
-    assert!(matches!(&err, Dp3tError::InvalidInput(m) if m.contains("onset")), "{err}");
+    assert!(
+        matches!(&err, Dp3tError::InvalidInput(m) if m.contains("onset")),
+        "{err}"
+    );
 }
 
 #[test]
@@ -449,7 +521,10 @@ fn a_panic_becomes_internal_and_a_poisoned_lock_is_recovered() {
     assert!(phone.engine.is_poisoned());
     // Every call still works on the (intact) engine.
     assert_eq!(phone.current_beacon(at(DAY, 10, 1)).unwrap(), beacon);
-    assert!(phone.exposure_status(at(DAY, 11, 0)).exposed_days.is_empty());
+    assert!(phone
+        .exposure_status(at(DAY, 11, 0))
+        .exposed_days
+        .is_empty());
     assert!(phone.save(KEY.to_vec()).is_ok());
 }
 
@@ -458,7 +533,9 @@ fn fake_uploads_are_scheduled_in_the_future() {
     let w = World::new(Scheme::Unlinkable);
     let p = w.phone();
     let now = at(DAY, 12, 0);
-    let times: Vec<u64> = (0..50).map(|_| p.next_fake_upload_time(now)).collect();
+    let times: Vec<u64> = (0..50)
+        .map(|_| p.next_fake_upload_time(now).unwrap())
+        .collect();
     assert!(times.iter().all(|t| *t >= now));
     assert!(times.iter().any(|t| *t != times[0]), "random delays");
 }
@@ -477,9 +554,9 @@ fn os_exposure_windows_are_scored_with_the_given_config() {
     };
     let windows = vec![
         window(DAY, 50, 10),
-        window(DAY, 60, 12),   // + 6 weighted: 16 ≥ 15
-        window(DAY - 1, 50, 14), // 14 < 15
-        window(DAY - 2, 70, 60), // far
+        window(DAY, 60, 12),      // + 6 weighted: 16 ≥ 15
+        window(DAY - 1, 50, 14),  // 14 < 15
+        window(DAY - 2, 70, 60),  // far
         window(DAY - 11, 40, 60), // too old
     ];
     let days = exposure_days_from_windows(windows.clone(), default_scoring_config(), now).unwrap();
@@ -495,7 +572,10 @@ fn os_exposure_windows_are_scored_with_the_given_config() {
         ..ScoringConfig::default()
     };
     let days = exposure_days_from_windows(windows.clone(), lenient, now).unwrap();
-    assert_eq!(days.iter().map(|d| d.day).collect::<Vec<_>>(), vec![DAY - 1, DAY]);
+    assert_eq!(
+        days.iter().map(|d| d.day).collect::<Vec<_>>(),
+        vec![DAY - 1, DAY]
+    );
     let bad = ScoringConfig {
         attenuation_low: 70,
         ..ScoringConfig::default()
@@ -514,7 +594,10 @@ fn default_scoring_config_is_the_protocol_default() {
         core_exposure::ScoringConfig::default()
     );
     assert_eq!((c.attenuation_low, c.attenuation_medium), (55, 63));
-    assert_eq!((c.factor_low, c.factor_medium, c.min_minutes), (1.0, 0.5, 15.0));
+    assert_eq!(
+        (c.factor_low, c.factor_medium, c.min_minutes),
+        (1.0, 0.5, 15.0)
+    );
 }
 
 #[test]
@@ -541,8 +624,14 @@ fn response_signatures_are_checked_against_the_system_clock() {
     assert!(matches!(err, Dp3tError::BadSignature(_)), "{err}");
     let stale = sign(now - 7200, now - 3600);
     let err = verify_response_signature(body.clone(), stale, pem.clone()).unwrap_err();
-    assert!(matches!(&err, Dp3tError::BadSignature(m) if m.contains("expired")), "{err}");
-    let other = SigningKey::generate(&mut rng).public_key().to_pem().unwrap();
+    assert!(
+        matches!(&err, Dp3tError::BadSignature(m) if m.contains("expired")),
+        "{err}"
+    );
+    let other = SigningKey::generate(&mut rng)
+        .public_key()
+        .to_pem()
+        .unwrap();
     assert!(matches!(
         verify_response_signature(body.clone(), fresh.clone(), other),
         Err(Dp3tError::BadSignature(_))

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use super::{ApiError, AppState};
 use crate::auth::{bearer_token, verify_upload_token, AuthError};
 use crate::config::MAX_UPLOAD_BYTES;
-use crate::db::{NewKey, StoreOutcome};
+use crate::db::{NewKey, StoreOutcome, UploadRecord};
 use crate::publish::{bucket_floor, publish_at};
 use crate::unix_now;
 
@@ -262,9 +262,14 @@ async fn upload_inner(
             state.retention_seconds,
         )
     };
+    let candidates = to_store.len() as u64;
     let outcome = state
-        .db
-        .store_upload(&grant.jti_hash, grant.expires_at, &to_store)
+        .writer
+        .store(UploadRecord {
+            jti_hash: grant.jti_hash,
+            expires_at: grant.expires_at,
+            keys: to_store,
+        })
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "storing an upload failed");
@@ -281,7 +286,7 @@ async fn upload_inner(
             "this token (jti) has already been used",
         )),
         StoreOutcome::Stored { inserted } => {
-            let duplicates = to_store.len() as u64 - inserted.min(to_store.len() as u64);
+            let duplicates = candidates - inserted.min(candidates);
             state
                 .metrics
                 .upload_accepted(grant.fake, inserted, dropped + duplicates);

@@ -25,12 +25,15 @@ use crate::auth::HaKeys;
 use crate::db::Db;
 use crate::metrics::{route_index, Metrics};
 use crate::publish::Publisher;
+use crate::writer::UploadWriter;
 
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct AppState {
     /// The database.
     pub db: Db,
+    /// Group-commit writer for uploads.
+    pub writer: UploadWriter,
     /// Release buckets and the download cache.
     pub publisher: Arc<Publisher>,
     /// Trusted health-authority keys.

@@ -79,6 +79,17 @@ pub struct StoredKey {
     pub transmission_risk_level: i32,
 }
 
+/// One upload to store: its token's `jti` digest and expiry, and the keys to insert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRecord {
+    /// SHA-256 of the token's `jti`.
+    pub jti_hash: [u8; 32],
+    /// The token's `exp` (unix seconds).
+    pub expires_at: u64,
+    /// Keys to insert (possibly none, for fake uploads).
+    pub keys: Vec<NewKey>,
+}
+
 /// The result of storing an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
@@ -198,8 +209,10 @@ fn stored_key(key_data: Vec<u8>, rsn: i64, rp: i64, trl: i64) -> DbResult<Stored
     })
 }
 
-/// `INSERT … VALUES ($1..$6), ($7..$12), …` for `n` keys.
-fn insert_keys_sql(n: usize) -> String {
+/// `INSERT … VALUES (…), (…), …` for `n` keys: `$1..$6, $7..$12, …` for PostgreSQL,
+/// anonymous `?` for SQLite (whose lookup of numbered parameters is linear in their count,
+/// which shows at 180 parameters).
+fn insert_keys_sql(n: usize, numbered: bool) -> String {
     let mut sql = String::from(
         "INSERT INTO gaen_keys (key_data, rolling_start_number, rolling_period, \
          transmission_risk_level, received_at, publish_at) VALUES ",
@@ -208,16 +221,20 @@ fn insert_keys_sql(n: usize) -> String {
         if i > 0 {
             sql.push(',');
         }
-        let b = i * 6;
-        sql.push_str(&format!(
-            "(${},${},${},${},${},${})",
-            b + 1,
-            b + 2,
-            b + 3,
-            b + 4,
-            b + 5,
-            b + 6
-        ));
+        if numbered {
+            let b = i * 6;
+            sql.push_str(&format!(
+                "(${},${},${},${},${},${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                b + 4,
+                b + 5,
+                b + 6
+            ));
+        } else {
+            sql.push_str("(?,?,?,?,?,?)");
+        }
     }
     sql.push_str(" ON CONFLICT (key_data, rolling_start_number) DO NOTHING");
     sql
@@ -245,7 +262,9 @@ impl Db {
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(true)
+                // 64 MiB page cache: the key index is written at random places.
+                .pragma("cache_size", "-65536");
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(30))
@@ -307,44 +326,67 @@ impl Db {
         expires_at: u64,
         keys: &[NewKey],
     ) -> DbResult<StoreOutcome> {
-        let expires_at = to_i64(expires_at)?;
-        let sql = (!keys.is_empty()).then(|| insert_keys_sql(keys.len()));
-        let mut rows = Vec::with_capacity(keys.len());
-        for k in keys {
-            rows.push((
-                k.key_data,
-                i64::from(k.rolling_start_number),
-                i64::from(k.rolling_period),
-                i64::from(k.transmission_risk_level),
-                to_i64(k.received_at)?,
-                to_i64(k.publish_at)?,
-            ));
+        let upload = UploadRecord {
+            jti_hash: *jti_hash,
+            expires_at,
+            keys: keys.to_vec(),
+        };
+        let mut out = self.store_uploads(std::slice::from_ref(&upload)).await?;
+        out.pop().ok_or(DbError::Corrupt("no outcome"))
+    }
+
+    /// Store several uploads in **one** transaction (group commit), each exactly as
+    /// [`Db::store_upload`] would: a replayed `jti` stores nothing of its upload (also when
+    /// the first use is earlier in the same batch). One outcome per upload, in order. On
+    /// error nothing is stored.
+    pub async fn store_uploads(&self, uploads: &[UploadRecord]) -> DbResult<Vec<StoreOutcome>> {
+        type Row = ([u8; 16], i64, i64, i64, i64, i64);
+        let mut prepared: Vec<(i64, Option<String>, Vec<Row>)> = Vec::with_capacity(uploads.len());
+        for u in uploads {
+            let mut rows = Vec::with_capacity(u.keys.len());
+            for k in &u.keys {
+                rows.push((
+                    k.key_data,
+                    i64::from(k.rolling_start_number),
+                    i64::from(k.rolling_period),
+                    i64::from(k.transmission_risk_level),
+                    to_i64(k.received_at)?,
+                    to_i64(k.publish_at)?,
+                ));
+            }
+            // A fixed insertion order (by the unique key) means two uploads sharing keys
+            // lock them in the same order.
+            rows.sort_unstable_by_key(|r| (r.0, r.1));
+            let numbered = matches!(self, Db::Postgres(_));
+            let sql = (!rows.is_empty()).then(|| insert_keys_sql(rows.len(), numbered));
+            prepared.push((to_i64(u.expires_at)?, sql, rows));
         }
-        // A fixed insertion order (by the unique key) means two uploads sharing keys lock
-        // them in the same order: they can wait for each other but never deadlock.
-        rows.sort_unstable_by_key(|r| (r.0, r.1));
         on_write!(self, p => {
             let mut tx = p.begin().await?;
-            let fresh = sqlx::query(INSERT_TOKEN)
-                .bind(&jti_hash[..])
-                .bind(expires_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if fresh == 0 {
-                tx.rollback().await?;
-                return Ok(StoreOutcome::Replayed);
-            }
-            let mut inserted = 0;
-            if let Some(sql) = &sql {
-                let mut q = sqlx::query(sql);
-                for r in &rows {
-                    q = q.bind(&r.0[..]).bind(r.1).bind(r.2).bind(r.3).bind(r.4).bind(r.5);
+            let mut outcomes = Vec::with_capacity(uploads.len());
+            for (u, (expires_at, sql, rows)) in uploads.iter().zip(&prepared) {
+                let fresh = sqlx::query(INSERT_TOKEN)
+                    .bind(&u.jti_hash[..])
+                    .bind(*expires_at)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if fresh == 0 {
+                    outcomes.push(StoreOutcome::Replayed);
+                    continue;
                 }
-                inserted = q.execute(&mut *tx).await?.rows_affected();
+                let mut inserted = 0;
+                if let Some(sql) = sql {
+                    let mut q = sqlx::query(sql);
+                    for r in rows {
+                        q = q.bind(&r.0[..]).bind(r.1).bind(r.2).bind(r.3).bind(r.4).bind(r.5);
+                    }
+                    inserted = q.execute(&mut *tx).await?.rows_affected();
+                }
+                outcomes.push(StoreOutcome::Stored { inserted });
             }
             tx.commit().await?;
-            Ok(StoreOutcome::Stored { inserted })
+            Ok(outcomes)
         })
     }
 
