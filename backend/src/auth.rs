@@ -395,6 +395,21 @@ mod tests {
     }
 
     #[test]
+    fn a_changed_signature_character_is_a_signature_error() {
+        let (pem, keys) = es_key();
+        for _ in 0..20 {
+            let mut t = sign(&pem, good_claims()).into_bytes();
+            let i = t.len() - 20;
+            t[i] = if t[i] == b'A' { b'B' } else { b'A' };
+            let t = String::from_utf8(t).unwrap();
+            assert_eq!(
+                verify_upload_token(&t, &keys, NOW),
+                Err(AuthError::Signature)
+            );
+        }
+    }
+
+    #[test]
     fn other_algorithms_and_keys_are_refused() {
         let (pem, keys) = es_key();
         let (other_pem, _) = es_key();

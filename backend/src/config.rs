@@ -62,6 +62,18 @@ pub struct Config {
     pub db_max_connections: u32,
     /// Log format (`DP3T_LOG_FORMAT`: `text` or `json`).
     pub log_format: LogFormat,
+    /// Low-cost lists are padded with random keys up to this many
+    /// (`DP3T_LOWCOST_MIN_KEYS`).
+    pub lowcost_min_keys: usize,
+    /// Unlinkable filters are padded with random entries up to this many
+    /// (`DP3T_UNLINKABLE_MIN_ENTRIES`).
+    pub unlinkable_min_entries: usize,
+    /// Hybrid lists are padded with random window seeds up to this many
+    /// (`DP3T_HYBRID_MIN_SEEDS`).
+    pub hybrid_min_seeds: usize,
+    /// Fingerprint bits `f` of unlinkable filters, 8..=64 (`DP3T_FILTER_FINGERPRINT_BITS`):
+    /// false-positive rate at most `8 / 2^f` per lookup.
+    pub filter_fingerprint_bits: u8,
 }
 
 impl Default for Config {
@@ -83,6 +95,12 @@ impl Default for Config {
             workers: None,
             db_max_connections: 16,
             log_format: LogFormat::Text,
+            // About as many phone-days as GAEN's 100 keys: 100 uploads of one key,
+            // 100 days of 96 epochs, 100 days of twelve 2-hour windows.
+            lowcost_min_keys: 100,
+            unlinkable_min_entries: 9_600,
+            hybrid_min_seeds: 1_200,
+            filter_fingerprint_bits: 48,
         }
     }
 }
@@ -107,6 +125,10 @@ struct FileConfig {
     workers: Option<usize>,
     db_max_connections: Option<u32>,
     log_format: Option<LogFormat>,
+    lowcost_min_keys: Option<usize>,
+    unlinkable_min_entries: Option<usize>,
+    hybrid_min_seeds: Option<usize>,
+    filter_fingerprint_bits: Option<u8>,
 }
 
 impl Config {
@@ -151,7 +173,11 @@ impl Config {
             ha_public_keys,
             trust_dev_ha_key,
             db_max_connections,
-            log_format
+            log_format,
+            lowcost_min_keys,
+            unlinkable_min_entries,
+            hybrid_min_seeds,
+            filter_fingerprint_bits
         );
         if f.database_url.is_some() {
             self.database_url = f.database_url;
@@ -222,6 +248,18 @@ impl Config {
         if let Some(v) = get("DP3T_DB_MAX_CONNECTIONS") {
             self.db_max_connections = num("DP3T_DB_MAX_CONNECTIONS", &v)?;
         }
+        if let Some(v) = get("DP3T_LOWCOST_MIN_KEYS") {
+            self.lowcost_min_keys = num("DP3T_LOWCOST_MIN_KEYS", &v)?;
+        }
+        if let Some(v) = get("DP3T_UNLINKABLE_MIN_ENTRIES") {
+            self.unlinkable_min_entries = num("DP3T_UNLINKABLE_MIN_ENTRIES", &v)?;
+        }
+        if let Some(v) = get("DP3T_HYBRID_MIN_SEEDS") {
+            self.hybrid_min_seeds = num("DP3T_HYBRID_MIN_SEEDS", &v)?;
+        }
+        if let Some(v) = get("DP3T_FILTER_FINGERPRINT_BITS") {
+            self.filter_fingerprint_bits = num("DP3T_FILTER_FINGERPRINT_BITS", &v)?;
+        }
         if let Some(v) = get("DP3T_LOG_FORMAT") {
             self.log_format = match v.trim().to_ascii_lowercase().as_str() {
                 "text" => LogFormat::Text,
@@ -254,6 +292,15 @@ impl Config {
         }
         if self.db_max_connections == 0 {
             bail!("db_max_connections must be at least 1");
+        }
+        if self.lowcost_min_keys > 1_000_000 || self.hybrid_min_seeds > 1_000_000 {
+            bail!("lowcost_min_keys and hybrid_min_seeds must be at most 1000000");
+        }
+        if self.unlinkable_min_entries > 50_000_000 {
+            bail!("unlinkable_min_entries must be at most 50000000");
+        }
+        if !(8..=64).contains(&self.filter_fingerprint_bits) {
+            bail!("filter_fingerprint_bits must be in 8..=64");
         }
         Ok(())
     }
@@ -333,6 +380,27 @@ mod tests {
         assert!(Config::load_with(None, env(&[("DP3T_LOG_FORMAT", "xml")])).is_err());
         let c = Config::load_with(None, env(&[("DP3T_RELEASE_BUCKET_SECONDS", "5")])).unwrap();
         assert_eq!(c.release_bucket_seconds, 5);
+        assert!(Config::load_with(None, env(&[("DP3T_FILTER_FINGERPRINT_BITS", "65")])).is_err());
+        assert!(Config::load_with(None, env(&[("DP3T_FILTER_FINGERPRINT_BITS", "7")])).is_err());
+        let c = Config::load_with(
+            None,
+            env(&[
+                ("DP3T_FILTER_FINGERPRINT_BITS", "32"),
+                ("DP3T_LOWCOST_MIN_KEYS", "7"),
+                ("DP3T_UNLINKABLE_MIN_ENTRIES", "8"),
+                ("DP3T_HYBRID_MIN_SEEDS", "9"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.filter_fingerprint_bits,
+                c.lowcost_min_keys,
+                c.unlinkable_min_entries,
+                c.hybrid_min_seeds
+            ),
+            (32, 7, 8, 9)
+        );
     }
 
     #[test]

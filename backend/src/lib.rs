@@ -13,6 +13,7 @@
 //! * [`auth`] — upload token validation;
 //! * [`db`] — SQLite or PostgreSQL; [`writer`] — group commit of uploads;
 //! * [`publish`] — release buckets, built once, cached, served from memory;
+//! * [`designs`] — the same for the three DP-3T designs (low-cost, unlinkable, hybrid);
 //! * [`api`] — the HTTP handlers; [`metrics`] — Prometheus counters;
 //! * [`server`] — wiring, background tasks and graceful shutdown.
 
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod config;
 pub mod date;
 pub mod db;
+pub mod designs;
 pub mod keys;
 pub mod metrics;
 pub mod publish;

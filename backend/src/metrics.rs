@@ -27,6 +27,11 @@ pub const REJECT_REASONS: &[&str] = &[
     "token_scope",
     "token_claims",
     "token_replayed",
+    "entry_count",
+    "key_date",
+    "epoch",
+    "window",
+    "window_minutes",
     "internal",
 ];
 
@@ -38,6 +43,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/metrics"),
     ("GET", "/openapi.yaml"),
+    ("POST", "/v1/exposed"),
+    ("GET", "/v1/exposed/{batchReleaseTime}"),
+    ("POST", "/v1/unlinkable/exposed"),
+    ("GET", "/v1/unlinkable/filter/{batchReleaseTime}"),
+    ("POST", "/v1/hybrid/exposed"),
+    ("GET", "/v1/hybrid/exposed/{batchReleaseTime}"),
     ("OTHER", "other"),
 ];
 
@@ -46,11 +57,18 @@ const LATENCY_BOUNDS: [f64; 15] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// Index into [`ROUTES`] for a request.
+/// Index into [`ROUTES`] for a request. A route ending in `{param}` matches any one
+/// non-empty last path segment.
 pub fn route_index(method: &str, path: &str) -> usize {
+    let matches = |route: &str| match route.find('{') {
+        Some(i) => path.strip_prefix(&route[..i]).is_some_and(|rest| {
+            !rest.is_empty() && !rest.contains('/')
+        }),
+        None => route == path,
+    };
     ROUTES
         .iter()
-        .position(|(m, p)| *m == method && *p == path)
+        .position(|(m, p)| *m == method && matches(p))
         .unwrap_or(ROUTES.len() - 1)
 }
 
@@ -309,5 +327,9 @@ mod tests {
             "dp3t_http_request_duration_seconds_count{{{l}}} 2"
         )));
         assert_eq!(route_index("DELETE", "/x"), ROUTES.len() - 1);
+        let filter = route_index("GET", "/v1/unlinkable/filter/1700006400000");
+        assert_eq!(ROUTES[filter].1, "/v1/unlinkable/filter/{batchReleaseTime}");
+        assert_eq!(route_index("GET", "/v1/exposed/"), ROUTES.len() - 1);
+        assert_eq!(route_index("GET", "/v1/exposed/1/2"), ROUTES.len() - 1);
     }
 }

@@ -91,6 +91,15 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
 
     let db = open_database(&config).await?;
     let metrics = Arc::new(Metrics::default());
+    let designs = Arc::new(
+        crate::designs::DesignPublisher::open(
+            db.clone(),
+            signing_key.clone(),
+            crate::designs::DesignSettings::from_config(&config),
+            unix_now(),
+        )
+        .await?,
+    );
     let publisher = Arc::new(Publisher::new(
         db.clone(),
         signing_key,
@@ -114,6 +123,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         writer: UploadWriter::spawn(db.clone(), upload_writers(&db)),
         db,
         publisher,
+        designs,
         ha_keys,
         metrics,
         upload_delay: Duration::from_millis(config.upload_delay_ms),
@@ -141,6 +151,8 @@ fn upload_writers(db: &Db) -> usize {
 
 /// Background task: release each bucket as soon as it ends, count keys, enforce retention.
 pub async fn ticker(state: web::Data<AppState>) {
+    // The DP-3T designs release on their own task, stopped with this one.
+    let _designs = crate::designs::spawn_ticker(Arc::clone(&state.designs));
     let len = state.bucket_seconds;
     let mut last_retention = unix_now().0;
     let mut last_count = 0u64;

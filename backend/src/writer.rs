@@ -97,9 +97,15 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_uploads_are_batched_and_replays_detected_within_a_batch() {
-        let dir = std::env::temp_dir().join(format!("dp3t-writer-{}-{}", std::process::id(), rand::random::<u64>()));
+        let dir = std::env::temp_dir().join(format!(
+            "dp3t-writer-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
-        let db = Db::connect(&format!("sqlite://{}", dir.join("w.db").display()), 2).await.unwrap();
+        let db = Db::connect(&format!("sqlite://{}", dir.join("w.db").display()), 2)
+            .await
+            .unwrap();
         db.migrate().await.unwrap();
         let writer = UploadWriter::spawn(db.clone(), 2);
         let upload = |jti: u8, key: u8| UploadRecord {

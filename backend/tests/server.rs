@@ -680,6 +680,17 @@ async fn ops_endpoints_and_headers(backend: Backend) {
         assert!(m.contains(name), "{name}");
     }
 
+    // HEAD of the download: same status and headers, no body.
+    let r = h
+        .client
+        .head(format!("{}/v2/gaen/exposed", h.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert!(r.headers().contains_key("x-key-bundle-tag"));
+    assert!(r.headers().contains_key("signature"));
+
     assert_error(get("/nope").await.unwrap(), 404, "not_found").await;
     let r = h
         .client

@@ -132,7 +132,7 @@ fn parse_body(bytes: &[u8]) -> Result<Vec<ParsedKey>, ApiError> {
         .collect()
 }
 
-fn auth_error(e: AuthError) -> ApiError {
+pub(crate) fn auth_error(e: AuthError) -> ApiError {
     let status = match e {
         AuthError::Scope => StatusCode::FORBIDDEN,
         _ => StatusCode::UNAUTHORIZED,
@@ -177,7 +177,7 @@ fn keys_to_store(
     (out, dropped)
 }
 
-fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
+pub(crate) fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
     let ct = req
         .headers()
         .get(header::CONTENT_TYPE)

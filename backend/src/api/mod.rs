@@ -3,13 +3,19 @@
 //!
 //! * [`gaen`]: the DP-3T SDK v2 GAEN endpoints (`/v2/gaen…`).
 //! * [`ops`]: `/healthz`, `/metrics`, `/openapi.yaml`.
+//! * [`lowcost`], [`unlinkable`], [`hybrid`]: the three DP-3T designs (`/v1…`), sharing
+//!   [`dp3t`].
 //!
 //! Every error is a JSON object `{"error": "<code>", "message": "<text>"}` with a fitting
 //! status code, including unknown routes (404) and wrong methods (405). No handler and no
 //! middleware looks at or logs the client's address.
 
+pub mod dp3t;
 pub mod gaen;
+pub mod hybrid;
+pub mod lowcost;
 pub mod ops;
+pub mod unlinkable;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +42,8 @@ pub struct AppState {
     pub writer: UploadWriter,
     /// Release buckets and the download cache.
     pub publisher: Arc<Publisher>,
+    /// Release buckets of the three DP-3T designs.
+    pub designs: Arc<crate::designs::DesignPublisher>,
     /// Trusted health-authority keys.
     pub ha_keys: HaKeys,
     /// Counters.
@@ -130,6 +138,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             .service(
                 web::resource("/v2/gaen/exposed")
                     .route(web::get().to(gaen::download))
+                    .route(web::head().to(gaen::download))
                     .route(web::post().to(gaen::upload))
                     .default_service(web::to(method_not_allowed)),
             )
@@ -148,6 +157,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .route(web::get().to(ops::openapi))
                     .default_service(web::to(method_not_allowed)),
             )
+            .configure(dp3t::routes)
             .default_service(web::to(not_found));
     }
 }

@@ -23,6 +23,8 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
+pub mod designs;
+
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
 
@@ -264,7 +266,11 @@ impl Db {
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(true)
                 // 64 MiB page cache: the key index is written at random places.
-                .pragma("cache_size", "-65536");
+                .pragma("cache_size", "-65536")
+                // Checkpoint every ~40 MiB of WAL rather than 4 MiB: index pages that
+                // many uploads touch are then copied back to the database once, not
+                // once per 1000 frames.
+                .pragma("wal_autocheckpoint", "10000");
             let write = SqlitePoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(30))

@@ -1,0 +1,171 @@
+//! The low-cost design: the DP-3T v1 API (PROTOCOL.md §3, §7, §9.2).
+//!
+//! * `POST /v1/exposed` — `{"key": base64(32 bytes), "keyDate": ms of a UTC midnight,
+//!   "fake": 0|1}`. `keyDate` must be a UTC midnight (400 `key_date`), and for a real
+//!   upload inside the retention and not in the future (400 `key_date`). When `keyDate`
+//!   lies before the token's `onset`, the key is stepped forward along its chain
+//!   (`SK_{t+1} = SHA-256(SK_t)`) to the onset day, so only contagious days are published.
+//!   A body with `"fake": 1` or a fake token stores nothing.
+//! * `GET /v1/exposed/{batchReleaseTime}` — the `ProtoExposedList` of the keys received
+//!   in the bucket ending at that time ([`super::dp3t`]).
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use dp3t_core::lowcost::DayKey;
+use dp3t_core::time::Day;
+use dp3t_core::upload::LowCostUpload;
+
+use super::dp3t::{self, decode_fixed, fake_flag, malformed, Records, UploadContext};
+use super::{ApiError, AppState};
+use crate::designs::build::LowCostRecord;
+use crate::designs::Design;
+
+/// Parse and check a low-cost upload body; the record to store, if any.
+pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
+    let upload: LowCostUpload = serde_json::from_slice(body).map_err(malformed)?;
+    let key: [u8; 32] = decode_fixed(&upload.key, "key")?;
+    let day = Day::from_midnight_millis(upload.key_date).map_err(|_| {
+        ApiError::bad_request(
+            "key_date",
+            format!(
+                "keyDate {} is not the milliseconds of a UTC midnight",
+                upload.key_date
+            ),
+        )
+    })?;
+    let fake = fake_flag(upload.fake, "fake")?;
+    if fake || ctx.fake_token {
+        return Ok(Records {
+            fake_body: fake,
+            ..Records::default()
+        });
+    }
+    if ctx.in_future(day.start().0) {
+        return Err(ApiError::bad_request(
+            "key_date",
+            format!("keyDate {} is in the future", upload.key_date),
+        ));
+    }
+    if !ctx.within_retention(day.next().start().0) {
+        return Err(ApiError::bad_request(
+            "key_date",
+            format!("keyDate {} is outside the retention", upload.key_date),
+        ));
+    }
+    let (key, day) = if day < ctx.onset {
+        if ctx.in_future(ctx.onset.start().0) {
+            // Not contagious yet: nothing to publish.
+            return Ok(Records::default());
+        }
+        let stepped = DayKey::from_bytes(key).step(day.days_until(ctx.onset));
+        (*stepped.as_bytes(), ctx.onset)
+    } else {
+        (key, day)
+    };
+    Ok(Records {
+        bytes: LowCostRecord { key, day: day.0 }.to_bytes().to_vec(),
+        count: 1,
+        fake_body: false,
+    })
+}
+
+/// `POST /v1/exposed`.
+pub async fn upload(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    dp3t::upload(Design::LowCost, parse, req, payload, state).await
+}
+
+/// `GET /v1/exposed/{batchReleaseTime}`.
+pub async fn download(
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    dp3t::download(Design::LowCost, path, state).await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use dp3t_core::time::UnixTime;
+
+    const TODAY: u32 = 20_000;
+
+    fn ctx(onset: u32) -> UploadContext {
+        UploadContext {
+            now: UnixTime(u64::from(TODAY) * 86_400 + 3_600),
+            onset: Day(onset),
+            fake_token: false,
+            retention_seconds: 14 * 86_400,
+        }
+    }
+
+    fn body(key: &[u8], key_date: u64, fake: u8) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "key": base64::engine::general_purpose::STANDARD.encode(key),
+            "keyDate": key_date,
+            "fake": fake,
+        }))
+        .unwrap()
+    }
+
+    fn ms(day: u32) -> u64 {
+        Day(day).start_millis()
+    }
+
+    #[test]
+    fn a_real_key_is_stored_and_stepped_to_the_onset() {
+        let r = parse(&body(&[1; 32], ms(TODAY - 3), 0), &ctx(TODAY - 5)).unwrap();
+        let rec = LowCostRecord::from_bytes(&r.bytes[..].try_into().unwrap());
+        assert_eq!((rec.key, rec.day, r.count), ([1; 32], TODAY - 3, 1));
+        let r = parse(&body(&[1; 32], ms(TODAY - 3), 0), &ctx(TODAY - 1)).unwrap();
+        let rec = LowCostRecord::from_bytes(&r.bytes[..].try_into().unwrap());
+        assert_eq!(rec.day, TODAY - 1);
+        assert_eq!(&rec.key, DayKey::from_bytes([1; 32]).step(2).as_bytes());
+        // Today's key is accepted (the phone rule stops replays after the release).
+        assert_eq!(
+            parse(&body(&[1; 32], ms(TODAY), 0), &ctx(TODAY)).unwrap().count,
+            1
+        );
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let c = ctx(TODAY - 5);
+        let code = |b: Vec<u8>| parse(&b, &c).unwrap_err().code;
+        assert_eq!(code(body(&[1; 32], ms(TODAY) + 1, 0)), "key_date");
+        assert_eq!(code(body(&[1; 32], ms(TODAY + 1), 0)), "key_date");
+        assert_eq!(code(body(&[1; 32], ms(TODAY - 15), 0)), "key_date");
+        assert_eq!(code(body(&[1; 31], ms(TODAY), 0)), "key_data");
+        assert_eq!(code(body(&[1; 32], ms(TODAY), 2)), "fake_flag");
+        assert_eq!(code(br#"{"key":"!!","keyDate":0,"fake":0}"#.to_vec()), "key_data");
+        assert_eq!(
+            code(br#"{"key":"AA==","keyDate":0,"fake":0,"authData":{}}"#.to_vec()),
+            "malformed_body"
+        );
+        assert_eq!(code(b"[]".to_vec()), "malformed_body");
+        // The oldest day that still ends inside the retention is accepted.
+        assert_eq!(
+            parse(&body(&[1; 32], ms(TODAY - 14), 0), &ctx(TODAY - 14))
+                .unwrap()
+                .count,
+            1
+        );
+    }
+
+    #[test]
+    fn fake_uploads_store_nothing_but_are_shape_checked() {
+        let r = parse(&body(&[1; 32], ms(TODAY + 5), 1), &ctx(TODAY)).unwrap();
+        assert_eq!((r.count, r.fake_body), (0, true));
+        let mut c = ctx(TODAY);
+        c.fake_token = true;
+        assert_eq!(parse(&body(&[1; 32], ms(TODAY), 0), &c).unwrap().count, 0);
+        assert_eq!(
+            parse(&body(&[1; 32], ms(TODAY) + 5, 0), &c).unwrap_err().code,
+            "key_date"
+        );
+    }
+}

@@ -1,0 +1,670 @@
+//! Publication of the three DP-3T designs beside GAEN (PROTOCOL.md §3–5, §9.2–9.5, §10):
+//! the low-cost design (DP-3T v1 API), the unlinkable design (Cuckoo filters) and the
+//! hybrid design.
+//!
+//! ## Model: the DP-3T batch convention
+//!
+//! Time is cut into release buckets of `DP3T_RELEASE_BUCKET_SECONDS` (the same buckets as
+//! GAEN), aligned to unix 0 and named by their **end** in milliseconds, the
+//! `batchReleaseTime`. The batch released at `T` holds the uploads *received* in the
+//! bucket that ends at `T` — the DP-3T v1 backend's rule — and every bucket boundary
+//! within the retention is a batch, with or without uploads. A phone asks for each
+//! batch it has not seen (`GET …/{batchReleaseTime}`) and matches it.
+//!
+//! There is no GAEN-style embargo: PROTOCOL.md §3–5 has none for these designs, and the
+//! replay it would guard against is stopped on the phone, which never matches a sighting
+//! made at or after the batch's release time (§3, `dp3t_core::matching`). A low-cost key
+//! or an unlinkable seed of the current day or epoch may thus be published at the end of
+//! the bucket it arrived in.
+//!
+//! ## Built once, identical everywhere
+//!
+//! A bucket with real entries is built once after it ends: its rows are claimed, its
+//! entries padded to the design's minimum with random entries of the right form,
+//! shuffled (lists) or hashed into a DPCF filter (§4.1), signed (§9.5, with
+//! `batch-release-time`), stored in `design_buckets` and kept in memory
+//! ([`crate::db::designs`] describes the two-step claim). A bucket without real
+//! entries is not stored: its padded body is a pure function of the deployment's padding
+//! secret (created once, in the database), the design and the bucket end, so every node
+//! computes the same bytes, on first request, and caches them.
+//!
+//! The padding and the order of every body come from a ChaCha20 RNG seeded from that
+//! secret, the design and the bucket end ([`build::padding_rng`]); anyone without the
+//! secret sees uniformly random entries.
+//!
+//! ## Serving
+//!
+//! A download is a map lookup: no database query and no signature on the hot path. The
+//! first request for a bucket that has ended but that this node has not yet released
+//! releases it (the background ticker normally has). Buckets older than the retention
+//! are deleted from the database and from memory; requests for them get 404, as do
+//! requests for buckets that have not ended.
+
+pub mod build;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::HeaderValue;
+use actix_web::web::Bytes;
+use dp3t_core::signing::SigningKey;
+use dp3t_core::time::UnixTime;
+use rand::RngCore;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::db::designs::{DesignBucketRecord, DesignRetentionReport};
+use crate::db::{Db, DbError};
+use crate::publish::bucket_floor;
+use build::{build_body, padding_rng, BuildError, BuildParams, RealEntries};
+
+/// After a failed release, requests serve the last state for this long before retrying.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// At most this many bodies of buckets without uploads are cached per design; past it the
+/// cache is emptied (they are cheap to recompute and always the same).
+const MAX_CACHED_EMPTY: usize = 4_096;
+/// How often the ticker deletes data past retention.
+const RETENTION_INTERVAL_SECS: u64 = 3_600;
+
+/// One of the three DP-3T designs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Design {
+    /// Low-cost: day keys `(SK_t, t)`, published as `ProtoExposedList` (§3, §9.2).
+    LowCost,
+    /// Unlinkable: per-epoch seeds, published as a DPCF filter of hashed observations
+    /// (§4, §9.4).
+    Unlinkable,
+    /// Hybrid: per-window seeds, published as `HybridExposedList` (§5, §9.3).
+    Hybrid,
+}
+
+impl Design {
+    /// The three designs.
+    pub const ALL: [Design; 3] = [Design::LowCost, Design::Unlinkable, Design::Hybrid];
+
+    /// Name in the database and in metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Design::LowCost => "lowcost",
+            Design::Unlinkable => "unlinkable",
+            Design::Hybrid => "hybrid",
+        }
+    }
+
+    /// Content type of the published body.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Design::LowCost | Design::Hybrid => "application/x-protobuf",
+            Design::Unlinkable => "application/octet-stream",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Settings of the design publisher, taken from [`Config`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesignSettings {
+    /// Bucket length in seconds.
+    pub bucket_seconds: u64,
+    /// Retention in seconds.
+    pub retention_seconds: u64,
+    /// `iss` of response signatures.
+    pub issuer: String,
+    /// Padding minimum of low-cost lists, in keys.
+    pub lowcost_min_keys: usize,
+    /// Padding minimum of unlinkable filters, in entries.
+    pub unlinkable_min_entries: usize,
+    /// Padding minimum of hybrid lists, in window seeds.
+    pub hybrid_min_seeds: usize,
+    /// Fingerprint bits of unlinkable filters.
+    pub fingerprint_bits: u8,
+}
+
+impl DesignSettings {
+    /// The settings of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        DesignSettings {
+            bucket_seconds: config.release_bucket_seconds,
+            retention_seconds: config.retention_seconds(),
+            issuer: config.issuer.clone(),
+            lowcost_min_keys: config.lowcost_min_keys,
+            unlinkable_min_entries: config.unlinkable_min_entries,
+            hybrid_min_seeds: config.hybrid_min_seeds,
+            fingerprint_bits: config.filter_fingerprint_bits,
+        }
+    }
+
+    /// Build parameters of `design`.
+    pub fn build_params(&self, design: Design) -> BuildParams {
+        BuildParams {
+            min_entries: match design {
+                Design::LowCost => self.lowcost_min_keys,
+                Design::Unlinkable => self.unlinkable_min_entries,
+                Design::Hybrid => self.hybrid_min_seeds,
+            },
+            fingerprint_bits: self.fingerprint_bits,
+            retention_seconds: self.retention_seconds,
+            issuer: self.issuer.clone(),
+        }
+    }
+}
+
+/// Failure of a release or of a download.
+#[derive(Debug, thiserror::Error)]
+pub enum DesignError {
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Building a body failed.
+    #[error("building a bucket: {0}")]
+    Build(#[from] BuildError),
+    /// A build task panicked or was cancelled.
+    #[error("bucket build task failed: {0}")]
+    Task(String),
+    /// A signature is not a valid header value (cannot happen with our signer).
+    #[error("signature is not a valid header value")]
+    Header,
+}
+
+/// Why a bucket cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum BucketError {
+    /// `batchReleaseTime` is not a multiple of the bucket length.
+    #[error("batchReleaseTime {0} is not on a release bucket boundary (a multiple of {1} ms)")]
+    NotOnBoundary(u64, u64),
+    /// The bucket has not ended yet.
+    #[error("the batch released at {0} is in the future")]
+    InFuture(u64),
+    /// The bucket is older than the retention.
+    #[error("the batch released at {0} is older than the retention")]
+    Expired(u64),
+    /// This node could not release the bucket (database unavailable).
+    #[error("the batch released at {0} is not available yet; retry later")]
+    Unavailable(u64),
+    /// Building the body of a bucket without uploads failed.
+    #[error(transparent)]
+    Internal(#[from] DesignError),
+}
+
+/// A published bucket, ready to serve.
+#[derive(Debug, Clone)]
+pub struct PublishedBucket {
+    /// The body.
+    pub body: Bytes,
+    /// The `Signature` header.
+    pub signature: HeaderValue,
+    /// The `X-BATCH-RELEASE-TIME` header (ms).
+    pub release_time: HeaderValue,
+    /// Real entries in it.
+    pub real_entries: u64,
+    /// Entries including padding.
+    pub total_entries: u64,
+}
+
+impl PublishedBucket {
+    fn new(
+        end: u64,
+        body: Vec<u8>,
+        signature: &str,
+        real_entries: u64,
+        total_entries: u64,
+    ) -> Result<Self, DesignError> {
+        Ok(PublishedBucket {
+            body: Bytes::from(body),
+            signature: HeaderValue::from_str(signature).map_err(|_| DesignError::Header)?,
+            release_time: HeaderValue::from(end.saturating_mul(1000)),
+            real_entries,
+            total_entries,
+        })
+    }
+}
+
+/// Counters of the design endpoints, rendered after the GAEN ones at `/metrics`.
+#[derive(Debug, Default)]
+pub struct DesignMetrics {
+    uploads: [[AtomicU64; 2]; 3],
+    entries_stored: [AtomicU64; 3],
+    buckets_built: [AtomicU64; 3],
+    release_failures: [AtomicU64; 3],
+}
+
+impl DesignMetrics {
+    /// An accepted upload of `design` (`fake` for fake tokens or fake bodies) that stored
+    /// `entries` records.
+    pub fn upload_accepted(&self, design: Design, fake: bool, entries: u64) {
+        self.uploads[design.index()][usize::from(fake)].fetch_add(1, Relaxed);
+        self.entries_stored[design.index()].fetch_add(entries, Relaxed);
+    }
+
+    /// Buckets with uploads built by this node so far.
+    pub fn buckets_built(&self, design: Design) -> u64 {
+        self.buckets_built[design.index()].load(Relaxed)
+    }
+
+    /// The Prometheus text exposition of these counters.
+    pub fn render(&self) -> String {
+        let mut s = String::with_capacity(2048);
+        let mut family = |name: &str, help: &str, f: &dyn Fn(&mut String, &str, usize)| {
+            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
+            for d in Design::ALL {
+                f(&mut s, d.name(), d.index());
+            }
+        };
+        family(
+            "dp3t_design_uploads_accepted_total",
+            "Uploads of the DP-3T designs answered with 200, by design and kind.",
+            &|s, name, i| {
+                for (k, kind) in ["real", "fake"].iter().enumerate() {
+                    let _ = writeln!(
+                        s,
+                        "dp3t_design_uploads_accepted_total{{design=\"{name}\",kind=\"{kind}\"}} {}",
+                        self.uploads[i][k].load(Relaxed)
+                    );
+                }
+            },
+        );
+        family(
+            "dp3t_design_entries_stored_total",
+            "Entries (keys, filter entries, window seeds) stored by accepted uploads.",
+            &|s, name, i| {
+                let _ = writeln!(
+                    s,
+                    "dp3t_design_entries_stored_total{{design=\"{name}\"}} {}",
+                    self.entries_stored[i].load(Relaxed)
+                );
+            },
+        );
+        family(
+            "dp3t_design_buckets_built_total",
+            "Release buckets with uploads built by this node.",
+            &|s, name, i| {
+                let _ = writeln!(
+                    s,
+                    "dp3t_design_buckets_built_total{{design=\"{name}\"}} {}",
+                    self.buckets_built[i].load(Relaxed)
+                );
+            },
+        );
+        family(
+            "dp3t_design_release_failures_total",
+            "Failed attempts to release a bucket of a design.",
+            &|s, name, i| {
+                let _ = writeln!(
+                    s,
+                    "dp3t_design_release_failures_total{{design=\"{name}\"}} {}",
+                    self.release_failures[i].load(Relaxed)
+                );
+            },
+        );
+        s
+    }
+}
+
+/// In-memory release state of one design on this node.
+#[derive(Default)]
+struct DesignCache {
+    /// Stored buckets (with uploads), by end.
+    stored: BTreeMap<u64, Arc<PublishedBucket>>,
+    /// Computed bodies of released buckets without uploads, by end.
+    empty: HashMap<u64, Arc<PublishedBucket>>,
+}
+
+struct DesignState {
+    design: Design,
+    /// Every bucket ending up to here is released and loaded into `cache`.
+    released: AtomicU64,
+    cache: RwLock<DesignCache>,
+    /// Serialises releases of this design on this node; holds the last failure time.
+    advancing: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// The publisher of the three designs: owns their in-memory release state on this node.
+pub struct DesignPublisher {
+    db: Db,
+    key: SigningKey,
+    settings: DesignSettings,
+    secret: Zeroizing<[u8; 32]>,
+    states: [DesignState; 3],
+    metrics: DesignMetrics,
+}
+
+impl std::fmt::Debug for DesignPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DesignPublisher")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DesignPublisher {
+    /// Open the publisher over `db` (migrated): fetch or create the padding secret, delete
+    /// data past retention and release every bucket that has ended at `now`.
+    pub async fn open(
+        db: Db,
+        key: SigningKey,
+        settings: DesignSettings,
+        now: UnixTime,
+    ) -> Result<DesignPublisher, DesignError> {
+        let mut candidate = Zeroizing::new([0u8; 32]);
+        rand::rngs::OsRng.fill_bytes(&mut candidate[..]);
+        let secret = Zeroizing::new(db.design_padding_secret(&candidate).await?);
+        let state = |design| DesignState {
+            design,
+            released: AtomicU64::new(0),
+            cache: RwLock::new(DesignCache::default()),
+            advancing: tokio::sync::Mutex::new(None),
+        };
+        let publisher = DesignPublisher {
+            db,
+            key,
+            settings,
+            secret,
+            states: [
+                state(Design::LowCost),
+                state(Design::Unlinkable),
+                state(Design::Hybrid),
+            ],
+            metrics: DesignMetrics::default(),
+        };
+        publisher.enforce_retention(now).await?;
+        for d in Design::ALL {
+            publisher.advance(d, now).await?;
+        }
+        Ok(publisher)
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &DesignSettings {
+        &self.settings
+    }
+
+    /// The counters.
+    pub fn metrics(&self) -> &DesignMetrics {
+        &self.metrics
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Buckets of `design` ending up to this time are released on this node.
+    pub fn released_until(&self, design: Design) -> u64 {
+        self.states[design.index()].released.load(Relaxed)
+    }
+
+    /// Release every bucket of `design` that has ended at `now`, if this node has not
+    /// yet. Serialised per design and node; after a failure, calls within a second return
+    /// without trying (the caller sees that `released_until` did not advance).
+    pub async fn advance(&self, design: Design, now: UnixTime) -> Result<(), DesignError> {
+        let st = &self.states[design.index()];
+        let target = bucket_floor(now.0, self.settings.bucket_seconds);
+        if st.released.load(Relaxed) >= target {
+            return Ok(());
+        }
+        let mut last_failure = st.advancing.lock().await;
+        if st.released.load(Relaxed) >= target
+            || last_failure.is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
+        {
+            return Ok(());
+        }
+        match self.advance_locked(st, target).await {
+            Ok(()) => {
+                *last_failure = None;
+                Ok(())
+            }
+            Err(e) => {
+                *last_failure = Some(Instant::now());
+                self.metrics.release_failures[design.index()].fetch_add(1, Relaxed);
+                tracing::error!(design = design.name(), error = %e, bucket_end = target, "releasing a bucket failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn advance_locked(&self, st: &DesignState, target: u64) -> Result<(), DesignError> {
+        let name = st.design.name();
+        let mut state = self.db.design_release_state(name).await?;
+        if state.released_until < target {
+            if state.claimed_until < target {
+                state = self
+                    .db
+                    .claim_design_uploads(name, self.settings.bucket_seconds, target)
+                    .await?;
+            }
+            let pending = self
+                .db
+                .pending_design_buckets(name, state.released_until, state.claimed_until)
+                .await?;
+            for end in pending {
+                let built = self.build_stored(st.design, end).await?;
+                self.db.insert_design_bucket(name, &built).await?;
+                self.metrics.buckets_built[st.design.index()].fetch_add(1, Relaxed);
+                tracing::info!(
+                    design = name,
+                    bucket_end = end,
+                    entries = built.real_entries,
+                    published = built.total_entries,
+                    bytes = built.body.len(),
+                    "bucket released"
+                );
+            }
+            self.db
+                .set_design_released(name, state.claimed_until)
+                .await?;
+            state.released_until = state.claimed_until;
+        }
+        let known = st.released.load(Relaxed);
+        if state.released_until > known {
+            let rows = self
+                .db
+                .design_buckets_between(name, known, state.released_until)
+                .await?;
+            self.install(st, rows, state.released_until)?;
+        }
+        Ok(())
+    }
+
+    /// Build the bucket of `design` ending at `end` from its claimed uploads (off the
+    /// async threads: a large filter takes seconds).
+    async fn build_stored(
+        &self,
+        design: Design,
+        end: u64,
+    ) -> Result<DesignBucketRecord, DesignError> {
+        let mut real = RealEntries::empty(design);
+        let mut after = 0;
+        loop {
+            let page = self
+                .db
+                .design_bucket_entries(design.name(), end, after)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, entries) in &page {
+                real.extend_from_stored(entries);
+            }
+        }
+        let params = self.settings.build_params(design);
+        let key = self.key.clone();
+        let mut rng = padding_rng(&self.secret, design, end);
+        let built =
+            tokio::task::spawn_blocking(move || build_body(end, real, &params, &key, &mut rng))
+                .await
+                .map_err(|e| DesignError::Task(e.to_string()))??;
+        Ok(DesignBucketRecord {
+            end,
+            real_entries: built.real_entries,
+            total_entries: built.total_entries,
+            body: built.body,
+            signature: built.signature,
+        })
+    }
+
+    fn install(
+        &self,
+        st: &DesignState,
+        rows: Vec<DesignBucketRecord>,
+        released_until: u64,
+    ) -> Result<(), DesignError> {
+        let mut buckets = Vec::with_capacity(rows.len());
+        for r in rows {
+            let b = PublishedBucket::new(
+                r.end,
+                r.body,
+                &r.signature,
+                r.real_entries,
+                r.total_entries,
+            )?;
+            buckets.push((r.end, Arc::new(b)));
+        }
+        let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
+        cache.stored.extend(buckets);
+        if released_until > st.released.load(Relaxed) {
+            st.released.store(released_until, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The published bucket of `design` released at `release_ms` (the path's
+    /// `batchReleaseTime`), at `now`.
+    pub async fn bucket(
+        &self,
+        design: Design,
+        release_ms: u64,
+        now: UnixTime,
+    ) -> Result<Arc<PublishedBucket>, BucketError> {
+        let len = self.settings.bucket_seconds;
+        let len_ms = len.saturating_mul(1000);
+        if release_ms % len_ms != 0 {
+            return Err(BucketError::NotOnBoundary(release_ms, len_ms));
+        }
+        let end = release_ms / 1000;
+        if end > now.0 {
+            return Err(BucketError::InFuture(release_ms));
+        }
+        if end < now.0.saturating_sub(self.settings.retention_seconds) {
+            return Err(BucketError::Expired(release_ms));
+        }
+        let st = &self.states[design.index()];
+        if st.released.load(Relaxed) < end {
+            if let Err(e) = self.advance(design, now).await {
+                tracing::warn!(design = design.name(), error = %e, "serving the last released state");
+            }
+            if st.released.load(Relaxed) < end {
+                return Err(BucketError::Unavailable(release_ms));
+            }
+        }
+        {
+            let cache = st.cache.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(b) = cache.stored.get(&end).or_else(|| cache.empty.get(&end)) {
+                return Ok(Arc::clone(b));
+            }
+        }
+        // Released without uploads: the padded body, the same on every node.
+        let params = self.settings.build_params(design);
+        let built = build_body(
+            end,
+            RealEntries::empty(design),
+            &params,
+            &self.key,
+            &mut padding_rng(&self.secret, design, end),
+        )
+        .map_err(DesignError::from)?;
+        let bucket = Arc::new(
+            PublishedBucket::new(
+                end,
+                built.body,
+                &built.signature,
+                0,
+                built.total_entries,
+            )
+            .map_err(BucketError::Internal)?,
+        );
+        let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
+        if cache.empty.len() >= MAX_CACHED_EMPTY {
+            cache.empty.clear();
+        }
+        Ok(Arc::clone(cache.empty.entry(end).or_insert(bucket)))
+    }
+
+    /// Delete uploads and buckets past retention from the database and from memory.
+    pub async fn enforce_retention(
+        &self,
+        now: UnixTime,
+    ) -> Result<DesignRetentionReport, DesignError> {
+        let cutoff = now.0.saturating_sub(self.settings.retention_seconds);
+        let report = self.db.delete_design_data_older_than(cutoff).await?;
+        for st in &self.states {
+            let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
+            cache.stored = cache.stored.split_off(&cutoff);
+            cache.empty.retain(|end, _| *end >= cutoff);
+        }
+        Ok(report)
+    }
+
+    /// Release every design's ended buckets (errors are logged and counted).
+    pub async fn advance_all(&self, now: UnixTime) {
+        for d in Design::ALL {
+            // Logged and counted inside; retried on the next tick or request.
+            let _ = self.advance(d, now).await;
+        }
+    }
+}
+
+/// Aborts the design ticker when dropped.
+#[derive(Debug)]
+pub struct TickerGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TickerGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Spawn the designs' background task on the current tokio runtime: release each bucket
+/// as soon as it ends (so large filters are built before phones ask for them), and
+/// delete data past retention every hour. It stops when the returned guard is dropped.
+pub fn spawn_ticker(publisher: Arc<DesignPublisher>) -> TickerGuard {
+    TickerGuard(tokio::spawn(async move {
+        let len = publisher.settings.bucket_seconds;
+        let mut last_retention = crate::unix_now().0;
+        loop {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let next_end = bucket_floor(now.as_secs(), len).saturating_add(len);
+            let mut wait = Duration::from_secs(next_end)
+                .saturating_sub(now)
+                .saturating_add(Duration::from_millis(20));
+            let floor = bucket_floor(now.as_secs(), len);
+            if Design::ALL
+                .iter()
+                .any(|d| publisher.released_until(*d) < floor)
+            {
+                // Behind (a failed release): retry every second.
+                wait = wait.min(Duration::from_secs(1));
+            }
+            tokio::time::sleep(wait).await;
+            let now = crate::unix_now();
+            publisher.advance_all(now).await;
+            if now.0 >= last_retention + RETENTION_INTERVAL_SECS {
+                last_retention = now.0;
+                match publisher.enforce_retention(now).await {
+                    Ok(r) => tracing::info!(
+                        uploads = r.uploads,
+                        buckets = r.buckets,
+                        "design retention"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "design retention failed"),
+                }
+            }
+        }
+    }))
+}
