@@ -61,9 +61,9 @@ const LATENCY_BOUNDS: [f64; 15] = [
 /// non-empty last path segment.
 pub fn route_index(method: &str, path: &str) -> usize {
     let matches = |route: &str| match route.find('{') {
-        Some(i) => path.strip_prefix(&route[..i]).is_some_and(|rest| {
-            !rest.is_empty() && !rest.contains('/')
-        }),
+        Some(i) => path
+            .strip_prefix(&route[..i])
+            .is_some_and(|rest| !rest.is_empty() && !rest.contains('/')),
         None => route == path,
     };
     ROUTES

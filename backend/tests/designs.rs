@@ -192,11 +192,19 @@ async fn upload_and_wait(h: &Harness, path: &str, token: &str, json: &str) -> Ve
     let t0 = now().0;
     let resp = post_json(h, path, token, json).await;
     let t1 = now().0;
-    assert_eq!(resp.status().as_u16(), 200, "{}", resp.text().await.unwrap());
+    assert_eq!(
+        resp.status().as_u16(),
+        200,
+        "{}",
+        resp.text().await.unwrap()
+    );
     let first = t0 - t0 % len + len;
     let last = t1 - t1 % len + len;
     wait_until(last).await;
-    (first..=last).step_by(len as usize).map(|t| t * 1000).collect()
+    (first..=last)
+        .step_by(len as usize)
+        .map(|t| t * 1000)
+        .collect()
 }
 
 // -------------------------------------------------------------- independent readers
@@ -362,8 +370,14 @@ fn check_independently(s: Scheme, upload_json: &str, onset: Day, batches: &[Batc
     match s {
         Scheme::LowCost => {
             assert_eq!(upload["fake"], 0);
-            let want = (b64(upload["key"].as_str().unwrap()), upload["keyDate"].as_u64().unwrap());
-            assert!(want.1 >= onset.start_millis(), "no stepping needed in this story");
+            let want = (
+                b64(upload["key"].as_str().unwrap()),
+                upload["keyDate"].as_u64().unwrap(),
+            );
+            assert!(
+                want.1 >= onset.start_millis(),
+                "no stepping needed in this story"
+            );
             let mut got = Vec::new();
             for b in batches {
                 let (release, entries) = read_lowcost_list(&b.body);
@@ -378,7 +392,12 @@ fn check_independently(s: Scheme, upload_json: &str, onset: Day, batches: &[Batc
                 .unwrap()
                 .iter()
                 .filter(|e| e["fake"] == 0)
-                .map(|e| (b64(e["seed"].as_str().unwrap()), e["epoch"].as_u64().unwrap() as u32))
+                .map(|e| {
+                    (
+                        b64(e["seed"].as_str().unwrap()),
+                        e["epoch"].as_u64().unwrap() as u32,
+                    )
+                })
                 .filter(|(_, epoch)| u64::from(*epoch) >= u64::from(onset.0) * 96)
                 .map(|(seed, epoch)| hashed_observation(&seed, epoch))
                 .collect();
@@ -526,7 +545,7 @@ async fn padded_batches_empty_batches_and_restarts(backend: Backend) {
                     assert_eq!(key.len(), 32);
                     let day = date / 86_400_000;
                     assert_eq!(date % 86_400_000, 0);
-                    assert!(day <= u64::from(today) && day + 14 > u64::from(today));
+                    assert!(day <= u64::from(today) && day + 14 >= u64::from(today));
                 }
             }
             Scheme::Unlinkable => assert_eq!(Dpcf::parse(&b.body).count, 500),
@@ -615,11 +634,13 @@ async fn fake_uploads_store_nothing_and_answer_alike(backend: Backend) {
         let mut alice = Engine::new(EngineConfig::new(s, h.public_key.clone())).unwrap();
         alice.current_beacon(t, &mut rng).unwrap();
         let fake_body = alice.build_fake_upload(now(), &mut rng).unwrap();
-        let real_body = alice.build_upload(Day(today() - 2), now(), &mut rng).unwrap();
+        let real_body = alice
+            .build_upload(Day(today() - 2), now(), &mut rng)
+            .unwrap();
         assert_eq!(fake_body.json.len(), real_body.json.len(), "{s:?}");
         let mut answers = Vec::new();
         for (token, json) in [
-            (h.token(2, true), &real_body.json), // fake token
+            (h.token(2, true), &real_body.json),  // fake token
             (h.token(2, false), &fake_body.json), // fake body
             (h.token(2, false), &real_body.json), // real
         ] {
@@ -630,9 +651,16 @@ async fn fake_uploads_store_nothing_and_answer_alike(backend: Backend) {
             let status = resp.status().as_u16();
             answers.push((status, resp.bytes().await.unwrap()));
         }
-        assert!(answers.iter().all(|a| *a == answers[0]), "{s:?}: {answers:?}");
+        assert!(
+            answers.iter().all(|a| *a == answers[0]),
+            "{s:?}: {answers:?}"
+        );
         assert_eq!(answers[0].0, 200);
-        assert_eq!(stored_rows(&h, s).await, 1, "{s:?}: only the real upload is stored");
+        assert_eq!(
+            stored_rows(&h, s).await,
+            1,
+            "{s:?}: only the real upload is stored"
+        );
     }
     let metrics = h
         .client
@@ -676,8 +704,7 @@ fn unlinkable_value(epoch: u32, rng: &mut ChaCha20Rng) -> serde_json::Value {
 /// A valid hybrid body with one real window starting at `start`, as JSON to tweak.
 fn hybrid_value(start: u64, minutes: u32, rng: &mut ChaCha20Rng) -> serde_json::Value {
     let w = dp3t_core::hybrid::WindowMinutes::new(minutes).unwrap();
-    let p = dp3t_core::upload::hybrid_upload(&[(UnixTime(start), [4; 16])], w, now(), rng)
-        .unwrap();
+    let p = dp3t_core::upload::hybrid_upload(&[(UnixTime(start), [4; 16])], w, now(), rng).unwrap();
     serde_json::from_str(&p.json).unwrap()
 }
 
@@ -709,7 +736,12 @@ async fn every_upload_refusal(backend: Backend) {
     refused(lc, lowcost_json(32, today_ms + 2 * day_ms, 0), "key_date").await;
     refused(lc, lowcost_json(32, today_ms - 15 * day_ms, 0), "key_date").await;
     refused(lc, lowcost_json(16, today_ms, 0), "key_data").await;
-    refused(lc, r#"{"key":"not base64!","keyDate":0,"fake":0}"#.into(), "key_data").await;
+    refused(
+        lc,
+        r#"{"key":"not base64!","keyDate":0,"fake":0}"#.into(),
+        "key_data",
+    )
+    .await;
     refused(lc, lowcost_json(32, today_ms, 2), "fake_flag").await;
     refused(
         lc,
@@ -769,7 +801,10 @@ async fn every_upload_refusal(backend: Backend) {
         .into();
     refused(hy, v.to_string(), "key_data").await;
     let w15 = hybrid_value(n - n % 900 - 900, 15, &mut rng).to_string();
-    assert!(w15.len() > 64 * 1024, "1,344 windows need more than GAEN's 64 KiB");
+    assert!(
+        w15.len() > 64 * 1024,
+        "1,344 windows need more than GAEN's 64 KiB"
+    );
 
     // Shared: content type, size, token.
     for (path, json) in [
@@ -778,7 +813,14 @@ async fn every_upload_refusal(backend: Backend) {
         (hy, w15.clone()),
     ] {
         assert_error(
-            post(&h, path, Some(&token), Some("text/plain"), json.clone().into_bytes()).await,
+            post(
+                &h,
+                path,
+                Some(&token),
+                Some("text/plain"),
+                json.clone().into_bytes(),
+            )
+            .await,
             415,
             "content_type",
         )
@@ -790,18 +832,35 @@ async fn every_upload_refusal(backend: Backend) {
         )
         .await;
         assert_error(
-            post(&h, path, None, Some("application/json"), json.clone().into_bytes()).await,
+            post(
+                &h,
+                path,
+                None,
+                Some("application/json"),
+                json.clone().into_bytes(),
+            )
+            .await,
             401,
             "auth_missing",
         )
         .await;
-        assert_error(post_json(&h, path, "not.a.jwt", &json).await, 401, "token_malformed").await;
+        assert_error(
+            post_json(&h, path, "not.a.jwt", &json).await,
+            401,
+            "token_malformed",
+        )
+        .await;
         // Another signature: one character in the middle of the signature part changed.
         let mut forged = h.token(5, false).into_bytes();
         let i = forged.len() - 20;
         forged[i] = if forged[i] == b'A' { b'B' } else { b'A' };
         let forged = String::from_utf8(forged).unwrap();
-        assert_error(post_json(&h, path, &forged, &json).await, 401, "token_signature").await;
+        assert_error(
+            post_json(&h, path, &forged, &json).await,
+            401,
+            "token_signature",
+        )
+        .await;
         assert_error(
             post(
                 &h,
@@ -815,10 +874,19 @@ async fn every_upload_refusal(backend: Backend) {
             "too_large",
         )
         .await;
-        assert_error(post_json(&h, path, &token, "{").await, 400, "malformed_body").await;
+        assert_error(
+            post_json(&h, path, &token, "{").await,
+            400,
+            "malformed_body",
+        )
+        .await;
     }
     for s in DESIGNS {
-        assert_eq!(stored_rows(&h, s).await, 0, "{s:?}: no refusal stores anything");
+        assert_eq!(
+            stored_rows(&h, s).await,
+            0,
+            "{s:?}: no refusal stores anything"
+        );
     }
 
     // A token is single use, across every API: the replay stores nothing.
@@ -827,9 +895,19 @@ async fn every_upload_refusal(backend: Backend) {
     assert_eq!(first.status().as_u16(), 200);
     assert_eq!(stored_rows(&h, Scheme::LowCost).await, 1);
     let mut other = lowcost_json(32, today_ms - 2 * day_ms, 0);
-    assert_error(post_json(&h, lc, &once, &other).await, 409, "token_replayed").await;
+    assert_error(
+        post_json(&h, lc, &once, &other).await,
+        409,
+        "token_replayed",
+    )
+    .await;
     other = good_unlinkable(&mut rng);
-    assert_error(post_json(&h, ul, &once, &other).await, 409, "token_replayed").await;
+    assert_error(
+        post_json(&h, ul, &once, &other).await,
+        409,
+        "token_replayed",
+    )
+    .await;
     assert_error(post_json(&h, hy, &once, &w15).await, 409, "token_replayed").await;
     assert_error(
         h.upload(&once, &padded(&[key_days_ago(2)])).await,
@@ -864,10 +942,20 @@ async fn every_download_refusal(backend: Backend) {
             let client = h.client.clone();
             async move { client.get(url).send().await.unwrap() }
         };
-        assert_error(get((boundary + 1).to_string()).await, 400, "batch_release_time").await;
+        assert_error(
+            get((boundary + 1).to_string()).await,
+            400,
+            "batch_release_time",
+        )
+        .await;
         assert_error(get("12abc".into()).await, 400, "batch_release_time").await;
         assert_error(get("-7200000".into()).await, 400, "batch_release_time").await;
-        assert_error(get((boundary + 60 * len_ms).to_string()).await, 404, "not_released").await;
+        assert_error(
+            get((boundary + 60 * len_ms).to_string()).await,
+            404,
+            "not_released",
+        )
+        .await;
         let old = boundary - 15 * 86_400_000;
         assert_error(get((old - old % len_ms).to_string()).await, 404, "expired").await;
         // The newest released boundary is served (empty, signed).
@@ -878,6 +966,20 @@ async fn every_download_refusal(backend: Backend) {
             Scheme::Hybrid => assert!(read_hybrid_list(&b.body).1.is_empty()),
             Scheme::Gaen => unreachable!(),
         }
+        // HEAD: the same status and headers, no body.
+        let head = h
+            .client
+            .head(format!("{}{}", h.url, batch_path(s, boundary)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(head.status().as_u16(), 200);
+        assert_eq!(
+            head.headers()["content-length"].to_str().unwrap(),
+            b.body.len().to_string()
+        );
+        assert_eq!(head.headers()["signature"].to_str().unwrap(), b.signature);
+        assert!(head.bytes().await.unwrap().is_empty());
         let wrong_method = h
             .client
             .post(format!("{}{}", h.url, batch_path(s, boundary)))

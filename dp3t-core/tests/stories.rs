@@ -362,7 +362,8 @@ fn stored_sightings_are_compact() {
         id[..4].copy_from_slice(&i.to_le_bytes());
         id[4..8].copy_from_slice(&i.wrapping_mul(2_654_435_761).to_le_bytes());
         let t = at(Day(DAY.0 + i % 14), u64::from(i % 24), u64::from(i % 60));
-        p.record_sighting(&id, t, 40 + (i % 40) as i32, 60 + i % 600).unwrap();
+        p.record_sighting(&id, t, 40 + (i % 40) as i32, 60 + i % 600)
+            .unwrap();
     }
     assert_eq!(p.sightings().len(), 10_000);
     let full = p.save(&key, &mut w.rng).unwrap().len();

@@ -61,7 +61,8 @@ pub(crate) struct UploadContext {
 }
 
 impl UploadContext {
-    /// Whether an entry of the time span `[start, end)` lies inside the retention.
+    /// Whether an entry whose time span ends at `end` (exclusive) reaches into the
+    /// retention window.
     pub fn within_retention(&self, end: u64) -> bool {
         end > self.now.0.saturating_sub(self.retention_seconds)
     }
@@ -289,20 +290,28 @@ pub async fn hello() -> HttpResponse {
         .body("Hello from DP3T WS")
 }
 
-/// Register the routes of the three designs.
+/// Register the routes of the three designs. Downloads answer `HEAD` too (same status
+/// and headers, no body), as the GAEN download does.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let r = |path: &'static str| web::resource(path).default_service(web::to(method_not_allowed));
     cfg.service(r("/v1").route(web::get().to(hello)))
         .service(r("/v1/exposed").route(web::post().to(lowcost::upload)))
-        .service(r("/v1/exposed/{batchReleaseTime}").route(web::get().to(lowcost::download)))
+        .service(
+            r("/v1/exposed/{batchReleaseTime}")
+                .route(web::get().to(lowcost::download))
+                .route(web::head().to(lowcost::download)),
+        )
         .service(r("/v1/unlinkable/exposed").route(web::post().to(unlinkable::upload)))
         .service(
             r("/v1/unlinkable/filter/{batchReleaseTime}")
-                .route(web::get().to(unlinkable::download)),
+                .route(web::get().to(unlinkable::download))
+                .route(web::head().to(unlinkable::download)),
         )
         .service(r("/v1/hybrid/exposed").route(web::post().to(hybrid::upload)))
         .service(
-            r("/v1/hybrid/exposed/{batchReleaseTime}").route(web::get().to(hybrid::download)),
+            r("/v1/hybrid/exposed/{batchReleaseTime}")
+                .route(web::get().to(hybrid::download))
+                .route(web::head().to(hybrid::download)),
         );
 }
 
@@ -314,7 +323,14 @@ mod tests {
     #[test]
     fn release_times_are_decimal_milliseconds() {
         assert_eq!(parse_release_ms("7200000").unwrap(), 7_200_000);
-        for bad in ["", "-7200000", "+7200000", "7200000.0", "abc", "99999999999999999999"] {
+        for bad in [
+            "",
+            "-7200000",
+            "+7200000",
+            "7200000.0",
+            "abc",
+            "99999999999999999999",
+        ] {
             assert_eq!(
                 parse_release_ms(bad).unwrap_err().code,
                 "batch_release_time",
@@ -330,7 +346,10 @@ mod tests {
         let e = decode_fixed::<32>(&b64, "key").unwrap_err();
         assert_eq!(e.code, "key_data");
         assert!(e.message.contains("key"));
-        assert_eq!(decode_fixed::<16>("!!", "seed").unwrap_err().code, "key_data");
+        assert_eq!(
+            decode_fixed::<16>("!!", "seed").unwrap_err().code,
+            "key_data"
+        );
         assert!(!fake_flag(0, "fake").unwrap());
         assert!(fake_flag(1, "fake").unwrap());
         assert_eq!(fake_flag(2, "fake").unwrap_err().code, "fake_flag");

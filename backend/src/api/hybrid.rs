@@ -33,7 +33,8 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
             format!("windows[{i}].windowMinutes {w} is not a multiple of 15 in 15..=1440"),
         )
     };
-    let minutes = WindowMinutes::new(first.window_minutes).map_err(|_| bad_w(0, first.window_minutes))?;
+    let minutes =
+        WindowMinutes::new(first.window_minutes).map_err(|_| bad_w(0, first.window_minutes))?;
     for (i, w) in upload.windows.iter().enumerate() {
         if WindowMinutes::new(w.window_minutes).is_err() {
             return Err(bad_w(i, w.window_minutes));
@@ -87,7 +88,10 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
         if ctx.in_future(start) {
             return Err(ApiError::bad_request(
                 "window",
-                format!("windows[{i}].windowStart {} is in the future", w.window_start),
+                format!(
+                    "windows[{i}].windowStart {} is in the future",
+                    w.window_start
+                ),
             ));
         }
         let end = start.saturating_add(len);
@@ -164,7 +168,11 @@ mod tests {
     fn body(real: &[serde_json::Value], w: u32, n: usize) -> Vec<u8> {
         let mut windows = real.to_vec();
         while windows.len() < n {
-            windows.push(window(NOW + 7_200 - (NOW + 7_200) % (u64::from(w) * 60), w, 1));
+            windows.push(window(
+                NOW + 7_200 - (NOW + 7_200) % (u64::from(w) * 60),
+                w,
+                1,
+            ));
         }
         serde_json::to_vec(&serde_json::json!({ "windows": windows })).unwrap()
     }
@@ -197,17 +205,41 @@ mod tests {
         let code = |b: Vec<u8>| parse(&b, &ctx()).unwrap_err().code;
         assert_eq!(code(body(&[], 120, 167)), "entry_count");
         assert_eq!(code(body(&[], 120, 0)), "entry_count");
-        assert_eq!(code(body(&[window(NOW - NOW % 7_200 + 900, 120, 0)], 120, 168)), "window");
-        assert_eq!(code(body(&[window(NOW + 7_200 - NOW % 7_200, 120, 0)], 120, 168)), "window");
-        assert_eq!(code(body(&[window(NOW - 15 * 86_400 - NOW % 7_200, 120, 0)], 120, 168)), "window");
-        assert_eq!(code(body(&[window(NOW - NOW % 1_200, 20, 0)], 20, 1_008)), "window_minutes");
-        assert_eq!(code(body(&[window(0, 1_455, 1)], 1_455, 14)), "window_minutes");
-        assert_eq!(code(body(&[window(NOW - NOW % 3_600, 60, 0)], 120, 168)), "window_minutes");
+        assert_eq!(
+            code(body(&[window(NOW - NOW % 7_200 + 900, 120, 0)], 120, 168)),
+            "window"
+        );
+        assert_eq!(
+            code(body(&[window(NOW + 7_200 - NOW % 7_200, 120, 0)], 120, 168)),
+            "window"
+        );
+        assert_eq!(
+            code(body(
+                &[window(NOW - 15 * 86_400 - NOW % 7_200, 120, 0)],
+                120,
+                168
+            )),
+            "window"
+        );
+        assert_eq!(
+            code(body(&[window(NOW - NOW % 1_200, 20, 0)], 20, 1_008)),
+            "window_minutes"
+        );
+        assert_eq!(
+            code(body(&[window(0, 1_455, 1)], 1_455, 14)),
+            "window_minutes"
+        );
+        assert_eq!(
+            code(body(&[window(NOW - NOW % 3_600, 60, 0)], 120, 168)),
+            "window_minutes"
+        );
         let mut ms = window(NOW - NOW % 7_200, 120, 1);
         ms["windowStart"] = ((NOW - NOW % 7_200) * 1000 + 1).into();
         assert_eq!(code(body(&[ms], 120, 168)), "window");
         let mut seed = window(NOW - NOW % 7_200, 120, 1);
-        seed["seed"] = base64::engine::general_purpose::STANDARD.encode([1u8; 32]).into();
+        seed["seed"] = base64::engine::general_purpose::STANDARD
+            .encode([1u8; 32])
+            .into();
         assert_eq!(code(body(&[seed], 120, 168)), "key_data");
     }
 }

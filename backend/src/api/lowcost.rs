@@ -127,7 +127,9 @@ mod tests {
         assert_eq!(&rec.key, DayKey::from_bytes([1; 32]).step(2).as_bytes());
         // Today's key is accepted (the phone rule stops replays after the release).
         assert_eq!(
-            parse(&body(&[1; 32], ms(TODAY), 0), &ctx(TODAY)).unwrap().count,
+            parse(&body(&[1; 32], ms(TODAY), 0), &ctx(TODAY))
+                .unwrap()
+                .count,
             1
         );
     }
@@ -141,7 +143,10 @@ mod tests {
         assert_eq!(code(body(&[1; 32], ms(TODAY - 15), 0)), "key_date");
         assert_eq!(code(body(&[1; 31], ms(TODAY), 0)), "key_data");
         assert_eq!(code(body(&[1; 32], ms(TODAY), 2)), "fake_flag");
-        assert_eq!(code(br#"{"key":"!!","keyDate":0,"fake":0}"#.to_vec()), "key_data");
+        assert_eq!(
+            code(br#"{"key":"!!","keyDate":0,"fake":0}"#.to_vec()),
+            "key_data"
+        );
         assert_eq!(
             code(br#"{"key":"AA==","keyDate":0,"fake":0,"authData":{}}"#.to_vec()),
             "malformed_body"
@@ -164,7 +169,9 @@ mod tests {
         c.fake_token = true;
         assert_eq!(parse(&body(&[1; 32], ms(TODAY), 0), &c).unwrap().count, 0);
         assert_eq!(
-            parse(&body(&[1; 32], ms(TODAY) + 5, 0), &c).unwrap_err().code,
+            parse(&body(&[1; 32], ms(TODAY) + 5, 0), &c)
+                .unwrap_err()
+                .code,
             "key_date"
         );
     }

@@ -129,8 +129,8 @@ mod tests {
                 &[
                     entry(EPOCH_NOW - 10, 1, 0),
                     entry(EPOCH_NOW, 2, 0),
-                    entry(EPOCH_NOW, 2, 0),          // duplicate
-                    entry(19_990 * 96 + 5, 3, 0),    // before onset: dropped
+                    entry(EPOCH_NOW, 2, 0),       // duplicate
+                    entry(19_990 * 96 + 5, 3, 0), // before onset: dropped
                 ],
                 1_344,
             ),
@@ -138,7 +138,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.count, 2);
-        let want = HashedObservation::of_seed(&EpochSeed::from_bytes([1; 32]), Epoch(EPOCH_NOW - 10));
+        let want =
+            HashedObservation::of_seed(&EpochSeed::from_bytes([1; 32]), Epoch(EPOCH_NOW - 10));
         assert!(r.bytes.chunks(32).any(|c| c == want.0));
         assert!(!r.fake_body);
         let all_fake = parse(&body(&[], 1_344), &ctx()).unwrap();

@@ -447,12 +447,18 @@ mod tests {
 
         let s = db.claim_design_uploads(u, 10, 20).await.unwrap();
         assert_eq!((s.claimed_until, s.released_until), (20, 0));
-        assert_eq!(db.pending_design_buckets(u, 0, 20).await.unwrap(), vec![10, 20]);
+        assert_eq!(
+            db.pending_design_buckets(u, 0, 20).await.unwrap(),
+            vec![10, 20]
+        );
         assert_eq!(entries(&db, u, 10).await, vec![1]);
         assert_eq!(entries(&db, u, 20).await, vec![2]);
         // Other designs are untouched.
         assert_eq!(
-            db.design_release_state("lowcost").await.unwrap().claimed_until,
+            db.design_release_state("lowcost")
+                .await
+                .unwrap()
+                .claimed_until,
             0
         );
 

@@ -515,13 +515,8 @@ impl DesignPublisher {
     ) -> Result<(), DesignError> {
         let mut buckets = Vec::with_capacity(rows.len());
         for r in rows {
-            let b = PublishedBucket::new(
-                r.end,
-                r.body,
-                &r.signature,
-                r.real_entries,
-                r.total_entries,
-            )?;
+            let b =
+                PublishedBucket::new(r.end, r.body, &r.signature, r.real_entries, r.total_entries)?;
             buckets.push((r.end, Arc::new(b)));
         }
         let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -578,14 +573,8 @@ impl DesignPublisher {
         )
         .map_err(DesignError::from)?;
         let bucket = Arc::new(
-            PublishedBucket::new(
-                end,
-                built.body,
-                &built.signature,
-                0,
-                built.total_entries,
-            )
-            .map_err(BucketError::Internal)?,
+            PublishedBucket::new(end, built.body, &built.signature, 0, built.total_entries)
+                .map_err(BucketError::Internal)?,
         );
         let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
         if cache.empty.len() >= MAX_CACHED_EMPTY {
@@ -657,11 +646,9 @@ pub fn spawn_ticker(publisher: Arc<DesignPublisher>) -> TickerGuard {
             if now.0 >= last_retention + RETENTION_INTERVAL_SECS {
                 last_retention = now.0;
                 match publisher.enforce_retention(now).await {
-                    Ok(r) => tracing::info!(
-                        uploads = r.uploads,
-                        buckets = r.buckets,
-                        "design retention"
-                    ),
+                    Ok(r) => {
+                        tracing::info!(uploads = r.uploads, buckets = r.buckets, "design retention")
+                    }
                     Err(e) => tracing::error!(error = %e, "design retention failed"),
                 }
             }
