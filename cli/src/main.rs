@@ -3,6 +3,7 @@
 //! * `dp3t vectors verify FILE...` checks spec-vector files (PROTOCOL.md §11).
 //! * `dp3t vectors generate --scheme S --count N [--seed X] [--out FILE]` writes them.
 //! * `dp3t bench match …` measures local matching at national scale.
+//! * `dp3t export verify ZIP --public-key PEM` checks and prints a GAEN export.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +38,23 @@ enum Cmd {
     /// Benchmarks of the engine.
     #[command(subcommand)]
     Bench(BenchCmd),
+    /// Inspect GAEN export files.
+    #[command(subcommand)]
+    Export(ExportCmd),
+}
+
+#[derive(Subcommand)]
+enum ExportCmd {
+    /// Parse a GAEN export zip, verify its signature with a PEM public key and print its
+    /// contents as JSON. Exit status 0 when it verifies, 1 when it does not, 2 when the
+    /// files cannot be read.
+    Verify {
+        /// The export zip (e.g. the body of `GET /v2/gaen/exposed`).
+        zip: PathBuf,
+        /// The server's public key (`signing-key.pub.pem`).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -87,6 +105,59 @@ fn main() -> ExitCode {
             out,
         }) => generate(&scheme, count, seed, out),
         Cmd::Bench(BenchCmd::Match(args)) => bench::run_match(&args),
+        Cmd::Export(ExportCmd::Verify { zip, public_key }) => export_verify(&zip, &public_key),
+    }
+}
+
+fn export_verify(zip: &PathBuf, public_key: &PathBuf) -> ExitCode {
+    let read = |p: &PathBuf| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let inputs = read(zip).and_then(|z| {
+        let pem = String::from_utf8(read(public_key)?)
+            .map_err(|_| format!("{}: not UTF-8 PEM", public_key.display()))?;
+        let pk = dp3t_core::signing::PublicKey::from_pem(&pem)
+            .map_err(|e| format!("{}: {e}", public_key.display()))?;
+        Ok((z, pk))
+    });
+    let (z, pk) = match inputs {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match dp3t_core::export::read_verified_export(&z, &pk) {
+        Ok(batch) => {
+            let keys: Vec<_> = batch
+                .keys
+                .iter()
+                .map(|k| {
+                    serde_json::json!({
+                        "key_data": k.key_data.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+                        "rolling_start_interval_number": k.rolling_start_interval_number,
+                        "rolling_period": k.rolling_period,
+                        "transmission_risk_level": k.transmission_risk_level,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "verified": true,
+                    "region": batch.region,
+                    "start_timestamp": batch.start_timestamp,
+                    "end_timestamp": batch.end_timestamp,
+                    "keys": keys,
+                })
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!(
+                "{}",
+                serde_json::json!({"verified": false, "error": e.to_string()})
+            );
+            ExitCode::from(1)
+        }
     }
 }
 

@@ -141,3 +141,50 @@ fn bench_match_finds_exactly_the_planted_sightings() {
         assert!(v["keys_per_sec"].as_f64().unwrap() > 0.0);
     }
 }
+
+#[test]
+fn export_verify_checks_the_public_example() {
+    let (code, out, _) = dp3t(&[
+        "export",
+        "verify",
+        "dp3t-core/tests/data/ens-testExport-2-records.zip",
+        "--public-key",
+        "dp3t-core/tests/data/ens-public.pem",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["verified"], true);
+    assert_eq!(v["region"], "US");
+    assert_eq!(v["keys"].as_array().unwrap().len(), 2);
+    // Any other (valid) key: not verified, exit 1.
+    let vectors: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../spec-vectors/generated-gaen-export.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let p = tmp("other.pem");
+    std::fs::write(&p, vectors["cases"][0]["public_key_pem"].as_str().unwrap()).unwrap();
+    let (code, out, _) = dp3t(&[
+        "export",
+        "verify",
+        "dp3t-core/tests/data/ens-testExport-2-records.zip",
+        "--public-key",
+        p.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("\"verified\":false"), "{out}");
+    assert_eq!(
+        dp3t(&[
+            "export",
+            "verify",
+            "/nonexistent.zip",
+            "--public-key",
+            "dp3t-core/tests/data/ens-public.pem"
+        ])
+        .0,
+        2
+    );
+}
