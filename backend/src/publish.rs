@@ -502,7 +502,7 @@ mod tests {
         let p = publish_at(now, 5_000, rsin, 144);
         assert!(
             p >= (day + 1) * 86_400 + 7_200
-                && p % 5_000 == 0
+                && p.is_multiple_of(5_000)
                 && p - 5_000 < (day + 1) * 86_400 + 7_200
         );
         // A short rolling period expires earlier: 01:00 + 2 h, rounded up to 04:00.

@@ -257,7 +257,10 @@ fn encrypt_padded_portable(rpik: &[u8; 16], start: u32, out: &mut [Block]) {
     let cipher = Aes128Enc::new(GenericArray::from_slice(rpik));
     let mut block = GenericArray::from(padded_data(start));
     for (j, o) in out.iter_mut().enumerate() {
-        // Only the interval number (the last four bytes) changes from block to block.
+        // One template, only the interval number (the last four bytes) patched. Calling
+        // `padded_data` here instead made the compiler assemble each block on the stack
+        // from narrow stores and read it back wide, a failed store-to-load forward per
+        // block: 4× slower than this whole function (BENCHMARKS.md).
         block[12..].copy_from_slice(&start.wrapping_add(j as u32).to_le_bytes());
         *o = block;
     }
@@ -532,11 +535,9 @@ fn cpu() -> Cpu {
 /// features; inside, the intrinsics are safe, and the only `unsafe` left is the loads and
 /// stores through pointers, each with its bounds argued.
 ///
-/// The AVX-512 and VAES intrinsics are stable since Rust 1.89. The workspace still says
-/// `rust-version = "1.85"`, but this crate already needs 1.89 (its `zip` 9 dependency
-/// declares it), so Clippy is told the true floor here rather than the stale one.
+/// The AVX-512 and VAES intrinsics are stable since Rust 1.89, the workspace's
+/// `rust-version`.
 #[cfg(target_arch = "x86_64")]
-#[clippy::msrv = "1.89"]
 mod x86 {
     use std::arch::x86_64::*;
 
@@ -827,7 +828,7 @@ impl Rpi {
 
 /// Check that `rolling_start` is a valid ENIN start for a day key of this crate.
 pub fn check_day_aligned(rolling_start: Enin) -> Result<()> {
-    if rolling_start.0 % INTERVALS_PER_DAY != 0 {
+    if !rolling_start.0.is_multiple_of(INTERVALS_PER_DAY) {
         return Err(Error::out_of_range(
             "rolling start",
             format!("{} is not day-aligned", rolling_start.0),

@@ -25,7 +25,7 @@ impl WindowMinutes {
     pub const DEFAULT: WindowMinutes = WindowMinutes(120);
     /// Checked constructor.
     pub fn new(minutes: u32) -> Result<Self> {
-        if (15..=1440).contains(&minutes) && minutes % 15 == 0 {
+        if (15..=1440).contains(&minutes) && minutes.is_multiple_of(15) {
             Ok(WindowMinutes(minutes as u16))
         } else {
             Err(Error::out_of_range(
@@ -76,7 +76,7 @@ impl Window {
     }
     /// The window starting at `start`, which must be aligned to the window length.
     pub fn new(start: UnixTime, minutes: WindowMinutes) -> Result<Self> {
-        if start.0 % minutes.seconds() != 0 {
+        if !start.0.is_multiple_of(minutes.seconds()) {
             return Err(Error::out_of_range(
                 "window start",
                 format!("{} is not aligned to {} min", start.0, minutes.get()),

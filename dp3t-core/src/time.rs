@@ -207,7 +207,7 @@ impl Day {
     }
     /// Parse a `keyDate` in milliseconds; it must be exactly a UTC midnight.
     pub fn from_midnight_millis(ms: u64) -> Result<Day> {
-        if ms % (DAY_SECONDS * 1000) != 0 {
+        if !ms.is_multiple_of(DAY_SECONDS * 1000) {
             return Err(Error::out_of_range(
                 "keyDate",
                 format!("{ms} is not a UTC midnight in ms"),

@@ -537,7 +537,7 @@ impl DesignPublisher {
     ) -> Result<Arc<PublishedBucket>, BucketError> {
         let len = self.settings.bucket_seconds;
         let len_ms = len.saturating_mul(1000);
-        if release_ms % len_ms != 0 {
+        if !release_ms.is_multiple_of(len_ms) {
             return Err(BucketError::NotOnBoundary(release_ms, len_ms));
         }
         let end = release_ms / 1000;
