@@ -222,10 +222,16 @@ pub fn match_gaen(
         let mut buf = [Block::default(); 144];
         for k in chunk {
             let rpis = derive_rpis_into(&k.key_data, k.rolling_start, k.rolling_period, &mut buf);
-            for rpi in rpis {
-                if !index.maybe_contains(rpi) {
-                    continue;
-                }
+            // A branch-free first pass over the pre-filter (about 3% of RPIs pass), then
+            // the full lookups for the few candidates.
+            let mut candidates = [0u8; 144];
+            let mut n = 0;
+            for (j, rpi) in rpis.iter().enumerate() {
+                candidates[n] = j as u8;
+                n += usize::from(index.maybe_contains(rpi));
+            }
+            for &j in &candidates[..n] {
+                let rpi = &rpis[usize::from(j)];
                 let from =
                     (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
                 let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period))
