@@ -197,7 +197,7 @@ pub fn run_match(a: &MatchArgs) -> ExitCode {
         }
     };
     let scheme = format!("{:?}", a.scheme).to_lowercase();
-    println!(
+    outln!(
         "{}",
         serde_json::json!({
             "scheme": scheme,

@@ -11,6 +11,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use dp3t_core::vectors::{self, Scheme};
 
+/// `println!` that ignores a closed standard output (`dp3t vectors verify … | head`)
+/// instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod bench;
 
 const SCHEMES_HELP: &str = "\
@@ -139,7 +148,7 @@ fn export_verify(zip: &PathBuf, public_key: &PathBuf) -> ExitCode {
                     })
                 })
                 .collect();
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({
                     "verified": true,
@@ -152,7 +161,7 @@ fn export_verify(zip: &PathBuf, public_key: &PathBuf) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            println!(
+            outln!(
                 "{}",
                 serde_json::json!({"verified": false, "error": e.to_string()})
             );
@@ -172,9 +181,12 @@ fn verify(files: &[PathBuf]) -> ExitCode {
         match parsed {
             Ok(report) => {
                 for m in &report.mismatches {
-                    println!(
+                    outln!(
                         "{name}: case {}: {}: expected {}, actual {}",
-                        m.case, m.field, m.expected, m.actual
+                        m.case,
+                        m.field,
+                        m.expected,
+                        m.actual
                     );
                 }
                 passed += report.passed;
@@ -186,7 +198,7 @@ fn verify(files: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    println!("{passed} passed, {failed} failed");
+    outln!("{passed} passed, {failed} failed");
     if malformed {
         ExitCode::from(2)
     } else if failed > 0 {
@@ -205,7 +217,8 @@ fn generate(scheme: &str, count: usize, seed: u64, out: Option<PathBuf>) -> Exit
             Some(p) => std::fs::write(p, f.to_json())
                 .map_err(|e| format!("cannot write {}: {e}", p.display())),
             None => {
-                print!("{}", f.to_json());
+                use std::io::Write as _;
+                let _ = std::io::stdout().write_all(f.to_json().as_bytes());
                 Ok(())
             }
         });
