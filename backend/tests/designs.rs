@@ -77,26 +77,8 @@ fn no_padding(c: &mut backend::config::Config) {
     c.hybrid_min_seeds = 0;
 }
 
-async fn post(
-    h: &Harness,
-    path: &str,
-    token: Option<&str>,
-    content_type: Option<&str>,
-    body: Vec<u8>,
-) -> reqwest::Response {
-    let mut req = h.client.post(format!("{}{path}", h.url)).body(body);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(ct) = content_type {
-        req = req.header("content-type", ct);
-    }
-    req.send().await.unwrap()
-}
-
 async fn post_json(h: &Harness, path: &str, token: &str, json: &str) -> reqwest::Response {
-    post(
-        h,
+    h.post(
         path,
         Some(token),
         Some("application/json"),
@@ -662,15 +644,7 @@ async fn fake_uploads_store_nothing_and_answer_alike(backend: Backend) {
             "{s:?}: only the real upload is stored"
         );
     }
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics_text().await;
     for s in DESIGNS {
         let d = design_name(s);
         assert!(metrics.contains(&format!(
@@ -813,8 +787,7 @@ async fn every_upload_refusal(backend: Backend) {
         (hy, w15.clone()),
     ] {
         assert_error(
-            post(
-                &h,
+            h.post(
                 path,
                 Some(&token),
                 Some("text/plain"),
@@ -826,14 +799,14 @@ async fn every_upload_refusal(backend: Backend) {
         )
         .await;
         assert_error(
-            post(&h, path, Some(&token), None, json.clone().into_bytes()).await,
+            h.post(path, Some(&token), None, json.clone().into_bytes())
+                .await,
             415,
             "content_type",
         )
         .await;
         assert_error(
-            post(
-                &h,
+            h.post(
                 path,
                 None,
                 Some("application/json"),
@@ -862,8 +835,7 @@ async fn every_upload_refusal(backend: Backend) {
         )
         .await;
         assert_error(
-            post(
-                &h,
+            h.post(
                 path,
                 Some(&token),
                 Some("application/json"),

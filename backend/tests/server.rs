@@ -53,6 +53,16 @@ fn es256(h: &Harness, claims: &serde_json::Value) -> String {
     .unwrap()
 }
 
+/// Upload the JSON body `v` as `application/json` with `token`.
+async fn upload_json(h: &Harness, token: &str, v: &serde_json::Value) -> reqwest::Response {
+    h.upload_raw(
+        Some(token),
+        Some("application/json"),
+        v.to_string().into_bytes(),
+    )
+    .await
+}
+
 async fn upload_release_download_and_verify(backend: Backend) {
     let h = Harness::start(backend, |_| {}).await;
     let before = Download::fetch(&h, None).await;
@@ -119,15 +129,7 @@ async fn upload_release_download_and_verify(backend: Backend) {
         204
     );
 
-    let metrics = h
-        .client
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = h.metrics_text().await;
     assert!(metrics.contains("dp3t_uploads_accepted_total{kind=\"real\"} 1"));
     assert!(
         metrics.contains("dp3t_keys_stored_total 6"),
@@ -259,30 +261,14 @@ async fn every_body_refusal(backend: Backend) {
     .await;
     let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v["surprise"] = 1.into();
-    let resp = h
-        .upload_raw(
-            Some(&token),
-            Some("application/json"),
-            v.to_string().into_bytes(),
-        )
-        .await;
+    let resp = upload_json(&h, &token, &v).await;
     assert_eq!(resp.status(), 400);
     let e: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(e["error"], "malformed_body");
     assert!(e["message"].as_str().unwrap().contains("surprise"), "{e}");
     let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v["gaenKeys"][3]["color"] = "red".into();
-    assert_error(
-        h.upload_raw(
-            Some(&token),
-            Some("application/json"),
-            v.to_string().into_bytes(),
-        )
-        .await,
-        400,
-        "malformed_body",
-    )
-    .await;
+    assert_error(upload_json(&h, &token, &v).await, 400, "malformed_body").await;
     assert_error(h.upload(&token, &good[..29]).await, 400, "key_count").await;
     let mut more = good.clone();
     more.push(fake_key());
@@ -290,17 +276,7 @@ async fn every_body_refusal(backend: Backend) {
     for bad in ["AAAA", "not base64!", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=="] {
         let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         v["gaenKeys"][0]["keyData"] = bad.into();
-        assert_error(
-            h.upload_raw(
-                Some(&token),
-                Some("application/json"),
-                v.to_string().into_bytes(),
-            )
-            .await,
-            400,
-            "key_data",
-        )
-        .await;
+        assert_error(upload_json(&h, &token, &v).await, 400, "key_data").await;
     }
     for rp in [0, 145] {
         let mut keys = good.clone();
@@ -312,17 +288,7 @@ async fn every_body_refusal(backend: Backend) {
     assert_error(h.upload(&token, &keys).await, 400, "fake_flag").await;
     let mut v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     v["gaenKeys"][0]["rollingStartNumber"] = (-1).into();
-    assert_error(
-        h.upload_raw(
-            Some(&token),
-            Some("application/json"),
-            v.to_string().into_bytes(),
-        )
-        .await,
-        400,
-        "malformed_body",
-    )
-    .await;
+    assert_error(upload_json(&h, &token, &v).await, 400, "malformed_body").await;
 
     // None of the refusals stored anything or used up the token.
     assert_eq!(h.key_rows().await, 0);
@@ -531,15 +497,7 @@ async fn fake_uploads_look_like_real_ones(backend: Backend) {
     assert_error(h.upload(&fake, &padded(&[])).await, 409, "token_replayed").await;
     let d = h.wait_for_keys(None, &set_of(&real_keys)).await;
     assert_eq!(d.key_set(), set_of(&real_keys));
-    let m = h
-        .client
-        .get(format!("{}/metrics", h.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = h.metrics_text().await;
     assert!(m.contains("dp3t_uploads_accepted_total{kind=\"fake\"} 2"));
     h.finish().await;
 }

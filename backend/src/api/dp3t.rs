@@ -30,9 +30,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use dp3t_core::time::{Day, UnixTime};
 
-use super::gaen::{auth_error, check_content_type};
-use super::{hybrid, lowcost, method_not_allowed, unlinkable, ApiError, AppState};
-use crate::auth::{bearer_token, verify_upload_token};
+use super::{
+    hybrid, lowcost, method_not_allowed, read_authorized_upload, unlinkable, ApiError, AppState,
+};
 use crate::db::designs::DesignUploadRow;
 use crate::db::StoreOutcome;
 use crate::designs::{BucketError, Design};
@@ -118,32 +118,6 @@ pub(crate) fn fake_flag(v: u8, field: &str) -> Result<bool, ApiError> {
     }
 }
 
-async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("upload body must be at most {MAX_DESIGN_UPLOAD_BYTES} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_DESIGN_UPLOAD_BYTES as u64) {
-        return Err(too_large());
-    }
-    match payload.to_bytes_limited(MAX_DESIGN_UPLOAD_BYTES).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => Err(ApiError::bad_request(
-            "malformed_body",
-            format!("could not read the body: {e}"),
-        )),
-        Err(_) => Err(too_large()),
-    }
-}
-
 /// Returns whether the upload counts as fake.
 async fn upload_inner(
     design: Design,
@@ -152,15 +126,8 @@ async fn upload_inner(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<(bool, u64), ApiError> {
-    check_content_type(req)?;
-    let body = read_body(req, payload).await?;
-    let now = unix_now();
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = bearer_token(auth).map_err(auth_error)?;
-    let grant = verify_upload_token(token, &state.ha_keys, now).map_err(auth_error)?;
+    let (body, now, grant) =
+        read_authorized_upload(req, payload, MAX_DESIGN_UPLOAD_BYTES, state).await?;
     let ctx = UploadContext {
         now,
         onset: grant.onset,
@@ -183,18 +150,10 @@ async fn upload_inner(
         .await
         .map_err(|e| {
             tracing::error!(design = design.name(), error = %e, "storing an upload failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "internal",
-                "the upload could not be stored; retry later",
-            )
+            ApiError::upload_not_stored()
         })?;
     match outcome {
-        StoreOutcome::Replayed => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "token_replayed",
-            "this token (jti) has already been used",
-        )),
+        StoreOutcome::Replayed => Err(ApiError::token_replayed()),
         StoreOutcome::Stored { inserted } => Ok((fake, inserted)),
     }
 }

@@ -19,8 +19,8 @@ use base64::Engine as _;
 use dp3t_core::time::{Enin, UnixTime};
 use serde::Deserialize;
 
-use super::{ApiError, AppState};
-use crate::auth::{bearer_token, verify_upload_token, AuthError};
+use super::{read_authorized_upload, ApiError, AppState};
+use crate::auth::AuthError;
 use crate::config::MAX_UPLOAD_BYTES;
 use crate::db::{NewKey, StoreOutcome, UploadRecord};
 use crate::publish::{bucket_floor, publish_at};
@@ -205,46 +205,12 @@ fn truncate(s: &str, n: usize) -> &str {
     }
 }
 
-async fn read_body(req: &HttpRequest, payload: web::Payload) -> Result<web::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("upload body must be at most {MAX_UPLOAD_BYTES} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_UPLOAD_BYTES as u64) {
-        return Err(too_large());
-    }
-    match payload.to_bytes_limited(MAX_UPLOAD_BYTES).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => Err(ApiError::bad_request(
-            "malformed_body",
-            format!("could not read the body: {e}"),
-        )),
-        Err(_) => Err(too_large()),
-    }
-}
-
 async fn upload_inner(
     req: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
 ) -> Result<bool, ApiError> {
-    check_content_type(req)?;
-    let body = read_body(req, payload).await?;
-    let now = unix_now();
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = bearer_token(auth).map_err(auth_error)?;
-    let grant = verify_upload_token(token, &state.ha_keys, now).map_err(auth_error)?;
+    let (body, now, grant) = read_authorized_upload(req, payload, MAX_UPLOAD_BYTES, state).await?;
     let keys = parse_body(&body)?;
     let onset_enin = grant
         .onset
@@ -273,18 +239,10 @@ async fn upload_inner(
         .await
         .map_err(|e| {
             tracing::error!(error = %e, "storing an upload failed");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "internal",
-                "the upload could not be stored; retry later",
-            )
+            ApiError::upload_not_stored()
         })?;
     match outcome {
-        StoreOutcome::Replayed => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "token_replayed",
-            "this token (jti) has already been used",
-        )),
+        StoreOutcome::Replayed => Err(ApiError::token_replayed()),
         StoreOutcome::Stored { inserted } => {
             let duplicates = candidates - inserted.min(candidates);
             state

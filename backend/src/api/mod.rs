@@ -25,12 +25,14 @@ use actix_web::dev::{Service as _, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use dp3t_core::time::UnixTime;
 use serde::Serialize;
 
-use crate::auth::HaKeys;
+use crate::auth::{bearer_token, verify_upload_token, HaKeys, UploadGrant};
 use crate::db::Db;
 use crate::metrics::{route_index, Metrics};
 use crate::publish::Publisher;
+use crate::unix_now;
 use crate::writer::UploadWriter;
 
 /// Everything the handlers share.
@@ -86,6 +88,24 @@ impl ApiError {
     /// `400 Bad Request`.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// `503 internal`: an upload could not be stored.
+    pub(crate) fn upload_not_stored() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "internal",
+            "the upload could not be stored; retry later",
+        )
+    }
+
+    /// `409 token_replayed`: the upload token's `jti` was used before.
+    pub(crate) fn token_replayed() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "token_replayed",
+            "this token (jti) has already been used",
+        )
     }
 }
 
@@ -176,6 +196,59 @@ async fn method_not_allowed(req: HttpRequest) -> ApiError {
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.path()),
     )
+}
+
+/// Read an upload body of at most `limit` bytes: `413 too_large` when the declared
+/// `Content-Length` or the body itself is larger, `400 malformed_body` when it cannot be read.
+pub(crate) async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+) -> Result<web::Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("upload body must be at most {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match payload.to_bytes_limited(limit).await {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(e)) => Err(ApiError::bad_request(
+            "malformed_body",
+            format!("could not read the body: {e}"),
+        )),
+        Err(_) => Err(too_large()),
+    }
+}
+
+/// The checks every upload starts with, in this order: the `Content-Type`, the body (at
+/// most `limit` bytes, see [`read_body`]), then the bearer token against the trusted
+/// health-authority keys. Returns the body, the time of the check and the token's grant.
+pub(crate) async fn read_authorized_upload(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    state: &AppState,
+) -> Result<(web::Bytes, UnixTime, UploadGrant), ApiError> {
+    gaen::check_content_type(req)?;
+    let body = read_body(req, payload, limit).await?;
+    let now = unix_now();
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = bearer_token(auth).map_err(gaen::auth_error)?;
+    let grant = verify_upload_token(token, &state.ha_keys, now).map_err(gaen::auth_error)?;
+    Ok((body, now, grant))
 }
 
 impl actix_web::Responder for ApiError {

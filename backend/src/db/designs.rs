@@ -390,16 +390,7 @@ mod tests {
     use super::*;
 
     async fn temp_db() -> (Db, std::path::PathBuf) {
-        let dir = std::env::temp_dir().join(format!(
-            "dp3t-designs-db-{}-{}",
-            std::process::id(),
-            rand::random::<u64>()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let url = format!("sqlite://{}", dir.join("t.db").display());
-        let db = Db::connect(&url, 4).await.unwrap();
-        db.migrate().await.unwrap();
-        (db, dir)
+        crate::db::tests::temp_db_named("dp3t-designs-db").await
     }
 
     fn upload(design: &'static str, byte: u8, received_at: u64) -> DesignUploadRow {

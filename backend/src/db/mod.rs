@@ -510,8 +510,14 @@ mod tests {
     use super::*;
 
     async fn temp_db() -> (Db, std::path::PathBuf) {
+        temp_db_named("dp3t-db").await
+    }
+
+    /// A fresh, migrated SQLite database in a new temporary directory named after
+    /// `prefix`; returns the database and the directory (for the caller to remove).
+    pub(super) async fn temp_db_named(prefix: &str) -> (Db, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!(
-            "dp3t-db-{}-{}",
+            "{prefix}-{}-{}",
             std::process::id(),
             rand::random::<u64>()
         ));

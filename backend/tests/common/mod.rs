@@ -184,16 +184,15 @@ impl Harness {
         .unwrap()
     }
 
-    pub async fn upload_raw(
+    /// `POST` `body` to `path`, with a bearer `token` and a `content_type` when given.
+    pub async fn post(
         &self,
+        path: &str,
         token: Option<&str>,
         content_type: Option<&str>,
         body: Vec<u8>,
     ) -> reqwest::Response {
-        let mut req = self
-            .client
-            .post(format!("{}/v2/gaen/exposed", self.url))
-            .body(body);
+        let mut req = self.client.post(format!("{}{path}", self.url)).body(body);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
@@ -201,6 +200,16 @@ impl Harness {
             req = req.header("content-type", ct);
         }
         req.send().await.unwrap()
+    }
+
+    pub async fn upload_raw(
+        &self,
+        token: Option<&str>,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        self.post("/v2/gaen/exposed", token, content_type, body)
+            .await
     }
 
     pub async fn upload(&self, token: &str, keys: &[UploadKey]) -> reqwest::Response {
@@ -214,6 +223,18 @@ impl Harness {
             None => format!("{}/v2/gaen/exposed", self.url),
         };
         self.client.get(url).send().await.unwrap()
+    }
+
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
     }
 
     /// Poll the download for `tag` until it is a 200 whose keys include all of `expected`;
