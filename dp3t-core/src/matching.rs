@@ -172,6 +172,16 @@ impl<'a> SightingIndex<'a> {
             .take_while(move |s| s.id == key)
     }
 
+    /// Append a [`Match`] for every sighting of `id` lying inside `[from, until)`.
+    #[inline]
+    fn collect(&self, id: &[u8], from: u64, until: u64, out: &mut Vec<Match>) {
+        out.extend(
+            self.lookup(id)
+                .filter(|s| s.within(from, until))
+                .map(Match::of),
+        );
+    }
+
     /// Number of indexed sightings.
     pub fn len(&self) -> usize {
         self.sightings.len()
@@ -230,27 +240,24 @@ pub fn match_gaen(
                 candidates[n] = j as u8;
                 n += usize::from(index.maybe_contains(rpi));
             }
+            if n == 0 {
+                continue;
+            }
+            let from =
+                (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
+            let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period)) * ENIN_SECONDS
+                + TOLERANCE_SECONDS)
+                .min(release_time.0);
             for &j in &candidates[..n] {
-                let rpi = &rpis[usize::from(j)];
-                let from =
-                    (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
-                let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period))
-                    * ENIN_SECONDS
-                    + TOLERANCE_SECONDS)
-                    .min(release_time.0);
-                out.extend(
-                    index
-                        .lookup(rpi)
-                        .filter(|s| s.within(from, until))
-                        .map(Match::of),
-                );
+                index.collect(&rpis[usize::from(j)], from, until, out);
             }
         }
     })
 }
 
-/// Match published low-cost keys: walk each chain from its day to the release day (at most
-/// `max_days` steps) and compare each day's 96 EphIDs with that day's sightings only.
+/// Match published low-cost keys: walk each chain from its day (or from `oldest_day`, the
+/// first day a phone still stores) to the release day, and compare each day's 96 EphIDs
+/// with that day's sightings only.
 pub fn match_lowcost(
     index: &SightingIndex<'_>,
     entries: &[LowCostEntry],
@@ -274,12 +281,7 @@ pub fn match_lowcost(
                 let (from, until) = (day.start().0, day.next().start().0.min(release_time.0));
                 for eph in key.ephids().iter() {
                     if index.maybe_contains(&eph.0) {
-                        out.extend(
-                            index
-                                .lookup(&eph.0)
-                                .filter(|s| s.within(from, until))
-                                .map(Match::of),
-                        );
+                        index.collect(&eph.0, from, until, out);
                     }
                 }
                 key = key.next();
@@ -306,12 +308,7 @@ pub fn match_hybrid(
             let until = (e.window.end().0 + TOLERANCE_SECONDS).min(release_time.0);
             for eph in e.seed.ephids_into(e.window.minutes(), &mut buf) {
                 if index.maybe_contains(&eph.0) {
-                    out.extend(
-                        index
-                            .lookup(&eph.0)
-                            .filter(|s| s.within(from, until))
-                            .map(Match::of),
-                    );
+                    index.collect(&eph.0, from, until, out);
                 }
             }
         }
