@@ -188,3 +188,60 @@ fn export_verify_checks_the_public_example() {
         2
     );
 }
+
+/// The exit status and standard error of `vectors verify` on one file holding `json`.
+fn verify_text(name: &str, json: &str) -> (i32, String) {
+    let p = tmp(name);
+    std::fs::write(&p, json).unwrap();
+    let (code, _, err) = dp3t(&["vectors", "verify", p.to_str().unwrap()]);
+    (code, err)
+}
+
+#[test]
+fn verify_exits_2_on_an_unknown_field_and_names_it() {
+    // A misspelled optional output holding a wrong value used to give "3 passed".
+    let src = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../spec-vectors/dp3t-lowcost-reference.json"
+    ))
+    .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&src).unwrap();
+    let mut v2 = v.clone();
+    let case = v2["cases"][0].as_object_mut().unwrap();
+    let next = case.remove("next_sk").unwrap();
+    let wrong = format!("ff{}", &next.as_str().unwrap()[2..]);
+    case.insert("nextSk".into(), wrong.into());
+    let (code, err) = verify_text("unknown-field.json", &v2.to_string());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nextSk"), "{err}");
+    let mut v3 = v;
+    v3["comment"] = "top-level fields are checked too".into();
+    let (code, err) = verify_text("unknown-top.json", &v3.to_string());
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("comment"), "{err}");
+}
+
+#[test]
+fn verify_exits_2_on_a_case_that_checks_no_output() {
+    let sk = "00".repeat(32);
+    let (code, err) = verify_text(
+        "inputs-only.json",
+        &format!(
+            r#"{{"format":"dp3t-spec-vectors/1","scheme":"dp3t-lowcost","cases":[{{"sk":"{sk}"}}]}}"#
+        ),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("case 0: checks no output"), "{err}");
+}
+
+#[test]
+fn verify_exits_2_on_a_file_without_cases() {
+    let (code, err) = verify_text(
+        "no-cases.json",
+        r#"{"format":"dp3t-spec-vectors/1","scheme":"gaen","cases":[]}"#,
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no cases"), "{err}");
+    let (code, _, err) = dp3t(&["vectors", "generate", "--scheme", "gaen", "--count", "0"]);
+    assert_eq!(code, 2, "{err}");
+}

@@ -112,6 +112,7 @@ pub struct VectorFile {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawFile {
     format: String,
     scheme: String,
@@ -120,8 +121,9 @@ struct RawFile {
     cases: Vec<Value>,
 }
 
-/// Parse a vector file: well-formed JSON, the right `format`, a known `scheme`, a `cases`
-/// array. The cases themselves are checked by [`verify`].
+/// Parse a vector file: well-formed JSON, the right `format`, a known `scheme`, a non-empty
+/// `cases` array, and no other top-level field (a misspelled field is an error that names
+/// it). The cases themselves are checked by [`verify`].
 pub fn parse_file(bytes: &[u8]) -> Result<VectorFile> {
     let raw: RawFile = serde_json::from_slice(bytes)
         .map_err(|e| Error::Vectors(format!("not a vector file: {e}")))?;
@@ -131,12 +133,19 @@ pub fn parse_file(bytes: &[u8]) -> Result<VectorFile> {
             raw.format
         )));
     }
+    let scheme = raw.scheme.parse()?;
+    if raw.cases.is_empty() {
+        return Err(Error::Vectors(NO_CASES.into()));
+    }
     Ok(VectorFile {
-        scheme: raw.scheme.parse()?,
+        scheme,
         source: raw.source,
         cases: raw.cases,
     })
 }
+
+/// Why a file without cases is refused: it would "pass" while checking nothing.
+const NO_CASES: &str = "the file has no cases, so it checks nothing";
 
 impl VectorFile {
     /// The file as pretty JSON.
@@ -177,13 +186,19 @@ pub struct Report {
     pub mismatches: Vec<Mismatch>,
 }
 
-/// Check every case of a file. `Err` means the file is malformed (a case lacks a required
-/// field or has an input that does not decode); differences are in the [`Report`].
+/// Check every case of a file. `Err` means the file is malformed: it has no cases, a case
+/// lacks a required field, has a field this format does not define (misspelled fields would
+/// otherwise be skipped silently), has an input that does not decode, or checks no output
+/// at all. Differences are in the [`Report`].
 pub fn verify(file: &VectorFile) -> Result<Report> {
+    if file.cases.is_empty() {
+        return Err(Error::Vectors(NO_CASES.into()));
+    }
     let mut report = Report::default();
     for (i, case) in file.cases.iter().enumerate() {
         let mut c = Checker {
             case: i,
+            checked: 0,
             out: Vec::new(),
         };
         let r = match file.scheme {
@@ -199,6 +214,11 @@ pub fn verify(file: &VectorFile) -> Result<Report> {
             Error::Vectors(m) => Error::Vectors(format!("case {i}: {m}")),
             other => Error::Vectors(format!("case {i}: {other}")),
         })?;
+        if c.checked == 0 {
+            return Err(Error::Vectors(format!(
+                "case {i}: checks no output (it lists inputs only, or only empty lists)"
+            )));
+        }
         if c.out.is_empty() {
             report.passed += 1;
         } else {
@@ -209,14 +229,18 @@ pub fn verify(file: &VectorFile) -> Result<Report> {
     Ok(report)
 }
 
+/// Collects the mismatches of one case, and counts the expected outputs it compared so that
+/// a case that compares none can be refused.
 struct Checker {
     case: usize,
+    checked: usize,
     out: Vec<Mismatch>,
 }
 
 impl Checker {
     /// Compare an expected hex string with computed bytes (case-insensitively).
     fn hex(&mut self, field: impl Into<String>, expected: &str, actual: &[u8]) {
+        self.checked += 1;
         let a = hex::encode(actual);
         if !expected.eq_ignore_ascii_case(&a) {
             self.push(field, expected.to_string(), a);
@@ -228,6 +252,7 @@ impl Checker {
         expected: T,
         actual: T,
     ) {
+        self.checked += 1;
         if expected != actual {
             self.push(field, expected.to_string(), actual.to_string());
         }
@@ -260,6 +285,7 @@ fn input_b64(s: &str, field: &str) -> Result<Vec<u8>> {
 // ---------------------------------------------------------------- gaen
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct GaenCase {
     tek: String,
     rolling_start_interval_number: u32,
@@ -272,6 +298,7 @@ struct GaenCase {
 }
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct GaenId {
     interval: u32,
     rpi: String,
@@ -350,6 +377,7 @@ fn to_value<T: Serialize>(t: T) -> Result<Value> {
 // ---------------------------------------------------------------- low-cost
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct LowCostCase {
     sk: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -361,6 +389,7 @@ struct LowCostCase {
 }
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct IndexedEphId {
     index: usize,
     ephid: String,
@@ -418,6 +447,7 @@ fn gen_lowcost(rng: &mut ChaCha20Rng, _i: usize) -> Result<Value> {
 // ---------------------------------------------------------------- unlinkable
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct UnlinkableCase {
     seed: String,
     ephid: String,
@@ -425,6 +455,7 @@ struct UnlinkableCase {
 }
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct Observation {
     epoch: u32,
     hashed: String,
@@ -465,6 +496,7 @@ fn gen_unlinkable(rng: &mut ChaCha20Rng, _i: usize) -> Result<Value> {
 // ---------------------------------------------------------------- hybrid
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct HybridCase {
     seed: String,
     window_minutes: u32,
@@ -509,6 +541,7 @@ fn gen_hybrid(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
 // ---------------------------------------------------------------- cuckoo
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct CuckooCase {
     filter: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -524,14 +557,18 @@ fn check_cuckoo(v: &Value, c: &mut Checker) -> Result<()> {
     let bytes = input_b64(&k.filter, "filter")?;
     let parsed = CuckooFilter::parse(&bytes);
     if k.invalid {
-        if parsed.is_ok() {
-            c.push("invalid", "rejected".into(), "accepted".into());
-        }
+        let seen = if parsed.is_ok() {
+            "accepted"
+        } else {
+            "rejected"
+        };
+        c.eq("invalid", "rejected", seen);
         return Ok(());
     }
     let filter = match parsed {
         Ok(f) => f,
         Err(e) => {
+            c.checked += 1;
             c.push(
                 "filter",
                 "a valid DPCF filter".into(),
@@ -614,6 +651,7 @@ fn gen_cuckoo_invalid(rng: &mut ChaCha20Rng, kind: usize) -> Result<Value> {
 // ---------------------------------------------------------------- gaen-export
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct ExportCase {
     zip: String,
     public_key_pem: String,
@@ -629,6 +667,7 @@ struct ExportCase {
 }
 
 #[derive(Deserialize, Serialize, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(deny_unknown_fields)]
 struct VectorKey {
     key_data: String,
     rolling_start_interval_number: u32,
@@ -828,20 +867,75 @@ fn rezip(entries: &BTreeMap<String, Vec<u8>>) -> Result<Vec<u8>> {
 // ---------------------------------------------------------------- exposure-score
 
 #[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
 struct ScoreCase {
-    config: ScoringConfig,
-    scans: Vec<ScanInstance>,
+    config: VectorConfig,
+    scans: Vec<VectorScan>,
     #[serde(skip_serializing_if = "Option::is_none")]
     weighted_minutes: Option<f64>,
     exposed: bool,
+}
+
+/// [`ScoringConfig`] as a vector file spells it. The core type ignores unknown fields; here
+/// a misspelled threshold must be an error, so the file has its own strict mirror.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct VectorConfig {
+    attenuation_low: i32,
+    attenuation_medium: i32,
+    factor_low: f64,
+    factor_medium: f64,
+    min_minutes: f64,
+}
+
+impl From<VectorConfig> for ScoringConfig {
+    fn from(v: VectorConfig) -> Self {
+        ScoringConfig {
+            attenuation_low: v.attenuation_low,
+            attenuation_medium: v.attenuation_medium,
+            factor_low: v.factor_low,
+            factor_medium: v.factor_medium,
+            min_minutes: v.min_minutes,
+        }
+    }
+}
+
+impl From<ScoringConfig> for VectorConfig {
+    fn from(v: ScoringConfig) -> Self {
+        VectorConfig {
+            attenuation_low: v.attenuation_low,
+            attenuation_medium: v.attenuation_medium,
+            factor_low: v.factor_low,
+            factor_medium: v.factor_medium,
+            min_minutes: v.min_minutes,
+        }
+    }
+}
+
+/// [`ScanInstance`] as a vector file spells it, strict for the same reason.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct VectorScan {
+    attenuation_db: i32,
+    seconds: u32,
 }
 
 fn check_score(v: &Value, c: &mut Checker) -> Result<()> {
     // The rule is defined for any thresholds and weights (even unordered thresholds), so
     // the verifier computes it as given instead of rejecting unusual configs.
     let s: ScoreCase = case(v)?;
-    let score = s.config.score_scans(&s.scans);
+    let config = ScoringConfig::from(s.config);
+    let scans: Vec<ScanInstance> = s
+        .scans
+        .iter()
+        .map(|x| ScanInstance {
+            attenuation_db: x.attenuation_db,
+            seconds: x.seconds,
+        })
+        .collect();
+    let score = config.score_scans(&scans);
     if let Some(w) = s.weighted_minutes {
+        c.checked += 1;
         if (w - score.weighted_minutes).abs() > 1e-9 {
             c.push(
                 "weighted_minutes",
@@ -905,8 +999,14 @@ fn gen_score(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
     }
     let score = config.score_scans(&scans);
     to_value(ScoreCase {
-        config,
-        scans,
+        config: config.into(),
+        scans: scans
+            .iter()
+            .map(|x| VectorScan {
+                attenuation_db: x.attenuation_db,
+                seconds: x.seconds,
+            })
+            .collect(),
         weighted_minutes: Some(score.weighted_minutes),
         exposed: score.exposed,
     })
@@ -914,6 +1014,9 @@ fn gen_score(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
 
 /// Generate a file of `count` deterministic cases of `scheme` from `seed`.
 pub fn generate(scheme: Scheme, count: usize, seed: u64) -> Result<VectorFile> {
+    if count == 0 {
+        return Err(Error::Vectors(format!("count is 0: {NO_CASES}")));
+    }
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let g: fn(&mut ChaCha20Rng, usize) -> Result<Value> = match scheme {
         Scheme::Gaen => gen_gaen,
@@ -985,6 +1088,82 @@ mod tests {
         )
         .unwrap();
         assert!(verify(&f).is_err());
+    }
+
+    /// The message of a file-level error, for asserting on it.
+    fn error_of(json: &str) -> String {
+        match parse_file(json.as_bytes()).and_then(|f| verify(&f)) {
+            Ok(r) => panic!("accepted: {r:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_errors_that_name_the_field() {
+        // A misspelled optional output holding a wrong value must not pass silently.
+        let f = generate(Scheme::LowCost, 3, 1).unwrap();
+        let json = f.to_json().replacen("\"next_sk\"", "\"nextSk\"", 1);
+        let json = json.replacen("\"nextSk\": \"", "\"nextSk\": \"ff", 1);
+        let e = error_of(&json);
+        assert!(e.contains("case 0") && e.contains("nextSk"), "{e}");
+        // At the top of the file, in a nested list, and inside a scoring config.
+        let e =
+            error_of(r#"{"format":"dp3t-spec-vectors/1","scheme":"gaen","cases":[],"sourec":"x"}"#);
+        assert!(e.contains("sourec"), "{e}");
+        let g = generate(Scheme::Gaen, 1, 1).unwrap().to_json();
+        let e = error_of(&g.replacen("\"rpi\":", "\"rpi_typo\": \"00\", \"rpi\":", 1));
+        assert!(e.contains("rpi_typo"), "{e}");
+        let x = generate(Scheme::ExposureScore, 1, 1).unwrap().to_json();
+        let e = error_of(&x.replacen("\"min_minutes\"", "\"minMinutes\": 1, \"min_minutes\"", 1));
+        assert!(e.contains("minMinutes"), "{e}");
+        let e = error_of(&x.replacen("\"seconds\"", "\"secs\": 1, \"seconds\"", 1));
+        assert!(e.contains("secs"), "{e}");
+    }
+
+    #[test]
+    fn a_case_that_checks_no_output_is_an_error() {
+        let head = r#"{"format":"dp3t-spec-vectors/1","scheme":"#;
+        let sk = "00".repeat(32);
+        let filter = FilterBuilder::new().build(&[[1u8; 32]]).unwrap();
+        for (scheme, case) in [
+            ("dp3t-lowcost", format!(r#"{{"sk":"{sk}"}}"#)),
+            ("dp3t-lowcost", format!(r#"{{"sk":"{sk}","ephids":[]}}"#)),
+            (
+                "gaen",
+                format!(
+                    r#"{{"tek":"{}","rolling_start_interval_number":0,"metadata":"40000000","identifiers":[]}}"#,
+                    "00".repeat(16)
+                ),
+            ),
+            (
+                "dp3t-hybrid",
+                format!(
+                    r#"{{"seed":"{}","window_minutes":60,"ephids":[]}}"#,
+                    "00".repeat(16)
+                ),
+            ),
+            (
+                "dp3t-cuckoo",
+                format!(r#"{{"filter":"{}"}}"#, B64.encode(filter.to_bytes())),
+            ),
+        ] {
+            let e = error_of(&format!(r#"{head}"{scheme}","cases":[{case}]}}"#));
+            assert!(
+                e.contains("case 0") && e.contains("checks no output"),
+                "{scheme}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_file_without_cases_is_an_error() {
+        for scheme in Scheme::ALL {
+            let e = error_of(&format!(
+                r#"{{"format":"dp3t-spec-vectors/1","scheme":"{scheme}","cases":[]}}"#
+            ));
+            assert!(e.contains("no cases"), "{scheme}: {e}");
+        }
+        assert!(generate(Scheme::Gaen, 0, 1).is_err());
     }
 
     proptest::proptest! {
