@@ -29,6 +29,13 @@
 //! a zip bomb cannot exhaust memory. Strings (region, key id, key version) are at most
 //! [`MAX_STRING_FIELD_BYTES`]. The writer enforces the same limits, so everything it
 //! writes, this module reads back.
+//!
+//! The zip parser allocates per central-directory entry before this module can look at the
+//! names, so the entry count is checked first, on the raw bytes: an end-of-central-directory
+//! record the parser could use that announces more than [`MAX_ZIP_ENTRIES`] entries, or
+//! that leads to a ZIP64 record (an export never needs one), is refused before the parser
+//! runs. A crafted 36 MB directory of 400,000 entries costs a scan of the last 64 KiB, not
+//! hundreds of megabytes.
 
 use std::io::{Cursor, Read as _, Write as _};
 
@@ -64,6 +71,10 @@ pub const MAX_EXPORT_SIG_BYTES: u64 = 64 * 1024;
 /// Largest archive accepted: room for both entries stored uncompressed plus 1 MiB of zip
 /// headers and comment.
 pub const MAX_ZIP_BYTES: u64 = MAX_EXPORT_BIN_BYTES + MAX_EXPORT_SIG_BYTES + 1024 * 1024;
+
+/// Most entries a zip may announce before it is refused unparsed. An export has 2; up to
+/// this many, the parser runs so that [`ExportError::Entries`] can list the names it found.
+pub const MAX_ZIP_ENTRIES: u16 = 8;
 
 /// Longest `region`, `verification_key_id` or `verification_key_version`, in bytes.
 pub const MAX_STRING_FIELD_BYTES: usize = 1024;
@@ -304,6 +315,7 @@ fn parse_with_limits(zip: &[u8], limits: &Limits) -> Result<UnverifiedExport> {
     if zip.len() as u64 > limits.zip {
         return Err(too_large("export zip", zip.len() as u64, limits.zip));
     }
+    check_entry_count(zip)?;
     let mut archive = ZipArchive::new(Cursor::new(zip)).map_err(zip_error)?;
     check_entries(&archive)?;
     let bin = Bytes::from(read_entry(&mut archive, EXPORT_BIN, limits.bin)?);
@@ -341,6 +353,60 @@ fn parse_with_limits(zip: &[u8], limits: &Limits) -> Result<UnverifiedExport> {
         infos,
         signatures,
     })
+}
+
+/// Refuse, before the zip parser allocates anything, a zip that announces more than
+/// [`MAX_ZIP_ENTRIES`] entries or uses ZIP64.
+///
+/// The parser looks for its end-of-central-directory record (EOCD: signature `PK\x05\x06`,
+/// 22 bytes plus a comment of up to 64 KiB) among the last 65,558 bytes, trying candidates
+/// from the end and falling back to earlier ones when one does not work out. So every
+/// candidate in that window it could accept is checked here:
+///
+/// * a candidate preceded by a ZIP64 locator (`PK\x06\x07`, 20 bytes before it) would make
+///   the parser read a 64-bit entry count: refused, since an export is far below every
+///   ZIP64 threshold;
+/// * a single-disk candidate (disk numbers 0, the same count on this disk and in total, as
+///   the parser itself requires) must announce at most [`MAX_ZIP_ENTRIES`].
+///
+/// Candidates that fail the parser's own single-disk check are left alone: they are stray
+/// bytes the parser skips too, and refusing them would refuse about one valid export in
+/// 65,000 whose compressed data happens to contain the signature.
+fn check_entry_count(zip: &[u8]) -> Result<()> {
+    const EOCD: [u8; 4] = *b"PK\x05\x06";
+    const ZIP64_LOCATOR: [u8; 4] = *b"PK\x06\x07";
+    const EOCD_LEN: usize = 22;
+    const LOCATOR_LEN: usize = 20;
+    const WINDOW: usize = EOCD_LEN + 4 + (1 << 16);
+    let u16_at = |at: usize| {
+        zip.get(at..at + 2)
+            .map_or(0, |b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let Some(last) = zip.len().checked_sub(EOCD_LEN) else {
+        return Ok(()); // Too short to be a zip: the parser says so.
+    };
+    for p in (zip.len().saturating_sub(WINDOW)..=last).rev() {
+        if zip.get(p..p + 4) != Some(&EOCD[..]) {
+            continue;
+        }
+        let locator = p.checked_sub(LOCATOR_LEN).and_then(|l| zip.get(l..l + 4));
+        if locator == Some(&ZIP64_LOCATOR[..]) {
+            return Err(ExportError::Entries(vec![
+                "a ZIP64 directory (an export has 2 entries and never needs one)".to_owned(),
+            ])
+            .into());
+        }
+        let (disk, cd_disk, on_disk, total) =
+            (u16_at(p + 4), u16_at(p + 6), u16_at(p + 8), u16_at(p + 10));
+        if disk == 0 && cd_disk == 0 && on_disk == total && total > MAX_ZIP_ENTRIES {
+            return Err(ExportError::Entries(vec![format!(
+                "{total} entries announced (an export has 2; more than {MAX_ZIP_ENTRIES} are \
+                 refused unread)"
+            )])
+            .into());
+        }
+    }
+    Ok(())
 }
 
 /// Exactly two entries, named `export.bin` and `export.sig`.
