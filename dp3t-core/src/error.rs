@@ -52,6 +52,63 @@ pub enum Error {
     /// An upload or engine call that does not fit the engine's scheme or current state.
     #[error("engine: {0}")]
     Engine(String),
+    /// A batch, a saved state or a call meant for another scheme than the engine's.
+    #[error("wrong scheme: {found:?} where the engine runs {expected:?}")]
+    WrongScheme {
+        /// The engine's scheme.
+        expected: crate::engine::Scheme,
+        /// The scheme of what was given.
+        found: crate::engine::Scheme,
+    },
+    /// A call that does not fit the current state (reporting twice, answering a request
+    /// that is not in flight, broadcasting after tracing stopped).
+    #[error("not now: {0}")]
+    InvalidState(&'static str),
+    /// More entries than one upload holds.
+    #[error("{count} {what} do not fit one upload of {limit}")]
+    UploadTooLarge {
+        /// What was counted.
+        what: &'static str,
+        /// How many were given.
+        count: usize,
+        /// How many fit.
+        limit: usize,
+    },
+    /// Encoding or encrypting `what` failed (a bug: the inputs are always encodable).
+    #[error("cannot encode {0}")]
+    Encode(&'static str),
+}
+
+/// Why a tracing session's request did not do what it was for; shown in the session's
+/// status (`session::SessionStatus::errors`), like the DP-3T SDKs' error states.
+#[derive(
+    Debug, thiserror::Error, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize,
+)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// No answer: no network, a TLS failure, a timeout.
+    #[error("network error")]
+    Network,
+    /// The server answered with an unexpected HTTP status.
+    #[error("server answered HTTP {0}")]
+    Server(u16),
+    /// A `Signature` header or an export signature is missing or does not verify, or
+    /// signs another release time.
+    #[error("response signature missing or invalid")]
+    Signature,
+    /// The server's `Date` (plus `Age`) is more than the allowed skew away from the
+    /// phone's clock: the phone's time is probably wrong.
+    #[error("the phone's clock differs from the server's")]
+    ClockSkew,
+    /// A response whose headers or body cannot be read.
+    #[error("malformed response")]
+    Malformed,
+    /// The report was refused for good (bad or used code, invalid token): HTTP status.
+    #[error("report refused by the server (HTTP {0})")]
+    ReportRejected(u16),
+    /// The upload token expired before the upload went through.
+    #[error("upload token expired before the upload succeeded")]
+    ReportExpired,
 }
 
 /// Why a DPCF filter was rejected or could not be built.

@@ -19,6 +19,7 @@ pub mod hybrid;
 pub mod lowcost;
 pub mod matching;
 pub mod published;
+pub mod session;
 pub mod signing;
 pub mod store;
 pub mod time;
