@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dp3t_core::vectors::{self, Scheme};
+use dp3t_testkit::vectors::{self, Scheme};
 
 /// `println!` that ignores a closed standard output (`dp3t vectors verify … | head`)
 /// instead of panicking.

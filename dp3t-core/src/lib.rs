@@ -3,7 +3,8 @@
 //! The protocol core of a DP-3T / Exposure Notification implementation: identifier
 //! derivation for the four schemes (GAEN, and the DP-3T low-cost, unlinkable and hybrid
 //! designs), the DPCF Cuckoo filter, GAEN export files, response signatures, exposure
-//! scoring, and spec-vector checking. The normative byte layouts are in `PROTOCOL.md`.
+//! scoring. The normative byte layouts are in `PROTOCOL.md`. Test tooling (an in-process
+//! publisher, the spec-vector files) is in the unpublished `dp3t-testkit` crate, not here.
 //!
 //! The crate is **sans-IO**: it never reads a clock, a file, a socket or a global RNG.
 //! Callers pass the time (unix seconds) and an RNG (`&mut impl CryptoRng + RngCore`),
@@ -25,7 +26,6 @@ pub mod store;
 pub mod time;
 pub mod unlinkable;
 pub mod upload;
-pub mod vectors;
 
 pub use error::{Error, Result};
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use dp3t_core::vectors::{parse_file, verify, Scheme};
+use dp3t_testkit::vectors::{parse_file, verify, Scheme};
 
 fn files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec-vectors");
@@ -53,7 +53,7 @@ fn generated_files_are_reproducible_from_their_source_line() {
             let i = words.iter().position(|w| *w == name).unwrap();
             words[i + 1]
         };
-        let again = dp3t_core::vectors::generate(
+        let again = dp3t_testkit::vectors::generate(
             arg("--scheme").parse().unwrap(),
             arg("--count").parse().unwrap(),
             arg("--seed").parse().unwrap(),

@@ -1,11 +1,11 @@
 //! Unit tests of the facade: the error mapping, the thread-safety guarantees, and the
 //! story of every scheme driven through the exported API exactly as a foreign caller
-//! would (the core's own test publisher stands in for the backend).
+//! would (the test kit's in-process publisher stands in for the backend).
 
 use super::*;
-use dp3t_core::engine::tests_support::{publish, Published};
 use dp3t_core::error::{ExportError, FilterError};
 use dp3t_core::signing::{sign_response, ResponseClaims, SigningKey};
+use dp3t_testkit::publish::{publish, Published};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

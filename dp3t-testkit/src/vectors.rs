@@ -4,7 +4,9 @@
 //! "cases": […]}`. [`parse_file`] turns bytes into a typed [`VectorFile`] (a malformed file
 //! or an unknown scheme is an [`Error::Vectors`], never skipped); [`verify`] recomputes
 //! every listed field of every case with this crate and reports each difference as a
-//! [`Mismatch`]; [`generate`] writes deterministic random cases from a seed.
+//! [`Mismatch`]; [`generate`] writes deterministic random cases from a seed. This is
+//! tooling for implementers and CI (the `dp3t vectors` command), so it lives in the test
+//! kit and not in the core that phones ship.
 //!
 //! Which fields are *inputs* and which are *expected outputs* matters for errors: an input
 //! that does not decode (a TEK that is not 16 bytes of hex) makes the file malformed, while
@@ -20,16 +22,18 @@ use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::cuckoo::{CuckooFilter, FilterBuilder};
-use crate::error::{Error, Result};
-use crate::export::{self, ExportBatch, ExportKey, SignatureInfo};
-use crate::exposure::{ScanInstance, ScoringConfig};
-use crate::gaen::{Metadata, Tek};
-use crate::hybrid::{WindowMinutes, WindowSeed};
-use crate::lowcost::DayKey;
-use crate::signing::{PublicKey, SigningKey};
-use crate::time::{Enin, Epoch};
-use crate::unlinkable::{EpochSeed, HashedObservation};
+use dp3t_core::cuckoo::{CuckooFilter, FilterBuilder};
+use dp3t_core::export::{self, ExportBatch, ExportKey, SignatureInfo};
+use dp3t_core::exposure::{ScanInstance, ScoringConfig};
+use dp3t_core::gaen::{Metadata, Tek};
+use dp3t_core::hybrid::{WindowMinutes, WindowSeed};
+use dp3t_core::lowcost::DayKey;
+use dp3t_core::signing::{PublicKey, SigningKey};
+use dp3t_core::time::{Enin, Epoch};
+use dp3t_core::unlinkable::{EpochSeed, HashedObservation};
+use dp3t_core::EphId;
+
+use crate::{Error, Result};
 
 /// The `format` string of every vector file.
 pub const FORMAT: &str = "dp3t-spec-vectors/1";
@@ -411,7 +415,7 @@ fn check_lowcost(v: &Value, c: &mut Checker) -> Result<()> {
     Ok(())
 }
 
-fn check_indexed(c: &mut Checker, list: &[IndexedEphId], all: &[crate::EphId]) -> Result<()> {
+fn check_indexed(c: &mut Checker, list: &[IndexedEphId], all: &[EphId]) -> Result<()> {
     for (j, e) in list.iter().enumerate() {
         let actual = all.get(e.index).ok_or_else(|| {
             Error::Vectors(format!(
