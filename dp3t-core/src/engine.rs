@@ -25,14 +25,13 @@
 //! }
 //! // Alice tests positive and uploads; the server publishes her key the next day.
 //! let upload = alice.build_upload(start.day(), start.plus(3_600), &mut rng)?;
-//! # // The test kit's in-process server stands in for the backend here.
-//! # let published = dp3t_testkit::publish::publish_lowcost(&upload, start.plus(86_400 + 7_200), &server_key)?;
+//! # let published = dp3t_core::engine::tests_support::publish_lowcost(&upload, start.plus(86_400 + 7_200), &server_key)?;
 //! // Bob downloads the batch (body + Signature header) and checks it locally.
 //! let new_matches = bob.ingest(&published.as_batch(), start.plus(86_400 + 7_300))?;
 //! assert!(new_matches > 0);
 //! let days = bob.exposure_days(start.plus(86_400 + 7_300));
 //! assert_eq!(days[0].day, start.day());
-//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # Ok::<(), dp3t_core::Error>(())
 //! ```
 
 use std::collections::{BTreeMap, HashSet};
@@ -346,19 +345,11 @@ impl Engine {
     /// seconds) without recording them.
     pub fn find_matches(&self, batch: &PublishedBatch<'_>, now: UnixTime) -> Result<Vec<Match>> {
         let pk = &self.config.backend_public_key;
-        let kind_ok = matches!(
-            (self.config.scheme, batch),
-            (Scheme::Gaen, PublishedBatch::GaenExportZip { .. })
-                | (Scheme::LowCost, PublishedBatch::LowCostList { .. })
-                | (Scheme::Unlinkable, PublishedBatch::UnlinkableFilter { .. })
-                | (Scheme::Hybrid, PublishedBatch::HybridList { .. })
-        );
-        if !kind_ok {
-            return Err(Error::Engine(format!(
-                "a {} batch cannot be matched by a {:?} engine",
-                batch_kind(batch),
-                self.config.scheme
-            )));
+        if batch.scheme() != self.config.scheme {
+            return Err(Error::WrongScheme {
+                expected: self.config.scheme,
+                found: batch.scheme(),
+            });
         }
         let sightings = self.sightings.sightings();
         let oldest = self.oldest_kept_day(now);
@@ -561,8 +552,7 @@ impl Engine {
         rng: &mut R,
     ) -> Result<Vec<u8>> {
         let plain = Zeroizing::new(
-            postcard::to_stdvec(&self.to_state())
-                .map_err(|e| Error::Engine(format!("cannot encode state: {e}")))?,
+            postcard::to_stdvec(&self.to_state()).map_err(|_| Error::Encode("engine state"))?,
         );
         let mut nonce = [0u8; 12];
         rng.fill_bytes(&mut nonce);
@@ -579,7 +569,7 @@ impl Engine {
                     aad: &out[..5],
                 },
             )
-            .map_err(|_| Error::Engine("state encryption failed".into()))?;
+            .map_err(|_| Error::Encode("engine state"))?;
         out.extend_from_slice(&ct);
         Ok(out)
     }
@@ -648,10 +638,10 @@ impl Engine {
 
     fn from_state(s: StateV1, config: EngineConfig) -> Result<Self> {
         if s.scheme != config.scheme {
-            return Err(Error::Engine(format!(
-                "saved state is for {:?}, the config says {:?}",
-                s.scheme, config.scheme
-            )));
+            return Err(Error::WrongScheme {
+                expected: config.scheme,
+                found: s.scheme,
+            });
         }
         let corrupt = |_| Error::State(StateError::Corrupt);
         let own = match s.own {
@@ -702,12 +692,15 @@ impl Engine {
     }
 }
 
-fn batch_kind(b: &PublishedBatch<'_>) -> &'static str {
-    match b {
-        PublishedBatch::GaenExportZip { .. } => "GAEN export",
-        PublishedBatch::LowCostList { .. } => "low-cost list",
-        PublishedBatch::UnlinkableFilter { .. } => "unlinkable filter",
-        PublishedBatch::HybridList { .. } => "hybrid list",
+impl PublishedBatch<'_> {
+    /// The only scheme whose engine can match this batch.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            PublishedBatch::GaenExportZip { .. } => Scheme::Gaen,
+            PublishedBatch::LowCostList { .. } => Scheme::LowCost,
+            PublishedBatch::UnlinkableFilter { .. } => Scheme::Unlinkable,
+            PublishedBatch::HybridList { .. } => Scheme::Hybrid,
+        }
     }
 }
 
@@ -744,4 +737,192 @@ enum OwnState {
     LowCost(Vec<(u32, [u8; 32], Vec<u8>)>),
     Unlinkable(Vec<(u32, [u8; 32])>),
     Hybrid(Vec<(u64, u32, [u8; 16])>),
+}
+
+/// Helpers for examples and tests: a minimal in-process "server" that publishes an
+/// upload the way the backend does. Not for production use.
+#[doc(hidden)]
+pub mod tests_support {
+    use super::*;
+    use crate::signing::{sign_response, ResponseClaims, SigningKey};
+
+    /// A published body with its `Signature` header.
+    pub struct Published {
+        /// Body.
+        pub body: Vec<u8>,
+        /// Signature header.
+        pub signature: String,
+        /// Release time.
+        pub release_time: UnixTime,
+        /// Scheme.
+        pub scheme: Scheme,
+    }
+
+    impl Published {
+        /// As a batch to ingest.
+        pub fn as_batch(&self) -> PublishedBatch<'_> {
+            match self.scheme {
+                Scheme::Gaen => PublishedBatch::GaenExportZip {
+                    zip: &self.body,
+                    release_time: self.release_time,
+                },
+                Scheme::LowCost => PublishedBatch::LowCostList {
+                    body: &self.body,
+                    signature: &self.signature,
+                },
+                Scheme::Unlinkable => PublishedBatch::UnlinkableFilter {
+                    body: &self.body,
+                    signature: &self.signature,
+                    release_time: self.release_time,
+                },
+                Scheme::Hybrid => PublishedBatch::HybridList {
+                    body: &self.body,
+                    signature: &self.signature,
+                },
+            }
+        }
+    }
+
+    fn sign(
+        body: Vec<u8>,
+        release: UnixTime,
+        key: &SigningKey,
+        scheme: Scheme,
+    ) -> Result<Published> {
+        let claims = ResponseClaims::for_body(
+            &body,
+            "dp3t-test",
+            release.0,
+            release.0 + 86_400 * 14,
+            Some(release.0 * 1000),
+        );
+        Ok(Published {
+            signature: sign_response(&body, key, &claims)?,
+            body,
+            release_time: release,
+            scheme,
+        })
+    }
+
+    /// Publish a low-cost upload body as a one-key `ProtoExposedList`.
+    pub fn publish_lowcost(
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
+        let u: upload::LowCostUpload =
+            serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
+        let list = LowCostList {
+            release_time: release,
+            entries: vec![crate::published::LowCostEntry {
+                key: DayKey::from_slice(&b64(&u.key)?)?,
+                day: Day::from_midnight_millis(u.key_date)?,
+            }],
+        };
+        sign(list.encode()?, release, key, Scheme::LowCost)
+    }
+
+    /// Publish the real keys of a GAEN upload body as a signed export zip.
+    pub fn publish_gaen(
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
+        use crate::export::{write_export_zip, ExportBatch, ExportKey, SignatureInfo};
+        let u: upload::GaenUpload =
+            serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
+        let mut keys = Vec::new();
+        for k in u.gaen_keys.iter().filter(|k| k.fake == 0) {
+            keys.push(ExportKey {
+                key_data: crate::fixed(&b64(&k.key_data)?, "keyData")?,
+                rolling_start_interval_number: k.rolling_start_number,
+                rolling_period: k.rolling_period,
+                transmission_risk_level: 0,
+                report_type: Some(1),
+                days_since_onset_of_symptoms: None,
+            });
+        }
+        keys.sort_by_key(|k| k.key_data);
+        let batch = ExportBatch {
+            start_timestamp: release.0.saturating_sub(7_200),
+            end_timestamp: release.0,
+            region: "CH".into(),
+            batch_num: 1,
+            batch_size: 1,
+            keys,
+            revised_keys: vec![],
+        };
+        let info = SignatureInfo {
+            verification_key_version: "v1".into(),
+            verification_key_id: "dp3t-test".into(),
+        };
+        let zip = write_export_zip(&batch, &info, key)?;
+        let mut p = sign(zip, release, key, Scheme::Gaen)?;
+        p.release_time = release;
+        Ok(p)
+    }
+
+    /// Publish the real seeds of an unlinkable upload body as a signed DPCF filter.
+    pub fn publish_unlinkable(
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
+        let u: upload::UnlinkableUpload =
+            serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
+        let mut items = Vec::new();
+        for e in u.seeds.iter().filter(|e| e.fake == 0) {
+            let seed = EpochSeed::from_slice(&b64(&e.seed)?)?;
+            items.push(HashedObservation::of_seed(&seed, Epoch(e.epoch)).0);
+        }
+        let filter = crate::cuckoo::FilterBuilder::new().build(&items)?;
+        sign(filter.to_bytes(), release, key, Scheme::Unlinkable)
+    }
+
+    /// Publish the real windows of a hybrid upload body as a signed `HybridExposedList`.
+    pub fn publish_hybrid(
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
+        let u: upload::HybridUpload =
+            serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
+        let mut entries = Vec::new();
+        for w in u.windows.iter().filter(|w| w.fake == 0) {
+            entries.push(crate::published::HybridEntry {
+                window: Window::new(
+                    UnixTime::from_millis(w.window_start),
+                    WindowMinutes::new(w.window_minutes)?,
+                )?,
+                seed: WindowSeed::from_slice(&b64(&w.seed)?)?,
+            });
+        }
+        let list = HybridList {
+            release_time: release,
+            entries,
+        };
+        sign(list.encode()?, release, key, Scheme::Hybrid)
+    }
+
+    /// Publish any upload body of `scheme`.
+    pub fn publish(
+        scheme: Scheme,
+        upload: &UploadPayload,
+        release: UnixTime,
+        key: &SigningKey,
+    ) -> Result<Published> {
+        match scheme {
+            Scheme::Gaen => publish_gaen(upload, release, key),
+            Scheme::LowCost => publish_lowcost(upload, release, key),
+            Scheme::Unlinkable => publish_unlinkable(upload, release, key),
+            Scheme::Hybrid => publish_hybrid(upload, release, key),
+        }
+    }
+
+    pub(crate) fn b64(s: &str) -> Result<Vec<u8>> {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(|e| Error::Engine(e.to_string()))
+    }
 }

@@ -74,9 +74,34 @@ pub enum Error {
         /// How many fit.
         limit: usize,
     },
+    /// A Bluetooth advertisement is not a DP-3T beacon.
+    #[error("BLE advertisement: {0}")]
+    Ble(#[from] BleError),
     /// Encoding or encrypting `what` failed (a bug: the inputs are always encodable).
     #[error("cannot encode {0}")]
     Encode(&'static str),
+}
+
+/// Why received advertising data holds no DP-3T EphID (`ble::parse_advertisement`).
+#[derive(Debug, thiserror::Error, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BleError {
+    /// An AD structure at this offset runs past the end of the data.
+    #[error("AD structure at offset {offset} runs past the end")]
+    Truncated {
+        /// Offset of its length byte.
+        offset: usize,
+    },
+    /// No 0xFD68 service UUID or service data: not a DP-3T phone.
+    #[error("no 0xFD68 service data: not a DP-3T beacon")]
+    NotDp3t,
+    /// 0xFD68 is listed but carries no service data (an iOS phone in the background):
+    /// connect and read the GATT characteristic instead.
+    #[error("0xFD68 listed without service data: read the GATT characteristic")]
+    UuidOnly,
+    /// The 0xFD68 service data is not a 16-byte EphID.
+    #[error("0xFD68 service data of {0} bytes, an EphID has 16")]
+    ServiceDataLength(usize),
 }
 
 /// Why a tracing session's request did not do what it was for; shown in the session's

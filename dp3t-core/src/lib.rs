@@ -3,13 +3,13 @@
 //! The protocol core of a DP-3T / Exposure Notification implementation: identifier
 //! derivation for the four schemes (GAEN, and the DP-3T low-cost, unlinkable and hybrid
 //! designs), the DPCF Cuckoo filter, GAEN export files, response signatures, exposure
-//! scoring. The normative byte layouts are in `PROTOCOL.md`. Test tooling (an in-process
-//! publisher, the spec-vector files) is in the unpublished `dp3t-testkit` crate, not here.
+//! scoring, and spec-vector checking. The normative byte layouts are in `PROTOCOL.md`.
 //!
 //! The crate is **sans-IO**: it never reads a clock, a file, a socket or a global RNG.
 //! Callers pass the time (unix seconds) and an RNG (`&mut impl CryptoRng + RngCore`),
 //! so the same code runs on a phone, on the server and in deterministic tests.
 
+pub mod ble;
 pub mod cuckoo;
 pub mod engine;
 pub mod error;
@@ -26,6 +26,7 @@ pub mod store;
 pub mod time;
 pub mod unlinkable;
 pub mod upload;
+pub mod vectors;
 
 pub use error::{Error, Result};
 

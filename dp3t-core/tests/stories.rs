@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
+use dp3t_core::engine::tests_support::{publish, Published};
 use dp3t_core::engine::{Engine, EngineConfig, Scheme};
 use dp3t_core::error::{Error, StateError};
 use dp3t_core::signing::SigningKey;
 use dp3t_core::time::{Day, UnixTime};
-use dp3t_testkit::publish::{publish, Published};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
@@ -345,7 +345,10 @@ fn a_batch_of_the_wrong_kind_is_an_error() {
     let mut gaen = gaen;
     assert!(matches!(
         gaen.ingest(&batch.as_batch(), at(DAY, 13, 0)),
-        Err(Error::Engine(_))
+        Err(Error::WrongScheme {
+            expected: Scheme::Gaen,
+            found: Scheme::LowCost
+        })
     ));
 }
 

@@ -81,6 +81,9 @@ use dp3t_core::time::{Day, UnixTime};
 use rand_core::OsRng;
 use zeroize::Zeroizing;
 
+mod session;
+pub use session::*;
+
 uniffi::setup_scaffolding!();
 
 // ---------------------------------------------------------------------------------------
@@ -119,6 +122,11 @@ pub enum Dp3tError {
     /// The saved state is truncated, not a state of this library, or of an unknown version.
     #[error("corrupt state: {0}")]
     CorruptState(String),
+    /// The call does not fit the current state: a second report while one runs or after
+    /// one succeeded, a beacon after tracing stopped, an answer to a request that is not
+    /// in flight.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
     /// A bug: something that should never happen did. Please report it.
     #[error("internal error: {0}")]
     Internal(String),
@@ -138,6 +146,11 @@ impl From<CoreError> for Dp3tError {
             }
             CoreError::State(StateError::Authentication) => Dp3tError::WrongStorageKey(message),
             CoreError::State(_) => Dp3tError::CorruptState(message),
+            CoreError::WrongScheme { .. } => Dp3tError::WrongScheme(message),
+            CoreError::InvalidState(_) => Dp3tError::InvalidState(message),
+            CoreError::UploadTooLarge { .. } | CoreError::Ble(_) => {
+                Dp3tError::InvalidInput(message)
+            }
             // `Engine` (a call that does not fit the engine's state), `Vectors`, and any
             // variant added later: nothing the app could fix.
             _ => Dp3tError::Internal(message),
@@ -312,18 +325,6 @@ pub enum BatchKind {
     HybridList,
 }
 
-impl BatchKind {
-    /// The only scheme whose engine can match this kind.
-    fn scheme(self) -> Scheme {
-        match self {
-            BatchKind::GaenExportZip => Scheme::Gaen,
-            BatchKind::LowCostList => Scheme::LowCost,
-            BatchKind::UnlinkableFilter => Scheme::Unlinkable,
-            BatchKind::HybridList => Scheme::Hybrid,
-        }
-    }
-}
-
 /// One downloaded batch, as the backend published it.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct PublishedBatch {
@@ -489,11 +490,7 @@ impl TracingEngine {
     ) -> Result<Arc<Self>, Dp3tError> {
         guarded("restore", || {
             let key = self::storage_key(storage_key)?;
-            let engine = Engine::restore(&state, &key, config.to_core()?).map_err(|e| match e {
-                // The only engine-level refusal of `restore`: a state of another scheme.
-                CoreError::Engine(message) => Dp3tError::WrongScheme(message),
-                other => other.into(),
-            })?;
+            let engine = Engine::restore(&state, &key, config.to_core()?)?;
             Ok(Arc::new(TracingEngine {
                 engine: Mutex::new(engine),
             }))
@@ -580,21 +577,9 @@ impl TracingEngine {
     pub fn ingest_at(&self, batch: PublishedBatch, now_unix: u64) -> Result<u32, Dp3tError> {
         guarded("ingest", || {
             let mut engine = self.lock();
-            let scheme: Scheme = engine.config().scheme.into();
-            if batch.kind.scheme() != scheme {
-                return Err(Dp3tError::WrongScheme(format!(
-                    "a {:?} batch cannot be matched by a {scheme:?} engine",
-                    batch.kind
-                )));
-            }
-            let signature = || {
-                batch.signature_header.as_deref().ok_or_else(|| {
-                    Dp3tError::BadSignature(format!(
-                        "a {:?} batch needs its Signature header: the body is not signed inside",
-                        batch.kind
-                    ))
-                })
-            };
+            // The core refuses a batch of another scheme (`WrongScheme`) before it looks
+            // at the signature; a missing header is then reported as such.
+            let signature = batch.signature_header.as_deref().unwrap_or("");
             let release_time = UnixTime(batch.release_time_unix);
             let core_batch = match batch.kind {
                 BatchKind::GaenExportZip => core_engine::PublishedBatch::GaenExportZip {
@@ -603,19 +588,30 @@ impl TracingEngine {
                 },
                 BatchKind::LowCostList => core_engine::PublishedBatch::LowCostList {
                     body: &batch.body,
-                    signature: signature()?,
+                    signature,
                 },
                 BatchKind::UnlinkableFilter => core_engine::PublishedBatch::UnlinkableFilter {
                     body: &batch.body,
-                    signature: signature()?,
+                    signature,
                     release_time,
                 },
                 BatchKind::HybridList => core_engine::PublishedBatch::HybridList {
                     body: &batch.body,
-                    signature: signature()?,
+                    signature,
                 },
             };
-            Ok(engine.ingest(&core_batch, UnixTime(now_unix))?)
+            match engine.ingest(&core_batch, UnixTime(now_unix)) {
+                Err(CoreError::Signature(_))
+                    if batch.signature_header.is_none()
+                        && batch.kind != BatchKind::GaenExportZip =>
+                {
+                    Err(Dp3tError::BadSignature(format!(
+                        "a {:?} batch needs its Signature header: the body is not signed inside",
+                        batch.kind
+                    )))
+                }
+                other => Ok(other?),
+            }
         })
     }
 
