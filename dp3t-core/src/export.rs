@@ -47,6 +47,7 @@ use zip::{CompressionMethod, ZipArchive, ZipWriter};
 
 use crate::error::{Error, ExportError, Result, SignatureError};
 use crate::signing::{PublicKey, SigningKey};
+use crate::time::RollingPeriod;
 
 /// The 16 bytes `export.bin` starts with.
 pub const EXPORT_HEADER: &[u8; 16] = b"EK Export v1    ";
@@ -80,7 +81,7 @@ pub const MAX_ZIP_ENTRIES: u16 = 8;
 pub const MAX_STRING_FIELD_BYTES: usize = 1024;
 
 /// The rolling period a key has when its export omits it (the proto default).
-pub const DEFAULT_ROLLING_PERIOD: u32 = 144;
+pub const DEFAULT_ROLLING_PERIOD: u32 = RollingPeriod::FULL_DAY.get();
 
 /// Largest initial buffer reserved from an entry's declared size; larger entries grow
 /// the buffer as they are really inflated, so a lying header cannot reserve 64 MiB.
@@ -550,8 +551,9 @@ fn key_from_proto(k: proto::TemporaryExposureKey) -> std::result::Result<ExportK
     let period = k.rolling_period.unwrap_or(DEFAULT_ROLLING_PERIOD as i32);
     let rolling_period = u32::try_from(period)
         .ok()
-        .filter(|p| (1..=DEFAULT_ROLLING_PERIOD).contains(p))
-        .ok_or_else(|| format!("rolling_period {period} not in 1..=144"))?;
+        .and_then(|p| RollingPeriod::new(p).ok())
+        .ok_or_else(|| format!("rolling_period {period} not in 1..=144"))?
+        .get();
     Ok(ExportKey {
         key_data,
         rolling_start_interval_number,
@@ -578,18 +580,17 @@ fn keys_to_proto(keys: &[ExportKey], list: &str) -> Result<Vec<proto::TemporaryE
                     k.rolling_start_interval_number
                 ))
             })?;
-            if !(1..=DEFAULT_ROLLING_PERIOD).contains(&k.rolling_period) {
-                return Err(key_error(format!(
+            let period = RollingPeriod::new(k.rolling_period).map_err(|_| {
+                key_error(format!(
                     "rolling_period {} not in 1..=144",
                     k.rolling_period
-                )));
-            }
+                ))
+            })?;
             Ok(proto::TemporaryExposureKey {
                 key_data: Some(Bytes::copy_from_slice(&k.key_data)),
                 transmission_risk_level: Some(k.transmission_risk_level),
                 rolling_start_interval_number: Some(rsin),
-                // In range by the check above.
-                rolling_period: Some(k.rolling_period as i32),
+                rolling_period: Some(period.into()),
                 report_type: k.report_type,
                 days_since_onset_of_symptoms: k.days_since_onset_of_symptoms,
             })

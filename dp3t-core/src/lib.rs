@@ -3,30 +3,53 @@
 //! The protocol core of a DP-3T / Exposure Notification implementation: identifier
 //! derivation for the four schemes (GAEN, and the DP-3T low-cost, unlinkable and hybrid
 //! designs), the DPCF Cuckoo filter, GAEN export files, response signatures, exposure
-//! scoring, and spec-vector checking. The normative byte layouts are in `PROTOCOL.md`.
+//! scoring. The normative byte layouts are in `PROTOCOL.md`. Test tooling (an in-process
+//! publisher, the spec-vector files) is in the unpublished `dp3t-testkit` crate, not here.
 //!
 //! The crate is **sans-IO**: it never reads a clock, a file, a socket or a global RNG.
 //! Callers pass the time (unix seconds) and an RNG (`&mut impl CryptoRng + RngCore`),
 //! so the same code runs on a phone, on the server and in deterministic tests.
+//!
+//! `unsafe` lives in one file, `gaen/x86.rs` (the x86-64 SIMD kernels of the GAEN
+//! derivation), which allows it for itself. The crate denies it, every other module forbids
+//! it (so no `allow` can bring it back there), and every `unsafe` block must carry a
+//! `SAFETY:` comment.
 
-pub mod ble;
+#![deny(unsafe_code)]
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+#[forbid(unsafe_code)]
 pub mod cuckoo;
+#[forbid(unsafe_code)]
 pub mod engine;
+#[forbid(unsafe_code)]
 pub mod error;
+#[forbid(unsafe_code)]
 pub mod export;
+#[forbid(unsafe_code)]
 pub mod exposure;
+// Denied by the crate, allowed only in its child `gaen::x86`.
 pub mod gaen;
+#[forbid(unsafe_code)]
 pub mod hybrid;
+#[forbid(unsafe_code)]
 pub mod lowcost;
+#[forbid(unsafe_code)]
 pub mod matching;
+#[forbid(unsafe_code)]
 pub mod published;
+#[forbid(unsafe_code)]
 pub mod session;
+#[forbid(unsafe_code)]
 pub mod signing;
+#[forbid(unsafe_code)]
 pub mod store;
+#[forbid(unsafe_code)]
 pub mod time;
+#[forbid(unsafe_code)]
 pub mod unlinkable;
+#[forbid(unsafe_code)]
 pub mod upload;
-pub mod vectors;
 
 pub use error::{Error, Result};
 

@@ -78,11 +78,11 @@ pub struct SightingIndex<'a> {
     order: Vec<u32>,
 }
 
+/// The first 8 bytes of an id, little-endian: the hash of the pre-filter and the table.
 #[inline(always)]
-fn prefix(id: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&id[..8]);
-    u64::from_le_bytes(b)
+fn prefix(id: &[u8; 16]) -> u64 {
+    let [a, b, c, d, e, f, g, h, ..] = *id;
+    u64::from_le_bytes([a, b, c, d, e, f, g, h])
 }
 
 /// The table's fingerprint of an id prefix: its high 32 bits, never 0.
@@ -134,9 +134,10 @@ impl<'a> SightingIndex<'a> {
         }
     }
 
-    /// Cheap pre-filter: false means the id was certainly not heard.
+    /// Cheap pre-filter: false means the id was certainly not heard. The id is typed (an
+    /// RPI, an EphID or a sighting id, all 16 bytes), so no length can be wrong.
     #[inline(always)]
-    pub fn maybe_contains(&self, id: &[u8]) -> bool {
+    pub fn maybe_contains(&self, id: &[u8; 16]) -> bool {
         let bit = (prefix(id) >> self.bitmap_shift) as usize;
         // `bit < 2^bits` and the bitmap has exactly 2^bits bits.
         self.bitmap[bit >> 6] & (1 << (bit & 63)) != 0
@@ -144,9 +145,8 @@ impl<'a> SightingIndex<'a> {
 
     /// Every sighting of `id` (one per day it was heard).
     #[inline]
-    pub fn lookup(&self, id: &[u8]) -> impl Iterator<Item = &'a Sighting> + '_ {
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&id[..16]);
+    pub fn lookup(&self, id: &[u8; 16]) -> impl Iterator<Item = &'a Sighting> + '_ {
+        let key = *id;
         let p = prefix(id);
         let fp = fingerprint(p);
         let mut slot = (p as usize) & self.table_mask;
@@ -174,7 +174,7 @@ impl<'a> SightingIndex<'a> {
 
     /// Append a [`Match`] for every sighting of `id` lying inside `[from, until)`.
     #[inline]
-    fn collect(&self, id: &[u8], from: u64, until: u64, out: &mut Vec<Match>) {
+    fn collect(&self, id: &[u8; 16], from: u64, until: u64, out: &mut Vec<Match>) {
         out.extend(
             self.lookup(id)
                 .filter(|s| s.within(from, until))
@@ -238,7 +238,7 @@ pub fn match_gaen(
             let mut n = 0;
             for (j, rpi) in rpis.iter().enumerate() {
                 candidates[n] = j as u8;
-                n += usize::from(index.maybe_contains(rpi));
+                n += usize::from(index.maybe_contains(rpi.as_ref()));
             }
             if n == 0 {
                 continue;
@@ -249,7 +249,7 @@ pub fn match_gaen(
                 + TOLERANCE_SECONDS)
                 .min(release_time.0);
             for &j in &candidates[..n] {
-                index.collect(&rpis[usize::from(j)], from, until, out);
+                index.collect(rpis[usize::from(j)].as_ref(), from, until, out);
             }
         }
     })

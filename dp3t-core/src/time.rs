@@ -117,7 +117,8 @@ impl Enin {
     }
 }
 
-/// A TEK's rolling period in intervals, `1..=144`.
+/// A TEK's rolling period in intervals, `1..=144`. The core checks every rolling period it
+/// reads or writes through [`RollingPeriod::new`], so the range is written down once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RollingPeriod(u8);
 
@@ -136,8 +137,21 @@ impl RollingPeriod {
         }
     }
     /// Number of intervals.
-    pub fn get(self) -> u32 {
-        u32::from(self.0)
+    pub const fn get(self) -> u32 {
+        self.0 as u32
+    }
+}
+
+impl From<RollingPeriod> for u32 {
+    fn from(p: RollingPeriod) -> u32 {
+        p.get()
+    }
+}
+
+impl From<RollingPeriod> for i32 {
+    /// Lossless: at most 144. The export protobuf spells the period as an `int32`.
+    fn from(p: RollingPeriod) -> i32 {
+        i32::from(p.0)
     }
 }
 

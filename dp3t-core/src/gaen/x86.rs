@@ -1,0 +1,345 @@
+//! The x86-64 kernels of [`super`]: SHA-NI for the HKDF, VAES + AVX-512 for the AES blocks.
+//!
+//! This is the only module of the crate that may use `unsafe` (the crate denies it and
+//! forbids it in every other module), so the kernels are kept apart from the key types and
+//! the portable code. Every kernel is compiled with `#[target_feature]`, so calling one is
+//! `unsafe`; the safe dispatchers [`encrypt_padded`], [`derive_rpis`] and [`rpik`] call a
+//! kernel only after [`cpu`] has found its features, and otherwise tell the caller to take
+//! the portable path. Inside the kernels the intrinsics are safe, and the only `unsafe` left
+//! is the loads and stores through pointers, each with its bounds argued.
+//!
+//! The AVX-512 and VAES intrinsics are stable since Rust 1.89, the workspace's
+//! `rust-version`.
+
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use super::{Block, K256, RPIK_T1_WK, SHA256_IV, ZERO_SALT_INNER, ZERO_SALT_OUTER};
+
+/// Which accelerated paths this CPU can take.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Cpu {
+    /// The SHA extensions, and the SSE levels [`rpik_sha_ni`] also uses.
+    sha_ni: bool,
+    /// VAES on 512-bit registers (AVX-512F), and AES-NI for the key schedule.
+    vaes512: bool,
+}
+
+/// The CPU's features, detected on first use and cached for the life of the process.
+#[inline]
+pub(super) fn cpu() -> Cpu {
+    static CPU: std::sync::OnceLock<Cpu> = std::sync::OnceLock::new();
+    *CPU.get_or_init(|| Cpu {
+        sha_ni: std::is_x86_feature_detected!("sha")
+            && std::is_x86_feature_detected!("sse2")
+            && std::is_x86_feature_detected!("ssse3")
+            && std::is_x86_feature_detected!("sse4.1"),
+        vaes512: std::is_x86_feature_detected!("vaes")
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("aes")
+            && std::is_x86_feature_detected!("sse2"),
+    })
+}
+
+/// [`super::encrypt_padded`] on VAES + AVX-512 when this CPU has them; `false` when the
+/// portable path must do the work.
+#[inline]
+pub(super) fn encrypt_padded(rpik: &[u8; 16], start: u32, out: &mut [Block]) -> bool {
+    if !cpu().vaes512 {
+        return false;
+    }
+    // SAFETY: `cpu()` found every feature `encrypt_padded_vaes` is compiled for.
+    unsafe { encrypt_padded_vaes(rpik, start, out) };
+    true
+}
+
+/// [`super::derive_rpis_into`] with both kernels when this CPU has them; `false` when the
+/// portable path must do the work.
+#[inline]
+pub(super) fn derive_rpis(tek: &[u8; 16], rolling_start: u32, out: &mut [Block]) -> bool {
+    let cpu = cpu();
+    if !(cpu.sha_ni && cpu.vaes512) {
+        return false;
+    }
+    // SAFETY: `cpu()` found every feature `derive_rpis_fused` is compiled for.
+    unsafe { derive_rpis_fused(tek, rolling_start, out) };
+    true
+}
+
+/// [`super::rpik_fast`] on SHA-NI when this CPU has it; `None` when the portable path must
+/// do the work.
+#[inline]
+pub(super) fn rpik(tek: &[u8; 16]) -> Option<[u8; 16]> {
+    if !cpu().sha_ni {
+        return None;
+    }
+    // SAFETY: `cpu()` found every feature `rpik_sha_ni` is compiled for.
+    Some(unsafe { rpik_sha_ni(tek) })
+}
+
+/// A SHA-256 state in the register layout of the SHA extensions:
+/// `abef = [F, E, B, A]`, `cdgh = [H, G, D, C]` (lane 0 first).
+#[derive(Clone, Copy)]
+struct State {
+    abef: __m128i,
+    cdgh: __m128i,
+}
+
+/// A 64-byte block as 16 big-endian words, four to a register, lane 0 first.
+type Msg = [__m128i; 4];
+
+/// A state given as `H0..H7`.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn state(h: [u32; 8]) -> State {
+    let h = h.map(|w| w as i32);
+    State {
+        abef: _mm_set_epi32(h[0], h[1], h[4], h[5]),
+        cdgh: _mm_set_epi32(h[2], h[3], h[6], h[7]),
+    }
+}
+
+/// The digest words `[H0..H3]` and `[H4..H7]`, ready to be the message words of the
+/// next block (a digest's bytes read back as big-endian words are its state words).
+#[target_feature(enable = "sse2")]
+#[inline]
+fn digest_words(s: State) -> [__m128i; 2] {
+    // unpackhi = [B, D, A, C], unpacklo = [F, H, E, G]; 0x72 picks lanes 2, 0, 3, 1.
+    [
+        _mm_shuffle_epi32(_mm_unpackhi_epi32(s.abef, s.cdgh), 0x72),
+        _mm_shuffle_epi32(_mm_unpacklo_epi32(s.abef, s.cdgh), 0x72),
+    ]
+}
+
+/// The message of a final block holding a 32-byte digest after a 64-byte prefix.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn digest_msg(d: [__m128i; 2]) -> Msg {
+    [
+        d[0],
+        d[1],
+        _mm_set_epi32(0, 0, 0, 0x8000_0000u32 as i32),
+        _mm_set_epi32((64 + 32) * 8, 0, 0, 0),
+    ]
+}
+
+/// Four rounds: `wk` holds `W_t + K_t` for them.
+#[target_feature(enable = "sha,sse2")]
+#[inline]
+fn rounds4(s: &mut State, wk: __m128i) {
+    s.cdgh = _mm_sha256rnds2_epu32(s.cdgh, s.abef, wk);
+    s.abef = _mm_sha256rnds2_epu32(s.abef, s.cdgh, _mm_shuffle_epi32(wk, 0x0E));
+}
+
+/// `K_t` for rounds `4i .. 4i+4`.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn k4(i: usize) -> __m128i {
+    let k = |j: usize| K256[4 * i + j] as i32;
+    _mm_set_epi32(k(3), k(2), k(1), k(0))
+}
+
+/// Rounds `4I .. 4I+4` of `N` independent compressions, with the message words
+/// `W[4I .. 4I+4]` computed from the previous sixteen, which sit in the ring `m[n]`.
+/// `I` is a constant so that every index is, and the ring stays in registers.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn group<const I: usize, const N: usize>(s: &mut [State; N], m: &mut [Msg; N]) {
+    for n in 0..N {
+        if I >= 4 {
+            let [v0, v1, v2, v3] = [I % 4, (I + 1) % 4, (I + 2) % 4, (I + 3) % 4].map(|j| m[n][j]);
+            let t = _mm_add_epi32(_mm_sha256msg1_epu32(v0, v1), _mm_alignr_epi8(v3, v2, 4));
+            m[n][I % 4] = _mm_sha256msg2_epu32(t, v3);
+        }
+        rounds4(&mut s[n], _mm_add_epi32(m[n][I % 4], k4(I)));
+    }
+}
+
+/// `N` independent SHA-256 compressions, interleaved four rounds at a time so that
+/// the latency of one chain hides in the other's.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn compress<const N: usize>(s0: [State; N], mut m: [Msg; N]) -> [State; N] {
+    let mut s = s0;
+    macro_rules! groups {
+        ($($i:literal)*) => { $( group::<$i, N>(&mut s, &mut m); )* };
+    }
+    groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    for n in 0..N {
+        s[n].abef = _mm_add_epi32(s[n].abef, s0[n].abef);
+        s[n].cdgh = _mm_add_epi32(s[n].cdgh, s0[n].cdgh);
+    }
+    s
+}
+
+/// One compression of the constant block whose `W_t + K_t` are `wk`.
+#[target_feature(enable = "sha,sse2")]
+#[inline]
+fn compress_const(s0: State, wk: &[u32; 64]) -> State {
+    let mut s = s0;
+    macro_rules! groups {
+        ($($i:literal)*) => { $(
+            let w = |j: usize| wk[4 * $i + j] as i32;
+            rounds4(&mut s, _mm_set_epi32(w(3), w(2), w(1), w(0)));
+        )* };
+    }
+    groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    State {
+        abef: _mm_add_epi32(s.abef, s0.abef),
+        cdgh: _mm_add_epi32(s.cdgh, s0.cdgh),
+    }
+}
+
+/// Reverse the bytes of each 32-bit lane (big-endian words ↔ bytes).
+#[target_feature(enable = "ssse3")]
+#[inline]
+fn bswap32(x: __m128i) -> __m128i {
+    let mask = _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
+    _mm_shuffle_epi8(x, mask)
+}
+
+/// The RPIK of `tek` as an AES key register (its 16 bytes in memory order).
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn rpik_vec(tek: &[u8; 16]) -> __m128i {
+    let w = |j: usize| u32::from_be_bytes([tek[j], tek[j + 1], tek[j + 2], tek[j + 3]]);
+    let tek_msg = [
+        _mm_set_epi32(w(12) as i32, w(8) as i32, w(4) as i32, w(0) as i32),
+        _mm_set_epi32(0, 0, 0, 0x8000_0000u32 as i32),
+        _mm_setzero_si128(),
+        _mm_set_epi32((64 + 16) * 8, 0, 0, 0),
+    ];
+    // PRK = HMAC(0^32, TEK): inner and outer hash over the precomputed key blocks.
+    let [inner] = compress([state(ZERO_SALT_INNER)], [tek_msg]);
+    let [prk] = compress([state(ZERO_SALT_OUTER)], [digest_msg(digest_words(inner))]);
+    // T(1) = HMAC(PRK, "EN-RPIK" || 0x01): the two key blocks are independent.
+    let [p0, p1] = digest_words(prk);
+    let pad = |c: i32| {
+        let c = _mm_set1_epi32(c);
+        [_mm_xor_si128(p0, c), _mm_xor_si128(p1, c), c, c]
+    };
+    let iv = state(SHA256_IV);
+    let [si, so] = compress([iv, iv], [pad(0x3636_3636), pad(0x5c5c_5c5c)]);
+    let si = compress_const(si, &RPIK_T1_WK);
+    let [so] = compress([so], [digest_msg(digest_words(si))]);
+    bswap32(digest_words(so)[0])
+}
+
+/// [`super::rpik_fast`] on SHA-NI.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+fn rpik_sha_ni(tek: &[u8; 16]) -> [u8; 16] {
+    let k = rpik_vec(tek);
+    let mut out = [0u8; 16];
+    // SAFETY: `out` is 16 writable bytes; the store is unaligned.
+    unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), k) };
+    out
+}
+
+/// The AES-128 key schedule (FIPS 197 §5.2) with `aeskeygenassist`.
+#[target_feature(enable = "aes,sse2")]
+#[inline]
+fn expand_key(key: __m128i) -> [__m128i; 11] {
+    #[target_feature(enable = "aes,sse2")]
+    #[inline]
+    fn next<const RCON: i32>(k: __m128i) -> __m128i {
+        let a = _mm_shuffle_epi32(_mm_aeskeygenassist_si128::<RCON>(k), 0xff);
+        let k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+        let k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+        let k = _mm_xor_si128(k, _mm_slli_si128::<4>(k));
+        _mm_xor_si128(k, a)
+    }
+    let k0 = key;
+    let k1 = next::<0x01>(k0);
+    let k2 = next::<0x02>(k1);
+    let k3 = next::<0x04>(k2);
+    let k4 = next::<0x08>(k3);
+    let k5 = next::<0x10>(k4);
+    let k6 = next::<0x20>(k5);
+    let k7 = next::<0x40>(k6);
+    let k8 = next::<0x80>(k7);
+    let k9 = next::<0x1b>(k8);
+    let k10 = next::<0x36>(k9);
+    [k0, k1, k2, k3, k4, k5, k6, k7, k8, k9, k10]
+}
+
+/// Registers (of four blocks each) encrypted together: 12 × 4 = 48 blocks in flight,
+/// three groups for a day's 144; with the 11 round keys that is 23 of the 32 registers.
+const GROUP: usize = 12;
+
+/// Encrypt `count` registers of padded data from counter register `ctr` (advancing it)
+/// with round keys `k`.
+#[target_feature(enable = "avx512f,vaes")]
+#[inline]
+fn encrypt_regs<const N: usize>(k: &[__m512i; 11], ctr: &mut __m512i) -> [__m512i; N] {
+    let four = _mm512_set4_epi32(4, 0, 0, 0);
+    let mut s = [_mm512_setzero_si512(); N];
+    for x in s.iter_mut() {
+        *x = _mm512_xor_si512(*ctr, k[0]);
+        *ctr = _mm512_add_epi32(*ctr, four);
+    }
+    for rk in &k[1..10] {
+        for x in s.iter_mut() {
+            *x = _mm512_aesenc_epi128(*x, *rk);
+        }
+    }
+    for x in s.iter_mut() {
+        *x = _mm512_aesenclast_epi128(*x, k[10]);
+    }
+    s
+}
+
+/// `encrypt_padded` with the key already in a register.
+#[target_feature(enable = "aes,sse2,avx512f,vaes")]
+#[inline]
+fn encrypt_vaes(key: __m128i, start: u32, out: &mut [Block]) {
+    let rk = expand_key(key);
+    let mut k = [_mm512_setzero_si512(); 11];
+    for (k, r) in k.iter_mut().zip(rk) {
+        *k = _mm512_broadcast_i32x4(r);
+    }
+    // Four padded blocks "EN-RPI" || 0^6 || LE32(start + q), q = 0..3, as little-endian
+    // 32-bit lanes: "EN-R", "PI\0\0", 0, start + q.
+    let prefix = _mm512_set4_epi32(
+        start as i32,
+        0,
+        i32::from_le_bytes(*b"PI\0\0"),
+        i32::from_le_bytes(*b"EN-R"),
+    );
+    let mut ctr = _mm512_add_epi32(
+        prefix,
+        _mm512_set_epi32(3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0),
+    );
+    let mut groups = out.chunks_exact_mut(4 * GROUP);
+    for g in &mut groups {
+        let s = encrypt_regs::<GROUP>(&k, &mut ctr);
+        let p = g.as_mut_ptr().cast::<__m512i>();
+        for (i, x) in s.into_iter().enumerate() {
+            // SAFETY: `g` is 4 * GROUP blocks of 16 bytes; register i goes to bytes
+            // 64i .. 64i + 64 of it, i < GROUP. The store is unaligned.
+            unsafe { _mm512_storeu_si512(p.add(i), x) };
+        }
+    }
+    for q in groups.into_remainder().chunks_mut(4) {
+        let [x] = encrypt_regs::<1>(&k, &mut ctr);
+        // One 64-bit mask bit per half block: 2 per block, q.len() ≤ 4 blocks.
+        let mask = (((1u32 << (2 * q.len())) - 1) & 0xff) as __mmask8;
+        // SAFETY: the mask selects the first 16 * q.len() bytes, exactly `q`; the
+        // masked-off lanes are neither written nor faulted on. Unaligned is allowed.
+        unsafe { _mm512_mask_storeu_epi64(q.as_mut_ptr().cast(), mask, x) };
+    }
+}
+
+/// [`super::encrypt_padded`] on VAES + AVX-512.
+#[target_feature(enable = "aes,sse2,avx512f,vaes")]
+fn encrypt_padded_vaes(rpik: &[u8; 16], start: u32, out: &mut [Block]) {
+    // SAFETY: `rpik` is 16 readable bytes; the load is unaligned.
+    let key = unsafe { _mm_loadu_si128(rpik.as_ptr().cast()) };
+    encrypt_vaes(key, start, out);
+}
+
+/// [`super::derive_rpis_into`] with both kernels, the RPIK never leaving a register.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1,aes,avx512f,vaes")]
+fn derive_rpis_fused(tek: &[u8; 16], start: u32, out: &mut [Block]) {
+    encrypt_vaes(rpik_vec(tek), start, out);
+}
