@@ -13,9 +13,11 @@ use std::path::Path;
 
 use anyhow::Context;
 use base64::Engine;
+use dp3t_core::signing::SigningKey;
 use dp3t_core::time::{Day, UnixTime};
+use jsonwebtoken::EncodingKey;
 use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::date::parse_iso_date;
@@ -188,6 +190,7 @@ struct Claims {
     jti: Option<String>,
     iat: Option<u64>,
     exp: Option<u64>,
+    nbf: Option<u64>,
 }
 
 /// Read the `alg` of the (unverified) header, so that unsupported algorithms are named.
@@ -215,6 +218,15 @@ pub fn verify_upload_token(
     keys: &HaKeys,
     now: UnixTime,
 ) -> Result<UploadGrant, AuthError> {
+    check_claims(decode_verified::<Claims>(token, keys)?, now)
+}
+
+/// Decode the claims of a token whose ES256/RS256 signature verifies with one of `keys`.
+/// No claim is checked here.
+fn decode_verified<C: serde::de::DeserializeOwned>(
+    token: &str,
+    keys: &HaKeys,
+) -> Result<C, AuthError> {
     let alg_name = header_alg(token)?;
     let (alg, candidates) = match alg_name.as_str() {
         "ES256" => (Algorithm::ES256, &keys.ec),
@@ -226,13 +238,9 @@ pub fn verify_upload_token(
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let mut claims = None;
     for k in candidates {
-        match jsonwebtoken::decode::<Claims>(token, &k.key, &validation) {
-            Ok(data) => {
-                claims = Some(data.claims);
-                break;
-            }
+        match jsonwebtoken::decode::<C>(token, &k.key, &validation) {
+            Ok(data) => return Ok(data.claims),
             Err(e) => match e.kind() {
                 ErrorKind::InvalidSignature
                 | ErrorKind::InvalidEcdsaKey
@@ -245,26 +253,65 @@ pub fn verify_upload_token(
             },
         }
     }
-    let c = claims.ok_or(AuthError::Signature)?;
-    check_claims(c, now)
+    Err(AuthError::Signature)
 }
 
-fn check_claims(c: Claims, now: UnixTime) -> Result<UploadGrant, AuthError> {
-    let exp = c
-        .exp
-        .ok_or_else(|| AuthError::Claim("exp is missing".into()))?;
-    let iat = c
-        .iat
-        .ok_or_else(|| AuthError::Claim("iat is missing".into()))?;
-    if exp <= iat || exp - iat > MAX_TOKEN_VALIDITY_SECONDS {
+/// Check `exp`, `iat` and `nbf` at `now`: the token is current and valid for at most
+/// `max_validity` seconds.
+fn check_times(
+    exp: Option<u64>,
+    iat: Option<u64>,
+    nbf: Option<u64>,
+    max_validity: u64,
+    now: UnixTime,
+) -> Result<(u64, u64), AuthError> {
+    let exp = exp.ok_or_else(|| AuthError::Claim("exp is missing".into()))?;
+    let iat = iat.ok_or_else(|| AuthError::Claim("iat is missing".into()))?;
+    if exp <= iat || exp - iat > max_validity {
         return Err(AuthError::Validity);
     }
     if now.0 > exp.saturating_add(LEEWAY_SECONDS) {
         return Err(AuthError::Expired);
     }
-    if iat > now.0.saturating_add(LEEWAY_SECONDS) {
+    if iat > now.0.saturating_add(LEEWAY_SECONDS)
+        || nbf.is_some_and(|nbf| nbf > now.0.saturating_add(LEEWAY_SECONDS))
+    {
         return Err(AuthError::NotYetValid);
     }
+    Ok((exp, iat))
+}
+
+/// Read the `fake` claim: `"0"`, `"1"`, or absent (= not fake, as the DP-3T backend has it).
+fn fake_claim(v: Option<&serde_json::Value>) -> Result<bool, AuthError> {
+    match v {
+        None => Ok(false),
+        Some(v) => match v.as_str() {
+            Some("0") => Ok(false),
+            Some("1") => Ok(true),
+            _ => Err(AuthError::Claim("fake must be \"0\" or \"1\"".into())),
+        },
+    }
+}
+
+/// The single-use digest of a token: SHA-256 of its `jti`. A fake token needs no `jti`
+/// (the DP-3T backend accepts any fake token before its `jti` check); it still gets a
+/// single-use record, of random bytes, so that its upload does exactly the work of a
+/// real one.
+fn jti_digest(jti: Option<String>, fake: bool) -> Result<[u8; 32], AuthError> {
+    match jti {
+        Some(j) if !j.is_empty() && j.len() <= 256 => Ok(Sha256::digest(j.as_bytes()).into()),
+        Some(_) => Err(AuthError::Claim(
+            "jti must be a non-empty string of at most 256 bytes".into(),
+        )),
+        None if fake => Ok(rand::random()),
+        None => Err(AuthError::Claim(
+            "jti is missing (a real upload token must carry one)".into(),
+        )),
+    }
+}
+
+fn check_claims(c: Claims, now: UnixTime) -> Result<UploadGrant, AuthError> {
+    let (exp, _) = check_times(c.exp, c.iat, c.nbf, MAX_TOKEN_VALIDITY_SECONDS, now)?;
     if c.scope.as_deref() != Some(UPLOAD_SCOPE) {
         return Err(AuthError::Scope);
     }
@@ -273,23 +320,145 @@ fn check_claims(c: Claims, now: UnixTime) -> Result<UploadGrant, AuthError> {
         .as_deref()
         .and_then(parse_iso_date)
         .ok_or_else(|| AuthError::Claim("onset must be a YYYY-MM-DD date".into()))?;
-    let fake = match c.fake.as_ref().and_then(|v| v.as_str()) {
-        Some("0") => false,
-        Some("1") => true,
-        _ => return Err(AuthError::Claim("fake must be \"0\" or \"1\"".into())),
-    };
-    let jti = c
-        .jti
-        .filter(|j| !j.is_empty() && j.len() <= 256)
-        .ok_or_else(|| {
-            AuthError::Claim("jti must be a non-empty string of at most 256 bytes".into())
-        })?;
+    let fake = fake_claim(c.fake.as_ref())?;
     Ok(UploadGrant {
         onset,
         fake,
-        jti_hash: Sha256::digest(jti.as_bytes()).into(),
+        jti_hash: jti_digest(c.jti, fake)?,
         expires_at: exp,
     })
+}
+
+/// The `scope` of the next-day token that `POST /v1/gaen/exposed` answers with.
+pub const NEXT_DAY_SCOPE: &str = "currentDayExposed";
+/// Validity of a next-day token: two days, as the DP-3T backend issues them.
+pub const NEXT_DAY_TOKEN_SECONDS: u64 = 2 * 86_400;
+/// Longest next-day token validity accepted (the DP-3T backend's three days).
+pub const MAX_NEXT_DAY_VALIDITY_SECONDS: u64 = 3 * 86_400;
+/// `iss` of next-day tokens.
+pub const NEXT_DAY_ISSUER: &str = "dp3t-backend";
+
+/// What a next-day token grants: one key, of the day `delayed_key_date`, uploaded the
+/// next day to `POST /v1/gaen/exposednextday` (GAEN v1 API, PROTOCOL.md §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextDayGrant {
+    /// The `rollingStartNumber` the delayed key must have.
+    pub delayed_key_date: u32,
+    /// The onset of the upload that issued this token.
+    pub onset: Day,
+    /// Fake: accepted and answered normally, stores nothing.
+    pub fake: bool,
+    /// SHA-256 of the `jti`, recorded for single use.
+    pub jti_hash: [u8; 32],
+    /// `exp` (unix seconds).
+    pub expires_at: u64,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NextDayClaims {
+    jti: Option<String>,
+    iat: Option<u64>,
+    iss: Option<String>,
+    exp: Option<u64>,
+    nbf: Option<u64>,
+    scope: Option<String>,
+    delayed_key_date: Option<u32>,
+    onset: Option<String>,
+    fake: Option<serde_json::Value>,
+}
+
+/// Issues and verifies next-day tokens with the server's own signing key (ES256).
+///
+/// The token is opaque to the phone, which sends it back unchanged the next day. Its
+/// claims are the DP-3T backend's (`jti`, `iat`, `iss`, `exp`, `scope:
+/// "currentDayExposed"`, `delayedKeyDate` as a number, `fake`) plus the `onset` of the
+/// first upload, from which the delayed key's `days_since_onset_of_symptoms` is computed.
+/// Every field has a fixed width, so real and fake tokens have the same length. A
+/// response `Signature` JWT signed by the same key cannot pass as one: it has no `scope`
+/// and no `delayedKeyDate`.
+pub struct NextDayTokens {
+    encoding: EncodingKey,
+    verifying: HaKeys,
+}
+
+impl std::fmt::Debug for NextDayTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NextDayTokens")
+    }
+}
+
+impl NextDayTokens {
+    /// Tokens signed by the server's signing key `key`.
+    pub fn new(key: &SigningKey) -> Result<Self, AuthError> {
+        let bad = |what: &str| AuthError::Malformed(format!("signing key: {what}"));
+        let pem = key.to_pkcs8_pem().map_err(|_| bad("not encodable"))?;
+        let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).map_err(|_| bad("not P-256"))?;
+        let public = key
+            .public_key()
+            .to_pem()
+            .map_err(|_| bad("no public half"))?;
+        let mut verifying = HaKeys::default();
+        verifying
+            .add_pem(public.as_bytes(), "signing key")
+            .map_err(|_| bad("public half unreadable"))?;
+        Ok(NextDayTokens {
+            encoding,
+            verifying,
+        })
+    }
+
+    /// Issue the token for an upload by `grant` at `now`, binding the day `delayed_key_date`.
+    pub fn issue(
+        &self,
+        onset: Day,
+        fake: bool,
+        delayed_key_date: u32,
+        now: UnixTime,
+    ) -> Result<String, AuthError> {
+        let claims = NextDayClaims {
+            jti: Some(hex::encode(rand::random::<[u8; 16]>())),
+            iat: Some(now.0),
+            iss: Some(NEXT_DAY_ISSUER.into()),
+            exp: Some(now.0 + NEXT_DAY_TOKEN_SECONDS),
+            nbf: None,
+            scope: Some(NEXT_DAY_SCOPE.into()),
+            delayed_key_date: Some(delayed_key_date),
+            onset: Some(crate::date::format_iso_date(onset)),
+            fake: Some(if fake { "1" } else { "0" }.into()),
+        };
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::ES256),
+            &claims,
+            &self.encoding,
+        )
+        .map_err(|e| AuthError::Malformed(format!("cannot sign a next-day token: {e}")))
+    }
+
+    /// Verify a next-day token at `now`.
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<NextDayGrant, AuthError> {
+        let c: NextDayClaims = decode_verified(token, &self.verifying)?;
+        let (exp, _) = check_times(c.exp, c.iat, c.nbf, MAX_NEXT_DAY_VALIDITY_SECONDS, now)?;
+        if c.scope.as_deref() != Some(NEXT_DAY_SCOPE) {
+            return Err(AuthError::Scope);
+        }
+        let delayed_key_date = c
+            .delayed_key_date
+            .ok_or_else(|| AuthError::Claim("delayedKeyDate is missing".into()))?;
+        let onset = c
+            .onset
+            .as_deref()
+            .and_then(parse_iso_date)
+            .ok_or_else(|| AuthError::Claim("onset must be a YYYY-MM-DD date".into()))?;
+        let fake = fake_claim(c.fake.as_ref())?;
+        Ok(NextDayGrant {
+            delayed_key_date,
+            onset,
+            fake,
+            jti_hash: jti_digest(c.jti, fake)?,
+            expires_at: exp,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -391,6 +560,59 @@ mod tests {
                 .unwrap_err()
                 .reason(),
             "token_claims"
+        );
+    }
+
+    #[test]
+    fn reference_backend_claim_defaults() {
+        let (pem, keys) = es_key();
+        // No `fake` claim: a real token.
+        let mut c = good_claims();
+        c.as_object_mut().unwrap().remove("fake");
+        assert!(
+            !verify_upload_token(&sign(&pem, c), &keys, NOW)
+                .unwrap()
+                .fake
+        );
+        // A fake token without `jti` is accepted, each with its own single-use record.
+        let mut c = good_claims();
+        c["fake"] = "1".into();
+        c.as_object_mut().unwrap().remove("jti");
+        let a = verify_upload_token(&sign(&pem, c.clone()), &keys, NOW).unwrap();
+        let b = verify_upload_token(&sign(&pem, c), &keys, NOW).unwrap();
+        assert!(a.fake && b.fake);
+        assert_ne!(a.jti_hash, b.jti_hash);
+        // A real token without `jti` is not.
+        let mut c = good_claims();
+        c.as_object_mut().unwrap().remove("jti");
+        assert_eq!(
+            verify_upload_token(&sign(&pem, c), &keys, NOW)
+                .unwrap_err()
+                .reason(),
+            "token_claims"
+        );
+        // `kid` in the header and a past `nbf` are accepted; a future `nbf` is not.
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some("ha-2020".into());
+        let mut c = good_claims();
+        c["nbf"] = (NOW.0 - 10).into();
+        let t = encode(
+            &header,
+            &c,
+            &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert!(verify_upload_token(&t, &keys, NOW).is_ok());
+        c["nbf"] = (NOW.0 + 600).into();
+        let t = encode(
+            &header,
+            &c,
+            &EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            verify_upload_token(&t, &keys, NOW),
+            Err(AuthError::NotYetValid)
         );
     }
 

@@ -123,6 +123,22 @@ pub fn read_public_key(path: &Path) -> anyhow::Result<PublicKey> {
     PublicKey::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))
 }
 
+/// The server's public signing key in the form the DP-3T apps embed it: standard base64
+/// of the PEM text (`-----BEGIN PUBLIC KEY-----` …, an EC P-256 SubjectPublicKeyInfo).
+/// The Android SDK decodes it with `SignatureUtil.getPublicKeyFromBase64`; the iOS SDK
+/// takes the decoded PEM bytes as its `jwtPublicKey`.
+pub fn app_public_key(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(SIGNING_PUB_FILE);
+    let key = read_public_key(&path)?;
+    Ok(app_public_key_of(&key)?)
+}
+
+/// [`app_public_key`] of a key.
+pub fn app_public_key_of(key: &PublicKey) -> Result<String, dp3t_core::Error> {
+    use base64::Engine as _;
+    Ok(base64::engine::general_purpose::STANDARD.encode(key.to_pem()?))
+}
+
 /// What a development upload token should say.
 #[derive(Debug, Clone)]
 pub struct DevTokenRequest {

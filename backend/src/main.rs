@@ -4,6 +4,7 @@
 //! dp3t-backend serve   [--config FILE]          run the server (the default command)
 //! dp3t-backend migrate [--config FILE]          apply database migrations and exit
 //! dp3t-backend keygen  --data-dir D              write signing and dev HA key pairs (development)
+//! dp3t-backend pubkey  --data-dir D              print the public key as the apps embed it
 //! dp3t-backend token   --data-dir D --onset YYYY-MM-DD [--fake] [--ttl-minutes N]
 //!                                                print a dev upload token (development)
 //! ```
@@ -41,6 +42,13 @@ enum Command {
     /// directory (existing files are kept).
     Keygen {
         /// Target directory.
+        #[arg(long, default_value = "./dp3t-data")]
+        data_dir: PathBuf,
+    },
+    /// Print the server's public signing key as the DP-3T apps embed it: base64 of the
+    /// PEM text (Android `getPublicKeyFromBase64`, iOS `jwtPublicKey`).
+    Pubkey {
+        /// Directory holding signing-key.pub.pem.
         #[arg(long, default_value = "./dp3t-data")]
         data_dir: PathBuf,
     },
@@ -105,6 +113,14 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "note: these are DEVELOPMENT keys (see docs/OPERATIONS.md for production keys)"
             );
+            println!(
+                "public key for the apps (base64 of the PEM): {}",
+                keys::app_public_key(&data_dir)?
+            );
+            Ok(())
+        }
+        Command::Pubkey { data_dir } => {
+            println!("{}", keys::app_public_key(&data_dir)?);
             Ok(())
         }
         Command::Token {

@@ -49,7 +49,7 @@ use dp3t_core::export::{
     read_verified_export, write_export_zip, ExportBatch, ExportKey, SignatureInfo,
 };
 use dp3t_core::signing::{sign_response, PublicKey, ResponseClaims, SigningKey};
-use dp3t_core::time::UnixTime;
+use dp3t_core::time::{Day, Enin, UnixTime, DAY_SECONDS};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 
@@ -126,6 +126,8 @@ struct State {
     released_until: u64,
     buckets: BTreeMap<u64, Arc<Bucket>>,
     responses: HashMap<RangeKey, Arc<ExportResponse>>,
+    /// GAEN v1 day exports, by key day and range.
+    day_responses: HashMap<(u32, RangeKey), Arc<ExportResponse>>,
 }
 
 /// The publisher: owns the in-memory release state of this node.
@@ -234,7 +236,7 @@ impl Publisher {
             rolling_period: k.rolling_period,
             transmission_risk_level: k.transmission_risk_level,
             report_type: Some(REPORT_TYPE_CONFIRMED_TEST),
-            days_since_onset_of_symptoms: None,
+            days_since_onset_of_symptoms: Some(k.days_since_onset),
         };
         let mut keys: Vec<ExportKey> = claimed.iter().map(|k| to_export(k, k.key_data)).collect();
         // Padding keys copy the metadata of a random real key of the same bucket, so they
@@ -336,6 +338,7 @@ impl Publisher {
         if released_until > st.released_until {
             st.released_until = released_until;
             st.responses.clear();
+            st.day_responses.clear();
         }
         let oldest = st
             .released_until
@@ -395,6 +398,112 @@ impl Publisher {
         Ok(response)
     }
 
+    /// The answer to the GAEN v1 `GET /v1/gaen/exposed/{day}?publishedafter=ms` at `now`:
+    /// the keys of `day` (by their `rollingStartNumber`) in the buckets released after
+    /// `published_after_ms` and up to `R`, which is the `X-PUBLISHED-UNTIL` the client
+    /// sends back next time. Padding keys copy the metadata of real keys, so a day's
+    /// padding comes with it. The export covers the day (`start_timestamp` its midnight,
+    /// `end_timestamp` the next), is signed with the current key, and the answer is cached
+    /// until the next release. `body` is `None` (a `204`) when the day has no key.
+    pub async fn day_export(
+        &self,
+        day: Day,
+        published_after_ms: Option<u64>,
+        now: UnixTime,
+    ) -> Result<Arc<ExportResponse>, PublishError> {
+        if let Err(e) = self.advance(now).await {
+            tracing::warn!(error = %e, "serving the last released state");
+        }
+        let (key, buckets) = {
+            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+            let range = self.range_key(&st, published_after_ms);
+            if let Some(r) = st.day_responses.get(&(day.0, range)) {
+                return Ok(Arc::clone(r));
+            }
+            let buckets: Vec<Arc<Bucket>> = match range.first_end {
+                Some(first) => st
+                    .buckets
+                    .range((Included(first), Included(range.released_until)))
+                    .map(|(_, b)| Arc::clone(b))
+                    .collect(),
+                None => Vec::new(),
+            };
+            (range, buckets)
+        };
+        let r = key.released_until;
+        let mut keys = Vec::new();
+        for b in &buckets {
+            keys.extend(
+                self.bucket_keys(b)?
+                    .iter()
+                    .filter(|k| Enin(k.rolling_start_interval_number).day() == day)
+                    .cloned(),
+            );
+        }
+        let response = if keys.is_empty() {
+            ExportResponse {
+                signature: sign_response(b"", &self.key, &self.claims(b"", r))?,
+                body: None,
+                bundle_tag_ms: r.saturating_mul(1000),
+            }
+        } else {
+            keys.sort_by_key(|k| k.key_data);
+            let start = day.start().0;
+            self.signed_union(keys, start, start.saturating_add(DAY_SECONDS), r)?
+        };
+        self.metrics.export_built();
+        let response = Arc::new(response);
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        if st.released_until == r {
+            let entry = st.day_responses.entry((day.0, key)).or_insert(response);
+            return Ok(Arc::clone(entry));
+        }
+        Ok(response)
+    }
+
+    /// The `Signature` header for serving `body` at release `R` (as every other download).
+    pub fn sign_body(&self, body: &[u8]) -> Result<String, PublishError> {
+        Ok(sign_response(
+            body,
+            &self.key,
+            &self.claims(body, self.released_until()),
+        )?)
+    }
+
+    /// The keys of a stored bucket, parsed (and verified) once.
+    fn bucket_keys<'a>(&self, b: &'a Bucket) -> Result<&'a [ExportKey], PublishError> {
+        let parsed = b
+            .keys
+            .get_or_init(|| read_verified_export(&b.zip, &self.public).map(|batch| batch.keys));
+        Ok(parsed.as_ref().map_err(Clone::clone)?)
+    }
+
+    /// An export of `keys` covering `start..end`, and its response signature for release `r`.
+    fn signed_union(
+        &self,
+        keys: Vec<ExportKey>,
+        start: u64,
+        end: u64,
+        r: u64,
+    ) -> Result<ExportResponse, PublishError> {
+        let batch = ExportBatch {
+            start_timestamp: start,
+            end_timestamp: end,
+            region: self.settings.region.clone(),
+            batch_num: 1,
+            batch_size: 1,
+            keys,
+            revised_keys: Vec::new(),
+        };
+        let zip = write_export_zip(&batch, &self.signature_info(), &self.key)?;
+        let signature = sign_response(&zip, &self.key, &self.claims(&zip, r))?;
+        Ok(ExportResponse {
+            body: Some(Bytes::from(zip)),
+            signature,
+            bundle_tag_ms: r.saturating_mul(1000),
+        })
+    }
+
     fn range_key(&self, st: &State, tag_ms: Option<u64>) -> RangeKey {
         let r = st.released_until;
         let lower = tag_ms
@@ -441,28 +550,10 @@ impl Publisher {
             [first, ..] => {
                 let mut keys = Vec::new();
                 for b in buckets {
-                    let parsed = b.keys.get_or_init(|| {
-                        read_verified_export(&b.zip, &self.public).map(|batch| batch.keys)
-                    });
-                    keys.extend(parsed.as_ref().map_err(Clone::clone)?.iter().cloned());
+                    keys.extend(self.bucket_keys(b)?.iter().cloned());
                 }
                 keys.sort_by_key(|k| k.key_data);
-                let batch = ExportBatch {
-                    start_timestamp: first.start,
-                    end_timestamp: r,
-                    region: self.settings.region.clone(),
-                    batch_num: 1,
-                    batch_size: 1,
-                    keys,
-                    revised_keys: Vec::new(),
-                };
-                let zip = write_export_zip(&batch, &self.signature_info(), &self.key)?;
-                let signature = sign_response(&zip, &self.key, &self.claims(&zip, r))?;
-                Ok(ExportResponse {
-                    body: Some(Bytes::from(zip)),
-                    signature,
-                    bundle_tag_ms,
-                })
+                self.signed_union(keys, first.start, r, r)
             }
         }
     }

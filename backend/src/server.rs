@@ -100,6 +100,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         )
         .await?,
     );
+    let next_day = crate::auth::NextDayTokens::new(&signing_key)?;
     let publisher = Arc::new(Publisher::new(
         db.clone(),
         signing_key,
@@ -125,6 +126,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         publisher,
         designs,
         ha_keys,
+        next_day,
         metrics,
         upload_delay: Duration::from_millis(config.upload_delay_ms),
         bucket_seconds: config.release_bucket_seconds,

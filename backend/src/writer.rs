@@ -116,6 +116,7 @@ mod tests {
                 rolling_start_number: 1,
                 rolling_period: 144,
                 transmission_risk_level: 0,
+                days_since_onset: 0,
                 received_at: 5,
                 publish_at: 5,
             }],

@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+use base64::Engine as _;
 use std::io::{BufRead as _, BufReader};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -40,6 +41,23 @@ fn keygen_then_token() {
     ] {
         assert!(dir.join(f).exists(), "{f}");
     }
+    // The public key as the apps embed it: base64 of the PEM text, printed by keygen and
+    // by pubkey, decoding to the key file exactly.
+    let pem = std::fs::read_to_string(dir.join("signing-key.pub.pem")).unwrap();
+    let out = run(&["pubkey", "--data-dir", d]);
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(printed.trim())
+        .unwrap();
+    assert_eq!(String::from_utf8(decoded).unwrap(), pem);
+    assert!(pem.starts_with("-----BEGIN PUBLIC KEY-----"));
+    let out = run(&["keygen", "--data-dir", d]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains(printed.trim()));
+    assert!(!run(&["pubkey", "--data-dir", "/nonexistent-dp3t"])
+        .status
+        .success());
+
     let before = std::fs::read(dir.join("ha-dev-key.pem")).unwrap();
     let out = run(&["keygen", "--data-dir", d]);
     assert!(out.status.success());

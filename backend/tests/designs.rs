@@ -717,10 +717,11 @@ async fn every_upload_refusal(backend: Backend) {
     )
     .await;
     refused(lc, lowcost_json(32, today_ms, 2), "fake_flag").await;
+    // The v1 SDK's `authData` is ignored, and never bypasses the rule on `key`.
     refused(
         lc,
         r#"{"key":"AAAA","keyDate":0,"fake":0,"authData":{"value":"x"}}"#.into(),
-        "malformed_body",
+        "key_data",
     )
     .await;
     refused(lc, r#"{"key":"AAAA"}"#.into(), "malformed_body").await;
@@ -741,9 +742,14 @@ async fn every_upload_refusal(backend: Backend) {
     let mut v = good.clone();
     v["seeds"][(i + 1) % 1344]["seed"] = "AAAA".into();
     refused(ul, v.to_string(), "key_data").await;
+    // Unknown fields never bypass a rule on a known one.
     let mut v = good.clone();
     v["seeds"][i]["extra"] = true.into();
-    refused(ul, v.to_string(), "malformed_body").await;
+    v["seeds"][i]["epoch"] = (epoch + 20).into();
+    refused(ul, v.to_string(), "epoch").await;
+    let mut v = good.clone();
+    v["seeds"][i]["fake"] = "0".into();
+    refused(ul, v.to_string(), "fake_flag").await;
 
     // Hybrid.
     let start = n - n % 7_200 - 7_200;

@@ -832,7 +832,7 @@ pub mod tests_support {
         let u: upload::GaenUpload =
             serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
         let mut keys = Vec::new();
-        for k in u.gaen_keys.iter().filter(|k| k.fake == 0) {
+        for k in u.gaen_keys.iter().filter(|k| !k.fake.0) {
             keys.push(ExportKey {
                 key_data: crate::fixed(&b64(&k.key_data)?, "keyData")?,
                 rolling_start_interval_number: k.rolling_start_number,
@@ -871,7 +871,7 @@ pub mod tests_support {
         let u: upload::UnlinkableUpload =
             serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
         let mut items = Vec::new();
-        for e in u.seeds.iter().filter(|e| e.fake == 0) {
+        for e in u.seeds.iter().filter(|e| !e.fake.0) {
             let seed = EpochSeed::from_slice(&b64(&e.seed)?)?;
             items.push(HashedObservation::of_seed(&seed, Epoch(e.epoch)).0);
         }
@@ -888,7 +888,7 @@ pub mod tests_support {
         let u: upload::HybridUpload =
             serde_json::from_str(&upload.json).map_err(|e| Error::Engine(e.to_string()))?;
         let mut entries = Vec::new();
-        for w in u.windows.iter().filter(|w| w.fake == 0) {
+        for w in u.windows.iter().filter(|w| !w.fake.0) {
             entries.push(crate::published::HybridEntry {
                 window: Window::new(
                     UnixTime::from_millis(w.window_start),

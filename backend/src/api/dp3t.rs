@@ -29,6 +29,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine as _;
 use dp3t_core::time::{Day, UnixTime};
+use dp3t_core::upload::Flag;
 
 use super::{
     hybrid, lowcost, method_not_allowed, read_authorized_upload, unlinkable, ApiError, AppState,
@@ -87,9 +88,17 @@ pub(crate) struct Records {
 /// A parser of one design's upload body.
 pub(crate) type Parser = fn(&[u8], &UploadContext) -> Result<Records, ApiError>;
 
-/// `400 malformed_body` for a JSON error (unknown fields, wrong types, missing fields).
+/// `400` for a JSON error of an upload body: `fake_flag` when a `fake` (or other 0/1)
+/// flag holds anything but 0, 1, true or false, else `malformed_body` (wrong types,
+/// missing or repeated fields). Unknown fields are not errors.
 pub(crate) fn malformed(e: serde_json::Error) -> ApiError {
-    ApiError::bad_request("malformed_body", format!("invalid upload body: {e}"))
+    let message = format!("invalid upload body: {e}");
+    let code = if message.contains(Flag::EXPECTED) {
+        "fake_flag"
+    } else {
+        "malformed_body"
+    };
+    ApiError::bad_request(code, message)
 }
 
 /// Decode standard base64 of exactly `N` bytes, or `400 key_data` naming `field`.
@@ -104,18 +113,6 @@ pub(crate) fn decode_fixed<const N: usize>(s: &str, field: &str) -> Result<[u8; 
                 format!("{field} must be base64 of exactly {N} bytes"),
             )
         })
-}
-
-/// A `fake` flag: 0 or 1, else `400 fake_flag` naming `field`.
-pub(crate) fn fake_flag(v: u8, field: &str) -> Result<bool, ApiError> {
-    match v {
-        0 => Ok(false),
-        1 => Ok(true),
-        other => Err(ApiError::bad_request(
-            "fake_flag",
-            format!("{field} must be 0 or 1, got {other}"),
-        )),
-    }
 }
 
 /// Returns whether the upload counts as fake.
@@ -309,8 +306,12 @@ mod tests {
             decode_fixed::<16>("!!", "seed").unwrap_err().code,
             "key_data"
         );
-        assert!(!fake_flag(0, "fake").unwrap());
-        assert!(fake_flag(1, "fake").unwrap());
-        assert_eq!(fake_flag(2, "fake").unwrap_err().code, "fake_flag");
+        let flag = |json: &str| serde_json::from_str::<Flag>(json).map_err(malformed);
+        assert!(flag("1").unwrap().0);
+        assert!(!flag("false").unwrap().0);
+        assert_eq!(flag("2").unwrap_err().code, "fake_flag");
+        assert_eq!(flag("\"1\"").unwrap_err().code, "fake_flag");
+        let e = serde_json::from_str::<dp3t_core::upload::LowCostUpload>("{").unwrap_err();
+        assert_eq!(malformed(e).code, "malformed_body");
     }
 }

@@ -13,7 +13,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use dp3t_core::hybrid::WindowMinutes;
 use dp3t_core::upload::HybridUpload;
 
-use super::dp3t::{self, decode_fixed, fake_flag, malformed, Records, UploadContext};
+use super::dp3t::{self, decode_fixed, malformed, Records, UploadContext};
 use super::{ApiError, AppState};
 use crate::designs::build::HybridRecord;
 use crate::designs::Design;
@@ -78,7 +78,7 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
                 ),
             ));
         }
-        if fake_flag(w.fake, &format!("windows[{i}].fake"))? {
+        if w.fake.0 {
             continue;
         }
         real += 1;

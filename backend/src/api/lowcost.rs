@@ -14,7 +14,7 @@ use dp3t_core::lowcost::DayKey;
 use dp3t_core::time::Day;
 use dp3t_core::upload::LowCostUpload;
 
-use super::dp3t::{self, decode_fixed, fake_flag, malformed, Records, UploadContext};
+use super::dp3t::{self, decode_fixed, malformed, Records, UploadContext};
 use super::{ApiError, AppState};
 use crate::designs::build::LowCostRecord;
 use crate::designs::Design;
@@ -32,7 +32,7 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
             ),
         )
     })?;
-    let fake = fake_flag(upload.fake, "fake")?;
+    let fake = upload.fake.0;
     if fake || ctx.fake_token {
         return Ok(Records {
             fake_body: fake,
@@ -147,9 +147,23 @@ mod tests {
             code(br#"{"key":"!!","keyDate":0,"fake":0}"#.to_vec()),
             "key_data"
         );
+        // Unknown fields (the v1 SDK's `authData`) never bypass the rules on known ones.
         assert_eq!(
             code(br#"{"key":"AA==","keyDate":0,"fake":0,"authData":{}}"#.to_vec()),
+            "key_data"
+        );
+        assert_eq!(
+            code(br#"{"key":"AA==","keyDate":0,"fake":0,"fake":1}"#.to_vec()),
             "malformed_body"
+        );
+        let mut with_auth: serde_json::Value =
+            serde_json::from_slice(&body(&[1; 32], ms(TODAY), 0)).unwrap();
+        with_auth["authData"] = serde_json::json!({"value": "123456789012"});
+        assert_eq!(
+            parse(&serde_json::to_vec(&with_auth).unwrap(), &c)
+                .unwrap()
+                .count,
+            1
         );
         assert_eq!(code(b"[]".to_vec()), "malformed_body");
         // The oldest day that still ends inside the retention is accepted.

@@ -1,7 +1,8 @@
 //! HTTP API: one module per API family, plus what they share — the application state,
 //! the JSON error type and the middleware (security headers, latency metrics).
 //!
-//! * [`gaen`]: the DP-3T SDK v2 GAEN endpoints (`/v2/gaen…`).
+//! * [`gaen`]: the DP-3T SDK GAEN uploads (`/v2/gaen…`, `/v1/gaen…`) and v2 download.
+//! * [`gaen_v1`]: the GAEN v1 downloads of the DP-3T backend (`/v1/gaen…`).
 //! * [`ops`]: `/healthz`, `/metrics`, `/openapi.yaml`.
 //! * [`lowcost`], [`unlinkable`], [`hybrid`]: the three DP-3T designs (`/v1…`), sharing
 //!   [`dp3t`].
@@ -12,6 +13,7 @@
 
 pub mod dp3t;
 pub mod gaen;
+pub mod gaen_v1;
 pub mod hybrid;
 pub mod lowcost;
 pub mod ops;
@@ -28,7 +30,9 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use dp3t_core::time::UnixTime;
 use serde::Serialize;
 
-use crate::auth::{bearer_token, verify_upload_token, HaKeys, UploadGrant};
+use crate::auth::{
+    bearer_token, verify_upload_token, AuthError, HaKeys, NextDayTokens, UploadGrant,
+};
 use crate::db::Db;
 use crate::metrics::{route_index, Metrics};
 use crate::publish::Publisher;
@@ -48,6 +52,8 @@ pub struct AppState {
     pub designs: Arc<crate::designs::DesignPublisher>,
     /// Trusted health-authority keys.
     pub ha_keys: HaKeys,
+    /// Issues and checks the next-day tokens of the GAEN v1 API.
+    pub next_day: NextDayTokens,
     /// Counters.
     pub metrics: Arc<Metrics>,
     /// Constant answer time of uploads.
@@ -163,6 +169,32 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                     .default_service(web::to(method_not_allowed)),
             )
             .service(
+                web::resource("/v1/gaen")
+                    .route(web::get().to(gaen_v1::hello))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/gaen/exposed")
+                    .route(web::post().to(gaen::upload_v1))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/gaen/exposednextday")
+                    .route(web::post().to(gaen::upload_next_day))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/gaen/exposed/{keyDate}")
+                    .route(web::get().to(gaen_v1::download_day))
+                    .route(web::head().to(gaen_v1::download_day))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/gaen/buckets/{day}")
+                    .route(web::get().to(gaen_v1::buckets))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
                 web::resource("/healthz")
                     .route(web::get().to(ops::healthz))
                     .default_service(web::to(method_not_allowed)),
@@ -239,6 +271,20 @@ pub(crate) async fn read_authorized_upload(
     limit: usize,
     state: &AppState,
 ) -> Result<(web::Bytes, UnixTime, UploadGrant), ApiError> {
+    read_upload(req, payload, limit, |token, now| {
+        verify_upload_token(token, &state.ha_keys, now)
+    })
+    .await
+}
+
+/// [`read_authorized_upload`] with the token checked by `verify` (for the next-day tokens
+/// of the GAEN v1 API, which the server issued itself).
+pub(crate) async fn read_upload<G>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    limit: usize,
+    verify: impl FnOnce(&str, UnixTime) -> Result<G, AuthError>,
+) -> Result<(web::Bytes, UnixTime, G), ApiError> {
     gaen::check_content_type(req)?;
     let body = read_body(req, payload, limit).await?;
     let now = unix_now();
@@ -247,7 +293,7 @@ pub(crate) async fn read_authorized_upload(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let token = bearer_token(auth).map_err(gaen::auth_error)?;
-    let grant = verify_upload_token(token, &state.ha_keys, now).map_err(gaen::auth_error)?;
+    let grant = verify(token, now).map_err(gaen::auth_error)?;
     Ok((body, now, grant))
 }
 

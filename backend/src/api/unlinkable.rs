@@ -14,7 +14,7 @@ use dp3t_core::time::{Epoch, EPOCH_SECONDS};
 use dp3t_core::unlinkable::{EpochSeed, HashedObservation};
 use dp3t_core::upload::{UnlinkableUpload, UNLINKABLE_UPLOAD_ENTRIES};
 
-use super::dp3t::{self, decode_fixed, fake_flag, malformed, Records, UploadContext};
+use super::dp3t::{self, decode_fixed, malformed, Records, UploadContext};
 use super::{ApiError, AppState};
 use crate::designs::Design;
 
@@ -35,7 +35,7 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
     let mut real = 0usize;
     for (i, e) in upload.seeds.iter().enumerate() {
         let seed: [u8; 32] = decode_fixed(&e.seed, &format!("seeds[{i}].seed"))?;
-        if fake_flag(e.fake, &format!("seeds[{i}].fake"))? {
+        if e.fake.0 {
             continue;
         }
         real += 1;
@@ -159,9 +159,13 @@ mod tests {
         let mut bad = entry(EPOCH_NOW, 1, 1);
         bad["seed"] = "AAAA".into();
         assert_eq!(code(body(&[bad], 1_344)), "key_data");
+        // An unknown field is ignored; it never bypasses a rule on a known one.
         let mut extra = entry(EPOCH_NOW, 1, 0);
         extra["x"] = 1.into();
-        assert_eq!(code(body(&[extra], 1_344)), "malformed_body");
+        assert_eq!(parse(&body(&[extra], 1_344), &ctx()).unwrap().count, 1);
+        let mut extra = entry(EPOCH_NOW + 500, 1, 0);
+        extra["x"] = 1.into();
+        assert_eq!(code(body(&[extra], 1_344)), "epoch");
         // A fake token skips range checks but not shape checks.
         let mut c = ctx();
         c.fake_token = true;

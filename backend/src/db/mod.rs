@@ -62,6 +62,8 @@ pub struct NewKey {
     pub rolling_period: u32,
     /// Transmission risk level as published.
     pub transmission_risk_level: i32,
+    /// Days since the onset of symptoms, -14..=14 (see [`days_since_onset`]).
+    pub days_since_onset: i32,
     /// End of the release bucket the upload arrived in (coarsened arrival time).
     pub received_at: u64,
     /// Earliest bucket end at which the key may be published.
@@ -79,6 +81,25 @@ pub struct StoredKey {
     pub rolling_period: u32,
     /// Transmission risk level.
     pub transmission_risk_level: i32,
+    /// Days since the onset of symptoms, -14..=14.
+    pub days_since_onset: i32,
+}
+
+/// Largest magnitude of `days_since_onset_of_symptoms` that the OS exposure configurations
+/// map (the DP-3T iOS SDK's `infectiousnessForDaysSinceOnsetOfSymptoms` covers -14..=14); a
+/// key outside it would be ignored by the phone.
+pub const MAX_DAYS_SINCE_ONSET: i32 = 14;
+
+/// The `days_since_onset_of_symptoms` of a key starting on `key_day`, for a patient whose
+/// token says `onset` (PROTOCOL.md §10): `key_day - onset`, clamped to
+/// [`MAX_DAYS_SINCE_ONSET`] either way so that every published key is scored.
+pub fn days_since_onset(key_day: dp3t_core::time::Day, onset: dp3t_core::time::Day) -> i32 {
+    let d = i64::from(key_day.0) - i64::from(onset.0);
+    // Clamped into -14..=14, so the cast cannot truncate.
+    d.clamp(
+        -i64::from(MAX_DAYS_SINCE_ONSET),
+        i64::from(MAX_DAYS_SINCE_ONSET),
+    ) as i32
 }
 
 /// One upload to store: its token's `jti` digest and expiry, and the keys to insert.
@@ -198,7 +219,7 @@ fn to_u64(v: i64) -> DbResult<u64> {
     u64::try_from(v).map_err(|_| DbError::Corrupt("negative value"))
 }
 
-fn stored_key(key_data: Vec<u8>, rsn: i64, rp: i64, trl: i64) -> DbResult<StoredKey> {
+fn stored_key(key_data: Vec<u8>, rsn: i64, rp: i64, trl: i64, dso: i64) -> DbResult<StoredKey> {
     Ok(StoredKey {
         key_data: key_data
             .try_into()
@@ -208,34 +229,39 @@ fn stored_key(key_data: Vec<u8>, rsn: i64, rp: i64, trl: i64) -> DbResult<Stored
         rolling_period: u32::try_from(rp).map_err(|_| DbError::Corrupt("rolling_period"))?,
         transmission_risk_level: i32::try_from(trl)
             .map_err(|_| DbError::Corrupt("transmission_risk_level"))?,
+        days_since_onset: i32::try_from(dso)
+            .ok()
+            .filter(|d| d.abs() <= MAX_DAYS_SINCE_ONSET)
+            .ok_or(DbError::Corrupt("days_since_onset"))?,
     })
 }
 
-/// `INSERT … VALUES (…), (…), …` for `n` keys: `$1..$6, $7..$12, …` for PostgreSQL,
+/// `INSERT … VALUES (…), (…), …` for `n` keys: `$1..$7, $8..$14, …` for PostgreSQL,
 /// anonymous `?` for SQLite (whose lookup of numbered parameters is linear in their count,
 /// which shows at 180 parameters).
 fn insert_keys_sql(n: usize, numbered: bool) -> String {
     let mut sql = String::from(
         "INSERT INTO gaen_keys (key_data, rolling_start_number, rolling_period, \
-         transmission_risk_level, received_at, publish_at) VALUES ",
+         transmission_risk_level, days_since_onset, received_at, publish_at) VALUES ",
     );
     for i in 0..n {
         if i > 0 {
             sql.push(',');
         }
         if numbered {
-            let b = i * 6;
+            let b = i * 7;
             sql.push_str(&format!(
-                "(${},${},${},${},${},${})",
+                "(${},${},${},${},${},${},${})",
                 b + 1,
                 b + 2,
                 b + 3,
                 b + 4,
                 b + 5,
-                b + 6
+                b + 6,
+                b + 7
             ));
         } else {
-            sql.push_str("(?,?,?,?,?,?)");
+            sql.push_str("(?,?,?,?,?,?,?)");
         }
     }
     sql.push_str(" ON CONFLICT (key_data, rolling_start_number) DO NOTHING");
@@ -246,7 +272,8 @@ const INSERT_TOKEN: &str =
     "INSERT INTO used_tokens (jti_hash, expires_at) VALUES ($1, $2) ON CONFLICT (jti_hash) DO NOTHING";
 const CLAIM_KEYS: &str = "UPDATE gaen_keys SET bucket_end = $1 \
      WHERE bucket_end IS NULL AND publish_at <= $1 \
-     RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level";
+     RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level, \
+     days_since_onset";
 const INSERT_BUCKET: &str = "INSERT INTO published_buckets \
      (bucket_end, bucket_start, real_keys, total_keys, zip, signature) VALUES ($1, $2, $3, $4, $5, $6)";
 const SET_RELEASED: &str = "UPDATE release_state SET released_until = $1 WHERE id = 1";
@@ -346,7 +373,7 @@ impl Db {
     /// the first use is earlier in the same batch). One outcome per upload, in order. On
     /// error nothing is stored.
     pub async fn store_uploads(&self, uploads: &[UploadRecord]) -> DbResult<Vec<StoreOutcome>> {
-        type Row = ([u8; 16], i64, i64, i64, i64, i64);
+        type Row = ([u8; 16], i64, i64, i64, i64, i64, i64);
         let mut prepared: Vec<(i64, Option<String>, Vec<Row>)> = Vec::with_capacity(uploads.len());
         for u in uploads {
             let mut rows = Vec::with_capacity(u.keys.len());
@@ -356,6 +383,7 @@ impl Db {
                     i64::from(k.rolling_start_number),
                     i64::from(k.rolling_period),
                     i64::from(k.transmission_risk_level),
+                    i64::from(k.days_since_onset),
                     to_i64(k.received_at)?,
                     to_i64(k.publish_at)?,
                 ));
@@ -385,7 +413,7 @@ impl Db {
                 if let Some(sql) = sql {
                     let mut q = sqlx::query(sql);
                     for r in rows {
-                        q = q.bind(&r.0[..]).bind(r.1).bind(r.2).bind(r.3).bind(r.4).bind(r.5);
+                        q = q.bind(&r.0[..]).bind(r.1).bind(r.2).bind(r.3).bind(r.4).bind(r.5).bind(r.6);
                     }
                     inserted = q.execute(&mut *tx).await?.rows_affected();
                 }
@@ -423,7 +451,7 @@ impl Db {
             let rows = sqlx::query(CLAIM_KEYS).bind(until_i).fetch_all(&mut *tx).await?;
             let mut keys = Vec::with_capacity(rows.len());
             for r in rows {
-                keys.push(stored_key(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?);
+                keys.push(stored_key(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?);
             }
             let built = build(keys).map_err(DbError::Build)?;
             let built_keys = built.as_ref().map(|b| b.real_keys);
@@ -534,6 +562,7 @@ mod tests {
             rolling_start_number: 2_700_000,
             rolling_period: 144,
             transmission_risk_level: 0,
+            days_since_onset: 0,
             received_at: publish_at,
             publish_at,
         }

@@ -184,6 +184,16 @@ impl Harness {
         .unwrap()
     }
 
+    /// Sign `claims` as an ES256 token with the development HA key.
+    pub fn sign_claims(&self, claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
+            claims,
+            &jsonwebtoken::EncodingKey::from_ec_pem(self.ha_pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
     /// `POST` `body` to `path`, with a bearer `token` and a `content_type` when given.
     pub async fn post(
         &self,
@@ -317,6 +327,19 @@ pub struct UploadKey {
     pub rolling_start_number: u32,
     pub rolling_period: u32,
     pub fake: u8,
+}
+
+/// The claims of a good real upload token with its onset `onset_days_ago` days ago.
+pub fn claims(onset_days_ago: u32) -> serde_json::Value {
+    let n = now().0;
+    serde_json::json!({
+        "scope": "exposed",
+        "onset": backend::date::format_iso_date(dp3t_core::time::Day(today() - onset_days_ago)),
+        "fake": "0",
+        "jti": format!("{:032x}", rand::random::<u128>()),
+        "iat": n - 5,
+        "exp": n + 600,
+    })
 }
 
 pub fn now() -> UnixTime {
