@@ -32,6 +32,7 @@ pub const REJECT_REASONS: &[&str] = &[
     "epoch",
     "window",
     "window_minutes",
+    "delayed_key_date",
     "internal",
 ];
 
@@ -49,6 +50,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/unlinkable/filter/{batchReleaseTime}"),
     ("POST", "/v1/hybrid/exposed"),
     ("GET", "/v1/hybrid/exposed/{batchReleaseTime}"),
+    ("POST", "/v1/gaen/exposed"),
+    ("POST", "/v1/gaen/exposednextday"),
+    ("GET", "/v1/gaen/exposed/{keyDate}"),
+    ("GET", "/v1/gaen/buckets/{day}"),
     ("OTHER", "other"),
 ];
 

@@ -74,7 +74,7 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 /// and within the retention (else `404`).
 fn check_published_after(ms: u64, now: UnixTime, state: &AppState) -> Result<u64, ApiError> {
     let bucket_ms = state.bucket_seconds.saturating_mul(1000);
-    if bucket_ms == 0 || ms % bucket_ms != 0 {
+    if !ms.is_multiple_of(bucket_ms) {
         return Err(ApiError::bad_request(
             "published_after",
             format!(
