@@ -5,15 +5,16 @@
 #   bash bench/core.sh            # the TEK benchmarks, the bound before and after, the ratio
 #   bash bench/core.sh --all      # also every other benchmark of benches/core.rs
 #
-# The bound script is $GAEN_LIMIT, by default /work/shared/bench/gaen-limit.sh; where it
-# is absent the same formula is computed here. The ratio uses the lower (stricter) of the
+# The bound script is $GAEN_LIMIT, by default ../shared/bench/gaen-limit.sh (relative to
+# the repository root, the yardstick scripts shared beside it); where it is absent the same
+# formula is computed here. The ratio uses the lower (stricter) of the
 # two bounds, measured just before and just after criterion. Numbers from a busy machine
 # are noisy: check `uptime` and rerun.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 limit() {
-    local script="${GAEN_LIMIT:-/work/shared/bench/gaen-limit.sh}"
+    local script="${GAEN_LIMIT:-../shared/bench/gaen-limit.sh}"
     if [[ -r "$script" ]]; then
         bash "$script"
         return
