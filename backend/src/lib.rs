@@ -3,7 +3,7 @@
 //! A health authority's server for the GAEN flavour of DP-3T, compatible with the DP-3T
 //! SDK v2 API: phones upload the keys of a positive person with a health-authority token,
 //! and every phone downloads signed GAEN export files of the keys released since its last
-//! download. The protocol rules are in `PROTOCOL.md` §7–10; the HTTP API in `docs/API.md`;
+//! download. The protocol rules are in `docs/PROTOCOL.md` §7–10; the HTTP API in `docs/API.md`;
 //! running it in `docs/OPERATIONS.md`.
 //!
 //! The crate is a thin shell of I/O around `dp3t-core` (export encoding and signatures):
