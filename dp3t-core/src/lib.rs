@@ -3,7 +3,7 @@
 //! The protocol core of a DP-3T / Exposure Notification implementation: identifier
 //! derivation for the four schemes (GAEN, and the DP-3T low-cost, unlinkable and hybrid
 //! designs), the DPCF Cuckoo filter, GAEN export files, response signatures, exposure
-//! scoring. The normative byte layouts are in `PROTOCOL.md`. Test tooling (an in-process
+//! scoring. The normative byte layouts are in `docs/PROTOCOL.md`. Test tooling (an in-process
 //! publisher, the spec-vector files) is in the unpublished `dp3t-testkit` crate, not here.
 //!
 //! The crate is **sans-IO**: it never reads a clock, a file, a socket or a global RNG.
