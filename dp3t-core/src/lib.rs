@@ -19,6 +19,8 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 #[forbid(unsafe_code)]
+pub mod ble;
+#[forbid(unsafe_code)]
 pub mod cuckoo;
 #[forbid(unsafe_code)]
 pub mod engine;

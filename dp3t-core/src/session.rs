@@ -278,6 +278,8 @@ struct Pending {
 enum RoundItem {
     Pending,
     Ok,
+    /// Not released yet (the server's clock is a little behind): asked again next round.
+    Later,
     Failed,
 }
 
@@ -492,6 +494,14 @@ impl TracingSession {
         self.data.report_phase = ReportPhase::Uploading;
         self.data.report_error = None;
         Ok(())
+    }
+
+    /// Sync at the next call of [`TracingSession::next_actions`] (the SDKs'
+    /// `DP3T.sync()`, e.g. on "pull to refresh"), unless a sync is under way.
+    pub fn sync_now(&mut self, now: UnixTime) {
+        if self.data.sync.round.is_empty() {
+            self.data.sync.next_at = self.data.sync.next_at.min(now.0);
+        }
     }
 
     fn check_can_report(&self, onset: Day, now: UnixTime) -> Result<()> {
@@ -791,6 +801,12 @@ impl TracingSession {
         let outcome = self
             .check_clock(headers, now)
             .and_then(|()| self.use_response(pending.what, status, headers, body, now, rng));
+        if outcome == Ok(false) {
+            if let InFlight::BatchSync(t) = pending.what {
+                self.data.sync.round.insert(t, RoundItem::Later);
+            }
+        }
+        let outcome = outcome.map(|_| ());
         self.settle(pending.what, outcome, now, rng);
         Ok(())
     }
@@ -848,7 +864,8 @@ impl TracingSession {
         Ok(())
     }
 
-    /// Check and use a response; `Ok(())` when it did what it was for.
+    /// Check and use a response; `Ok(true)` when it did what it was for, `Ok(false)` for
+    /// a batch that is not released yet.
     fn use_response<R: CryptoRng + RngCore>(
         &mut self,
         what: InFlight,
@@ -857,7 +874,7 @@ impl TracingSession {
         body: &[u8],
         now: UnixTime,
         rng: &mut R,
-    ) -> std::result::Result<(), SessionError> {
+    ) -> std::result::Result<bool, SessionError> {
         let pk = self.config.engine.backend_public_key.clone();
         match what {
             InFlight::GaenSync => {
@@ -883,11 +900,15 @@ impl TracingSession {
                         .map_err(SessionError::from)?;
                 }
                 self.data.sync.gaen_tag_ms = Some(tag);
-                Ok(())
+                Ok(true)
             }
             InFlight::BatchSync(t) => {
                 if status == 404 && t < self.oldest_batch_ms(now) {
-                    return Ok(()); // expired at the server: nothing to get any more
+                    return Ok(true); // expired at the server: nothing to get any more
+                }
+                let bucket_ms = self.config.release_bucket_seconds.saturating_mul(1000);
+                if status == 404 && t.saturating_add(bucket_ms) > now.0.saturating_mul(1000) {
+                    return Ok(false); // the newest bucket, not released yet
                 }
                 if status != 200 {
                     return Err(SessionError::Server(status));
@@ -911,7 +932,7 @@ impl TracingSession {
                 self.engine
                     .ingest(&batch, now)
                     .map_err(SessionError::from)?;
-                Ok(())
+                Ok(true)
             }
             InFlight::Exchange { fake } => {
                 if status != 200 {
@@ -933,11 +954,11 @@ impl TracingSession {
                     flow.token_at = now.0;
                     flow.attempts = 0;
                 }
-                Ok(())
+                Ok(true)
             }
             InFlight::Upload { .. } => {
                 if status == 200 || status == 204 {
-                    Ok(())
+                    Ok(true)
                 } else {
                     Err(SessionError::Server(status))
                 }
@@ -970,7 +991,9 @@ impl TracingSession {
                     RoundItem::Failed
                 };
                 if let Some(item) = self.data.sync.round.get_mut(&key) {
-                    *item = state;
+                    if *item == RoundItem::Pending {
+                        *item = state;
+                    }
                 }
                 if let Err(e) = outcome {
                     self.data.sync.round_error = Some(e);

@@ -728,3 +728,43 @@ fn the_state_is_saved_encrypted_with_the_flow_in_it() {
     assert_eq!(world.uploads.len(), 1);
     assert_eq!(phone.status(t0.plus(30)).report, ReportPhase::Done);
 }
+
+#[test]
+fn a_batch_not_released_yet_is_asked_again_without_an_error() {
+    let mut world = World::new(Scheme::LowCost, 23);
+    let mut rng = ChaCha20Rng::seed_from_u64(24);
+    let t0 = at(DAY, 9, 30);
+    let mut phone = TracingSession::new(world.config(), t0, &mut rng).unwrap();
+    phone.next_actions(t0, &mut rng).unwrap();
+    // 10:00:01: the 10:00 batch is due, but this server has not released it yet.
+    let now = at(DAY, 10, 0).plus(1);
+    phone.sync_now(now);
+    let r = phone.next_actions(now, &mut rng).unwrap().requests[0].clone();
+    let t = at(DAY, 10, 0).0 * 1000;
+    assert_eq!(r.path, format!("/v1/exposed/{t}"));
+    phone
+        .on_response(r.id, 404, &[], b"", now, &mut rng)
+        .unwrap();
+    let s = phone.status(now);
+    assert!(s.errors.is_empty(), "{:?}", s.errors);
+    phone.sync_now(now.plus(5));
+    let again = phone.next_actions(now.plus(5), &mut rng).unwrap();
+    assert_eq!(again.requests[0].path, r.path);
+    let (status, headers, body) = world.serve(&again.requests[0], now.plus(5));
+    phone
+        .on_response(
+            again.requests[0].id,
+            status,
+            &headers,
+            &body,
+            now.plus(5),
+            &mut rng,
+        )
+        .unwrap();
+    phone.sync_now(now.plus(10));
+    assert!(phone
+        .next_actions(now.plus(10), &mut rng)
+        .unwrap()
+        .requests
+        .is_empty());
+}

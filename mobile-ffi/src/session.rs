@@ -220,6 +220,13 @@ pub struct SessionConfig {
     /// Fake reports per day; `None` for 0.2. `0` turns them off (tests only).
     #[uniffi(default = None)]
     pub fake_rate_per_day: Option<f64>,
+    /// Largest random delay added to a scheduled sync, seconds; `None` for 1,200.
+    #[uniffi(default = None)]
+    pub sync_jitter_seconds: Option<u64>,
+    /// First retry delay after a failed sync (doubling up to the interval), seconds;
+    /// `None` for 300.
+    #[uniffi(default = None)]
+    pub retry_min_seconds: Option<u64>,
 }
 
 impl SessionConfig {
@@ -234,6 +241,12 @@ impl SessionConfig {
         }
         if let Some(v) = self.fake_rate_per_day {
             c.fake_rate_per_day = v;
+        }
+        if let Some(v) = self.sync_jitter_seconds {
+            c.sync_jitter_seconds = v;
+        }
+        if let Some(v) = self.retry_min_seconds {
+            c.retry_min_seconds = v;
         }
         Ok(c)
     }
@@ -483,6 +496,11 @@ impl TracingSession {
                 )?)
             })
         })
+    }
+
+    /// Sync at the next `next_actions` (the SDKs' `DP3T.sync()`; "pull to refresh").
+    pub fn sync_now(&self, now_unix: u64) {
+        self.lock().sync_now(UnixTime(now_unix));
     }
 
     /// The status at `now_unix`.
