@@ -116,6 +116,9 @@ pub struct UploadGrant {
     pub jti_hash: [u8; 32],
     /// The token's `exp` (unix seconds).
     pub expires_at: u64,
+    /// For a next-day token of the GAEN v1 API: the `rollingStartNumber` the delayed key
+    /// must have. `None` for health-authority tokens.
+    pub delayed_key_date: Option<u32>,
 }
 
 /// Why a token was refused. Each maps to a status code and a metrics label.
@@ -326,6 +329,7 @@ fn check_claims(c: Claims, now: UnixTime) -> Result<UploadGrant, AuthError> {
         fake,
         jti_hash: jti_digest(c.jti, fake)?,
         expires_at: exp,
+        delayed_key_date: None,
     })
 }
 
@@ -337,22 +341,6 @@ pub const NEXT_DAY_TOKEN_SECONDS: u64 = 2 * 86_400;
 pub const MAX_NEXT_DAY_VALIDITY_SECONDS: u64 = 3 * 86_400;
 /// `iss` of next-day tokens.
 pub const NEXT_DAY_ISSUER: &str = "dp3t-backend";
-
-/// What a next-day token grants: one key, of the day `delayed_key_date`, uploaded the
-/// next day to `POST /v1/gaen/exposednextday` (GAEN v1 API, PROTOCOL.md §8).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NextDayGrant {
-    /// The `rollingStartNumber` the delayed key must have.
-    pub delayed_key_date: u32,
-    /// The onset of the upload that issued this token.
-    pub onset: Day,
-    /// Fake: accepted and answered normally, stores nothing.
-    pub fake: bool,
-    /// SHA-256 of the `jti`, recorded for single use.
-    pub jti_hash: [u8; 32],
-    /// `exp` (unix seconds).
-    pub expires_at: u64,
-}
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -436,7 +424,8 @@ impl NextDayTokens {
     }
 
     /// Verify a next-day token at `now`.
-    pub fn verify(&self, token: &str, now: UnixTime) -> Result<NextDayGrant, AuthError> {
+    /// The grant carries the first upload's `onset` and the `delayedKeyDate`.
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<UploadGrant, AuthError> {
         let c: NextDayClaims = decode_verified(token, &self.verifying)?;
         let (exp, _) = check_times(c.exp, c.iat, c.nbf, MAX_NEXT_DAY_VALIDITY_SECONDS, now)?;
         if c.scope.as_deref() != Some(NEXT_DAY_SCOPE) {
@@ -451,12 +440,12 @@ impl NextDayTokens {
             .and_then(parse_iso_date)
             .ok_or_else(|| AuthError::Claim("onset must be a YYYY-MM-DD date".into()))?;
         let fake = fake_claim(c.fake.as_ref())?;
-        Ok(NextDayGrant {
-            delayed_key_date,
+        Ok(UploadGrant {
             onset,
             fake,
             jti_hash: jti_digest(c.jti, fake)?,
             expires_at: exp,
+            delayed_key_date: Some(delayed_key_date),
         })
     }
 }

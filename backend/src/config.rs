@@ -39,6 +39,12 @@ pub struct Config {
     pub release_bucket_seconds: u64,
     /// Constant answer time of uploads in milliseconds (`DP3T_UPLOAD_DELAY_MS`).
     pub upload_delay_ms: u64,
+    /// Longest time for an upload's body to arrive, in milliseconds
+    /// (`DP3T_REQUEST_TIMEOUT_MS`); the headers are bounded by the same value.
+    pub request_timeout_ms: u64,
+    /// Uploads read and processed at once; beyond it, `503` with `Retry-After`
+    /// (`DP3T_MAX_UPLOADS_IN_FLIGHT`).
+    pub max_uploads_in_flight: usize,
     /// Days keys, token records and buckets are kept (`DP3T_RETENTION_DAYS`).
     pub retention_days: u32,
     /// Non-empty buckets are padded with random keys up to this many (`DP3T_EXPORT_MIN_KEYS`).
@@ -84,6 +90,8 @@ impl Default for Config {
             bind: "127.0.0.1:8080".to_owned(),
             release_bucket_seconds: 7200,
             upload_delay_ms: 1500,
+            request_timeout_ms: 10_000,
+            max_uploads_in_flight: 1024,
             retention_days: 14,
             export_min_keys: 100,
             region: "XX".to_owned(),
@@ -114,6 +122,8 @@ struct FileConfig {
     bind: Option<String>,
     release_bucket_seconds: Option<u64>,
     upload_delay_ms: Option<u64>,
+    request_timeout_ms: Option<u64>,
+    max_uploads_in_flight: Option<usize>,
     retention_days: Option<u32>,
     export_min_keys: Option<usize>,
     region: Option<String>,
@@ -164,6 +174,8 @@ impl Config {
             bind,
             release_bucket_seconds,
             upload_delay_ms,
+            request_timeout_ms,
+            max_uploads_in_flight,
             retention_days,
             export_min_keys,
             region,
@@ -208,6 +220,12 @@ impl Config {
         }
         if let Some(v) = get("DP3T_UPLOAD_DELAY_MS") {
             self.upload_delay_ms = num("DP3T_UPLOAD_DELAY_MS", &v)?;
+        }
+        if let Some(v) = get("DP3T_REQUEST_TIMEOUT_MS") {
+            self.request_timeout_ms = num("DP3T_REQUEST_TIMEOUT_MS", &v)?;
+        }
+        if let Some(v) = get("DP3T_MAX_UPLOADS_IN_FLIGHT") {
+            self.max_uploads_in_flight = num("DP3T_MAX_UPLOADS_IN_FLIGHT", &v)?;
         }
         if let Some(v) = get("DP3T_RETENTION_DAYS") {
             self.retention_days = num("DP3T_RETENTION_DAYS", &v)?;
@@ -280,6 +298,12 @@ impl Config {
         }
         if self.upload_delay_ms > 60_000 {
             bail!("upload_delay_ms must be at most 60000");
+        }
+        if !(100..=600_000).contains(&self.request_timeout_ms) {
+            bail!("request_timeout_ms must be in 100..=600000");
+        }
+        if !(1..=1_000_000).contains(&self.max_uploads_in_flight) {
+            bail!("max_uploads_in_flight must be in 1..=1000000");
         }
         if self.export_min_keys > 1_000_000 {
             bail!("export_min_keys must be at most 1000000");

@@ -33,6 +33,8 @@ pub const REJECT_REASONS: &[&str] = &[
     "window",
     "window_minutes",
     "delayed_key_date",
+    "request_timeout",
+    "busy",
     "internal",
 ];
 
@@ -98,12 +100,8 @@ impl Histogram {
 
 /// All counters of the server.
 pub struct Metrics {
-    uploads_real: AtomicU64,
-    uploads_fake: AtomicU64,
+    uploads_accepted: AtomicU64,
     rejected: Vec<AtomicU64>,
-    keys_stored: AtomicU64,
-    keys_dropped: AtomicU64,
-    keys_in_db: AtomicU64,
     buckets_built: AtomicU64,
     bucket_failures: AtomicU64,
     export_builds: AtomicU64,
@@ -119,12 +117,8 @@ impl std::fmt::Debug for Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics {
-            uploads_real: AtomicU64::new(0),
-            uploads_fake: AtomicU64::new(0),
+            uploads_accepted: AtomicU64::new(0),
             rejected: REJECT_REASONS.iter().map(|_| AtomicU64::new(0)).collect(),
-            keys_stored: AtomicU64::new(0),
-            keys_dropped: AtomicU64::new(0),
-            keys_in_db: AtomicU64::new(0),
             buckets_built: AtomicU64::new(0),
             bucket_failures: AtomicU64::new(0),
             export_builds: AtomicU64::new(0),
@@ -134,15 +128,10 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// An accepted upload (`fake` for fake tokens).
-    pub fn upload_accepted(&self, fake: bool, stored: u64, dropped: u64) {
-        if fake {
-            self.uploads_fake.fetch_add(1, Relaxed);
-        } else {
-            self.uploads_real.fetch_add(1, Relaxed);
-        }
-        self.keys_stored.fetch_add(stored, Relaxed);
-        self.keys_dropped.fetch_add(dropped, Relaxed);
+    /// An accepted upload, real or fake alike: no series may move differently for a
+    /// real and a fake upload (what was stored is counted at release, per bucket).
+    pub fn upload_answered(&self) {
+        self.uploads_accepted.fetch_add(1, Relaxed);
     }
 
     /// A refused upload; `reason` should be one of [`REJECT_REASONS`] (others count as
@@ -178,11 +167,6 @@ impl Metrics {
         self.export_builds.fetch_add(1, Relaxed);
     }
 
-    /// Set the gauge of key rows in the database.
-    pub fn set_keys_in_db(&self, n: u64) {
-        self.keys_in_db.store(n, Relaxed);
-    }
-
     /// Record the latency of a request on route `route` (an index from [`route_index`]).
     pub fn observe_request(&self, route: usize, d: Duration) {
         if let Some(h) = self.http.get(route) {
@@ -199,13 +183,12 @@ impl Metrics {
         counter(
             &mut s,
             "dp3t_uploads_accepted_total",
-            "Uploads answered with 200, by token kind.",
+            "Uploads answered with 200, real and fake alike.",
         );
         let _ = writeln!(
             s,
-            "dp3t_uploads_accepted_total{{kind=\"real\"}} {}\ndp3t_uploads_accepted_total{{kind=\"fake\"}} {}",
-            self.uploads_real.load(Relaxed),
-            self.uploads_fake.load(Relaxed)
+            "dp3t_uploads_accepted_total {}",
+            self.uploads_accepted.load(Relaxed)
         );
         counter(
             &mut s,
@@ -219,31 +202,6 @@ impl Metrics {
                 c.load(Relaxed)
             );
         }
-        counter(
-            &mut s,
-            "dp3t_keys_stored_total",
-            "Keys newly stored by accepted uploads.",
-        );
-        let _ = writeln!(
-            s,
-            "dp3t_keys_stored_total {}",
-            self.keys_stored.load(Relaxed)
-        );
-        counter(
-            &mut s,
-            "dp3t_keys_dropped_total",
-            "Keys of accepted uploads not stored (fake, before onset, out of range, duplicate).",
-        );
-        let _ = writeln!(
-            s,
-            "dp3t_keys_dropped_total {}",
-            self.keys_dropped.load(Relaxed)
-        );
-        let _ = writeln!(
-            s,
-            "# HELP dp3t_keys_in_database Key rows in the database (updated every bucket).\n# TYPE dp3t_keys_in_database gauge\ndp3t_keys_in_database {}",
-            self.keys_in_db.load(Relaxed)
-        );
         counter(
             &mut s,
             "dp3t_buckets_built_total",
@@ -307,20 +265,18 @@ mod tests {
     #[test]
     fn renders_counters_and_cumulative_histograms() {
         let m = Metrics::default();
-        m.upload_accepted(false, 14, 16);
-        m.upload_accepted(true, 0, 30);
+        m.upload_answered();
+        m.upload_answered();
         m.upload_rejected("token_replayed");
         m.upload_rejected("no such reason");
         let r = route_index("GET", "/v2/gaen/exposed");
         m.observe_request(r, Duration::from_micros(50));
         m.observe_request(r, Duration::from_millis(3));
         let text = m.render();
-        assert!(text.contains("dp3t_uploads_accepted_total{kind=\"real\"} 1"));
-        assert!(text.contains("dp3t_uploads_accepted_total{kind=\"fake\"} 1"));
+        assert!(text.contains("dp3t_uploads_accepted_total 2"));
+        assert!(!text.contains("kind="));
         assert!(text.contains("dp3t_uploads_rejected_total{reason=\"token_replayed\"} 1"));
         assert!(text.contains("dp3t_uploads_rejected_total{reason=\"internal\"} 1"));
-        assert!(text.contains("dp3t_keys_stored_total 14"));
-        assert!(text.contains("dp3t_keys_dropped_total 46"));
         let l = "method=\"GET\",route=\"/v2/gaen/exposed\"";
         assert!(text.contains(&format!(
             "dp3t_http_request_duration_seconds_bucket{{{l},le=\"0.0001\"}} 1"

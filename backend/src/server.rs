@@ -25,8 +25,6 @@ use crate::writer::UploadWriter;
 
 /// How often data past retention is deleted.
 const RETENTION_INTERVAL_SECS: u64 = 3600;
-/// Minimum interval between two counts of the key table (metrics gauge).
-const KEY_COUNT_INTERVAL_SECS: u64 = 60;
 
 /// A server ready to listen.
 #[derive(Debug)]
@@ -117,9 +115,6 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     ));
     publisher.enforce_retention(unix_now()).await?;
     publisher.advance(unix_now()).await?;
-    if let Ok(n) = db.count_keys().await {
-        metrics.set_keys_in_db(n);
-    }
     let state = web::Data::new(AppState {
         writer: UploadWriter::spawn(db.clone(), upload_writers(&db)),
         db,
@@ -129,6 +124,8 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         next_day,
         metrics,
         upload_delay: Duration::from_millis(config.upload_delay_ms),
+        request_timeout: Duration::from_millis(config.request_timeout_ms),
+        uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_uploads_in_flight)),
         bucket_seconds: config.release_bucket_seconds,
         retention_seconds: config.retention_seconds(),
     });
@@ -157,7 +154,6 @@ pub async fn ticker(state: web::Data<AppState>) {
     let _designs = crate::designs::spawn_ticker(Arc::clone(&state.designs));
     let len = state.bucket_seconds;
     let mut last_retention = unix_now().0;
-    let mut last_count = 0u64;
     loop {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -175,14 +171,8 @@ pub async fn ticker(state: web::Data<AppState>) {
         };
         tokio::time::sleep(wait).await;
         let now = unix_now();
-        if state.publisher.advance(now).await.is_ok()
-            && now.0 >= last_count + KEY_COUNT_INTERVAL_SECS
-        {
-            last_count = now.0;
-            if let Ok(n) = state.db.count_keys().await {
-                state.metrics.set_keys_in_db(n);
-            }
-        }
+        // A failure is logged and counted by the publisher, and retried on the next tick.
+        let _ = state.publisher.advance(now).await;
         if now.0 >= last_retention + RETENTION_INTERVAL_SECS {
             last_retention = now.0;
             match state.publisher.enforce_retention(now).await {
@@ -206,8 +196,10 @@ pub fn run(
     signals: bool,
 ) -> std::io::Result<actix_web::dev::Server> {
     let state = prepared.state.clone();
+    let request_timeout = state.request_timeout;
     let mut server = HttpServer::new(move || api::app(state.clone()))
         .shutdown_timeout(10)
+        .client_request_timeout(request_timeout)
         .listen(listener)?;
     if let Some(w) = prepared.config.workers {
         server = server.workers(w);

@@ -120,6 +120,7 @@ mod tests {
                 received_at: 5,
                 publish_at: 5,
             }],
+            design: None,
         };
         // 100 distinct tokens plus every token a second time, all at once.
         let mut handles = Vec::new();

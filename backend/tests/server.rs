@@ -114,11 +114,7 @@ async fn upload_release_download_and_verify(backend: Backend) {
     );
 
     let metrics = h.metrics_text().await;
-    assert!(metrics.contains("dp3t_uploads_accepted_total{kind=\"real\"} 1"));
-    assert!(
-        metrics.contains("dp3t_keys_stored_total 6"),
-        "3 good + 1 short + today + tomorrow"
-    );
+    assert!(metrics.contains("dp3t_uploads_accepted_total 1"));
     assert!(!metrics.contains("dp3t_buckets_built_total 0"));
     h.finish().await;
 }
@@ -494,8 +490,12 @@ async fn fake_uploads_look_like_real_ones(backend: Backend) {
     assert_error(h.upload(&fake, &padded(&[])).await, 409, "token_replayed").await;
     let d = h.wait_for_keys(None, &set_of(&real_keys)).await;
     assert_eq!(d.key_set(), set_of(&real_keys));
+    // The metrics count real and fake uploads alike (issue 12: a scrape after an upload
+    // must not tell which it was).
     let m = h.metrics_text().await;
-    assert!(m.contains("dp3t_uploads_accepted_total{kind=\"fake\"} 2"));
+    assert!(m.contains("dp3t_uploads_accepted_total 4"), "{m}");
+    assert!(!m.contains("kind="));
+    assert!(!m.contains("dp3t_keys_stored_total"));
     h.finish().await;
 }
 
@@ -628,7 +628,6 @@ async fn ops_endpoints_and_headers(backend: Backend) {
     for name in [
         "dp3t_uploads_accepted_total",
         "dp3t_uploads_rejected_total{reason=\"token_replayed\"}",
-        "dp3t_keys_stored_total",
         "dp3t_buckets_built_total",
         "dp3t_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\",le=\"+Inf\"} 1",
     ] {

@@ -1,30 +1,28 @@
-//! The GAEN endpoints of the DP-3T SDK v2 API.
+//! GAEN: the upload body parsers of the DP-3T SDK's v2 and v1 APIs (the pipeline around
+//! them is [`super::upload`]), and the v2 download.
 //!
 //! * `GET /v2/gaen` — hello.
-//! * `POST /v2/gaen/exposed` — upload (PROTOCOL.md §7, §8). Checks, in order: content
-//!   type (415), body size (413), token (401/403), body shape (400), then stores the keys
-//!   and records the `jti` in one transaction (a replayed `jti` gets 409 and stores
-//!   nothing). Every accepted upload — real or fake, whatever was dropped — answers `200`
-//!   with an empty body once the configured delay since its arrival has passed.
+//! * `POST /v2/gaen/exposed` — [`parse_v2`]: exactly 30 keys (PROTOCOL.md §7, §8).
+//! * `POST /v1/gaen/exposed` — [`parse_v1`]: 14 to 30 keys and a `delayedKeyDate`; the
+//!   answer carries a next-day token.
+//! * `POST /v1/gaen/exposednextday` — [`parse_next_day`]: the delayed key.
 //! * `GET /v2/gaen/exposed?lastKeyBundleTag=<ms>` — signed export of the keys released
 //!   after the tag ([`crate::publish`]).
 
 use std::collections::HashSet;
-use std::time::Instant;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpResponse};
 use base64::Engine as _;
-use dp3t_core::time::{Day, Enin, UnixTime, INTERVALS_PER_DAY};
+use dp3t_core::time::{Enin, UnixTime, INTERVALS_PER_DAY};
 use dp3t_core::upload::{GaenNextDayUpload, GaenUpload, GaenUploadKey, GAEN_UPLOAD_KEYS};
 use serde::Deserialize;
 
-use super::{read_authorized_upload, read_upload, ApiError, AppState};
-use crate::auth::AuthError;
-use crate::config::MAX_UPLOAD_BYTES;
-use crate::db::{days_since_onset, NewKey, StoreOutcome, UploadRecord};
-use crate::publish::{bucket_floor, publish_at};
+use super::upload::{malformed, Entries, Parsed, UploadContext};
+use super::{ApiError, AppState};
+use crate::db::{days_since_onset, NewKey};
+use crate::publish::publish_at;
 use crate::unix_now;
 
 /// `GET /v2/gaen`.
@@ -72,7 +70,7 @@ fn parse_body(
     key_counts: std::ops::RangeInclusive<usize>,
     rule: RollingPeriodRule,
 ) -> Result<ParsedUpload, ApiError> {
-    let body: GaenUpload = serde_json::from_slice(bytes).map_err(super::dp3t::malformed)?;
+    let body: GaenUpload = serde_json::from_slice(bytes).map_err(malformed)?;
     if !key_counts.contains(&body.gaen_keys.len()) {
         let (lo, hi) = (key_counts.start(), key_counts.end());
         let want = if lo == hi {
@@ -144,27 +142,15 @@ fn parse_key(
     })
 }
 
-pub(crate) fn auth_error(e: AuthError) -> ApiError {
-    let status = match e {
-        AuthError::Scope => StatusCode::FORBIDDEN,
-        _ => StatusCode::UNAUTHORIZED,
-    };
-    ApiError::new(status, e.reason(), e.to_string())
-}
-
-/// The keys of an accepted upload that are to be stored, and how many were dropped.
-fn keys_to_store(
-    keys: &[ParsedKey],
-    onset: Day,
-    now: UnixTime,
-    bucket_seconds: u64,
-    retention_seconds: u64,
-) -> (Vec<NewKey>, u64) {
-    let today = now.day();
-    let latest_day = today.next();
-    let oldest_end = now.0.saturating_sub(retention_seconds);
-    let received_at = bucket_floor(now.0, bucket_seconds).saturating_add(bucket_seconds);
-    let onset_enin = onset.0.saturating_mul(INTERVALS_PER_DAY);
+/// The keys of an upload to store, once the range rules have dropped the rest: fake
+/// keys, keys of a `rollingPeriod` outside 1..=144, keys before the onset day, after
+/// tomorrow or expired past the retention, and duplicates within the upload.
+fn keys_to_store(keys: &[ParsedKey], ctx: &UploadContext) -> Vec<NewKey> {
+    let now = ctx.now;
+    let latest_day = now.day().next();
+    let oldest_end = now.0.saturating_sub(ctx.retention_seconds);
+    let received_at = ctx.received_at();
+    let onset_enin = ctx.onset.0.saturating_mul(INTERVALS_PER_DAY);
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for k in keys {
@@ -182,122 +168,31 @@ fn keys_to_store(
                 rolling_start_number: start,
                 rolling_period: k.rolling_period,
                 transmission_risk_level: k.transmission_risk_level,
-                days_since_onset: days_since_onset(Enin(start).day(), onset),
+                days_since_onset: days_since_onset(Enin(start).day(), ctx.onset),
                 received_at,
-                publish_at: publish_at(now.0, bucket_seconds, start, k.rolling_period),
+                publish_at: publish_at(now.0, ctx.bucket_seconds, start, k.rolling_period),
             });
         }
     }
-    let dropped = (keys.len() - out.len()) as u64;
-    (out, dropped)
-}
-
-pub(crate) fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
-    let ct = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = ct.split(';').next().unwrap_or("").trim();
-    if mime.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content_type",
-            format!(
-                "Content-Type must be application/json, got {:?}",
-                truncate(ct, 64)
-            ),
-        ))
-    }
-}
-
-fn truncate(s: &str, n: usize) -> &str {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
+    out
 }
 
 /// The key counts each API accepts: v2 exactly 30; v1 14 to 30 (the DP-3T backend's
 /// rule; the v1 SDKs sent 14).
 const V1_KEY_COUNTS: std::ops::RangeInclusive<usize> = 14..=GAEN_UPLOAD_KEYS;
 
-/// Store an accepted upload's keys and spend its `jti` through the group-commit writer.
-async fn store(
-    state: &AppState,
-    jti_hash: [u8; 32],
-    expires_at: u64,
-    fake: bool,
-    (to_store, dropped): (Vec<NewKey>, u64),
-) -> Result<(), ApiError> {
-    let candidates = to_store.len() as u64;
-    let outcome = state
-        .writer
-        .store(UploadRecord {
-            jti_hash,
-            expires_at,
-            keys: to_store,
-        })
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "storing an upload failed");
-            ApiError::upload_not_stored()
-        })?;
-    match outcome {
-        StoreOutcome::Replayed => Err(ApiError::token_replayed()),
-        StoreOutcome::Stored { inserted } => {
-            let duplicates = candidates - inserted.min(candidates);
-            state
-                .metrics
-                .upload_accepted(fake, inserted, dropped + duplicates);
-            Ok(())
-        }
-    }
-}
-
-/// The keys of `upload` to store under `onset`: none when `fake`.
-fn selected(
-    state: &AppState,
-    keys: &[ParsedKey],
-    onset: Day,
-    fake: bool,
-    now: UnixTime,
-) -> Result<(Vec<NewKey>, u64), ApiError> {
-    onset
-        .first_enin()
-        .map_err(|_| ApiError::bad_request("token_claims", "onset is out of range"))?;
-    Ok(if fake {
-        (Vec::new(), keys.len() as u64)
-    } else {
-        keys_to_store(
-            keys,
-            onset,
-            now,
-            state.bucket_seconds,
-            state.retention_seconds,
-        )
-    })
-}
-
 /// `POST /v2/gaen/exposed`: exactly 30 keys.
-async fn upload_v2_inner(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<Option<String>, ApiError> {
-    let (body, now, grant) = read_authorized_upload(req, payload, MAX_UPLOAD_BYTES, state).await?;
+pub(crate) fn parse_v2(body: &[u8], ctx: &UploadContext) -> Result<Parsed, ApiError> {
     let upload = parse_body(
-        &body,
+        body,
         GAEN_UPLOAD_KEYS..=GAEN_UPLOAD_KEYS,
         RollingPeriodRule::Refuse,
     )?;
-    // A fake token or a top-level `"fake": 1` (the SDKs' fake requests) stores nothing.
-    let fake = grant.fake || upload.fake;
-    let keys = selected(state, &upload.keys, grant.onset, fake, now)?;
-    store(state, grant.jti_hash, grant.expires_at, fake, keys).await?;
-    Ok(None)
+    Ok(Parsed {
+        entries: Entries::Keys(keys_to_store(&upload.keys, ctx)),
+        fake_body: upload.fake,
+        next_day: None,
+    })
 }
 
 /// Check a v1 `delayedKeyDate` (an ENIN): its UTC day must be yesterday, today or
@@ -316,112 +211,36 @@ fn check_delayed_key_date(enin: Option<u32>, now: UnixTime) -> Result<u32, ApiEr
     Ok(enin)
 }
 
-/// `POST /v1/gaen/exposed`: 14 to 30 keys and a `delayedKeyDate`; answers with a
-/// next-day token.
-async fn upload_v1_inner(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<Option<String>, ApiError> {
-    let (body, now, grant) = read_authorized_upload(req, payload, MAX_UPLOAD_BYTES, state).await?;
-    let upload = parse_body(&body, V1_KEY_COUNTS, RollingPeriodRule::Drop)?;
-    let delayed = check_delayed_key_date(upload.delayed_key_date, now)?;
-    let fake = grant.fake || upload.fake;
-    let keys = selected(state, &upload.keys, grant.onset, fake, now)?;
-    let token = state
-        .next_day
-        .issue(grant.onset, fake, delayed, now)
-        .map_err(|e| {
-            tracing::error!(error = %e, "issuing a next-day token failed");
-            ApiError::upload_not_stored()
-        })?;
-    store(state, grant.jti_hash, grant.expires_at, fake, keys).await?;
-    Ok(Some(token))
-}
-
-/// `POST /v1/gaen/exposednextday`: the delayed key, with the next-day token. A key whose
-/// `rollingStartNumber` is not the token's `delayedKeyDate`, or whose day is not
-/// yesterday, today or tomorrow, is dropped silently (the DP-3T backend's rule).
-async fn upload_next_day_inner(
-    req: &HttpRequest,
-    payload: web::Payload,
-    state: &AppState,
-) -> Result<Option<String>, ApiError> {
-    let (body, now, grant) = read_upload(req, payload, MAX_UPLOAD_BYTES, |token, now| {
-        state.next_day.verify(token, now)
+/// `POST /v1/gaen/exposed`: 14 to 30 keys and a `delayedKeyDate`, answered with a
+/// next-day token bound to it.
+pub(crate) fn parse_v1(body: &[u8], ctx: &UploadContext) -> Result<Parsed, ApiError> {
+    let upload = parse_body(body, V1_KEY_COUNTS, RollingPeriodRule::Drop)?;
+    let delayed = check_delayed_key_date(upload.delayed_key_date, ctx.now)?;
+    Ok(Parsed {
+        entries: Entries::Keys(keys_to_store(&upload.keys, ctx)),
+        fake_body: upload.fake,
+        next_day: Some(delayed),
     })
-    .await?;
-    let upload: GaenNextDayUpload =
-        serde_json::from_slice(&body).map_err(super::dp3t::malformed)?;
+}
+
+/// `POST /v1/gaen/exposednextday`: the delayed key. A key whose `rollingStartNumber` is
+/// not the token's `delayedKeyDate`, or whose day is not yesterday, today or tomorrow, is
+/// dropped silently (the DP-3T backend's rule).
+pub(crate) fn parse_next_day(body: &[u8], ctx: &UploadContext) -> Result<Parsed, ApiError> {
+    let upload: GaenNextDayUpload = serde_json::from_slice(body).map_err(malformed)?;
     let key = parse_key(&upload.delayed_key, "delayedKey", RollingPeriodRule::Drop)?;
-    let fake = grant.fake || upload.fake.is_some_and(|f| f.0);
-    let matches = key.rolling_start_number == grant.delayed_key_date
-        && check_delayed_key_date(Some(key.rolling_start_number), now).is_ok();
+    let matches = Some(key.rolling_start_number) == ctx.delayed_key_date
+        && check_delayed_key_date(Some(key.rolling_start_number), ctx.now).is_ok();
     let keys = if matches {
-        selected(state, std::slice::from_ref(&key), grant.onset, fake, now)?
+        keys_to_store(std::slice::from_ref(&key), ctx)
     } else {
-        (Vec::new(), 1)
+        Vec::new()
     };
-    store(state, grant.jti_hash, grant.expires_at, fake, keys).await?;
-    Ok(None)
-}
-
-/// Answer an upload: `200 OK` (with the next-day token in `Authorization` when there is
-/// one) once the constant delay since `arrived` has passed, or the refusal.
-async fn answer(
-    arrived: Instant,
-    state: &AppState,
-    outcome: Result<Option<String>, ApiError>,
-) -> Result<HttpResponse, ApiError> {
-    match outcome {
-        Ok(token) => {
-            tokio::time::sleep_until((arrived + state.upload_delay).into()).await;
-            let mut b = HttpResponse::Ok();
-            b.content_type("text/plain; charset=utf-8");
-            if let Some(t) = token {
-                b.insert_header((header::AUTHORIZATION, format!("Bearer {t}")));
-            }
-            Ok(b.body("OK"))
-        }
-        Err(e) => {
-            state.metrics.upload_rejected(e.code);
-            tracing::debug!(reason = e.code, "upload refused");
-            Err(e)
-        }
-    }
-}
-
-/// `POST /v2/gaen/exposed`.
-pub async fn upload(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let arrived = Instant::now();
-    let outcome = upload_v2_inner(&req, payload, &state).await;
-    answer(arrived, &state, outcome).await
-}
-
-/// `POST /v1/gaen/exposed`.
-pub async fn upload_v1(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let arrived = Instant::now();
-    let outcome = upload_v1_inner(&req, payload, &state).await;
-    answer(arrived, &state, outcome).await
-}
-
-/// `POST /v1/gaen/exposednextday`.
-pub async fn upload_next_day(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let arrived = Instant::now();
-    let outcome = upload_next_day_inner(&req, payload, &state).await;
-    answer(arrived, &state, outcome).await
+    Ok(Parsed {
+        entries: Entries::Keys(keys),
+        fake_body: upload.fake.is_some_and(|f| f.0),
+        next_day: None,
+    })
 }
 
 /// Query of the download.
@@ -576,11 +395,20 @@ mod tests {
             k(day.0 - 3, false, 1), // duplicate
             k(day.0, false, 6),     // today: kept (embargoed)
         ];
-        let onset = Day(day.0 - 5);
-        let (out, dropped) = keys_to_store(&keys, onset, now, 7_200, 14 * 86_400);
+        let ctx = |onset: Day| UploadContext {
+            now,
+            onset,
+            delayed_key_date: None,
+            bucket_seconds: 7_200,
+            retention_seconds: 14 * 86_400,
+        };
+        let out = keys_to_store(&keys, &ctx(Day(day.0 - 5)));
         let kept: Vec<u8> = out.iter().map(|k| k.key_data[0]).collect();
         assert_eq!(kept, vec![1, 5, 6]);
-        assert_eq!(dropped, 4);
+        assert_eq!(
+            out.iter().map(|k| k.days_since_onset).collect::<Vec<_>>(),
+            vec![2, 6, 5]
+        );
         assert!(out
             .iter()
             .all(|k| k.received_at == u64::from(day.0) * 86_400 + 7_200));
@@ -588,8 +416,10 @@ mod tests {
         assert_eq!(out[2].publish_at, u64::from(day.0 + 1) * 86_400 + 7_200);
         // Outside retention: a key that expired more than 14 days ago.
         let old = vec![k(day.0 - 20, false, 9)];
-        assert!(keys_to_store(&old, Day(0), now, 7_200, 14 * 86_400)
-            .0
-            .is_empty());
+        assert!(keys_to_store(&old, &ctx(Day(0))).is_empty());
+        // A rolling period outside 1..=144 (v1 padding) is dropped.
+        let mut zero = k(day.0 - 3, false, 7);
+        zero.rolling_period = 0;
+        assert!(keys_to_store(&[zero], &ctx(Day(0))).is_empty());
     }
 }

@@ -9,17 +9,38 @@
 //! * `GET /v1/hybrid/exposed/{batchReleaseTime}` — the `HybridExposedList` of the
 //!   windows received in the bucket ending at that time ([`super::dp3t`]).
 
-use actix_web::{web, HttpRequest, HttpResponse};
 use dp3t_core::hybrid::WindowMinutes;
 use dp3t_core::upload::HybridUpload;
 
-use super::dp3t::{self, decode_fixed, malformed, Records, UploadContext};
-use super::{ApiError, AppState};
+use super::upload::{decode_fixed, malformed, Entries, Parsed, UploadContext};
+use super::ApiError;
 use crate::designs::build::HybridRecord;
 use crate::designs::Design;
 
+/// The records of a body, before the pipeline decides whether it is fake.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Records {
+    bytes: Vec<u8>,
+    count: u64,
+    fake_body: bool,
+}
+
+/// Parse a hybrid upload body ([`UploadRoute`](super::upload::UploadRoute) parser).
+pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Parsed, ApiError> {
+    let r = records(body, ctx)?;
+    Ok(Parsed {
+        entries: Entries::Design {
+            design: Design::Hybrid,
+            bytes: r.bytes,
+            count: r.count,
+        },
+        fake_body: r.fake_body,
+        next_day: None,
+    })
+}
+
 /// Parse and check a hybrid upload body; the window records to store.
-pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
+fn records(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
     let upload: HybridUpload = serde_json::from_slice(body).map_err(malformed)?;
     let Some(first) = upload.windows.first() else {
         return Err(ApiError::bad_request(
@@ -82,27 +103,11 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
             continue;
         }
         real += 1;
-        if ctx.fake_token {
-            continue;
-        }
-        if ctx.in_future(start) {
-            return Err(ApiError::bad_request(
-                "window",
-                format!(
-                    "windows[{i}].windowStart {} is in the future",
-                    w.window_start
-                ),
-            ));
-        }
+        // Windows in the future or past the retention are dropped silently, the same for
+        // real and fake uploads (see the unlinkable parser).
         let end = start.saturating_add(len);
-        if !ctx.within_retention(end) {
-            return Err(ApiError::bad_request(
-                "window",
-                format!(
-                    "windows[{i}].windowStart {} is outside the retention",
-                    w.window_start
-                ),
-            ));
+        if ctx.in_future(start) || !ctx.within_retention(end) {
+            continue;
         }
         if end > onset {
             records.push(HybridRecord {
@@ -121,23 +126,6 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
     })
 }
 
-/// `POST /v1/hybrid/exposed`.
-pub async fn upload(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    dp3t::upload(Design::Hybrid, parse, req, payload, state).await
-}
-
-/// `GET /v1/hybrid/exposed/{batchReleaseTime}`.
-pub async fn download(
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    dp3t::download(Design::Hybrid, path, state).await
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -151,7 +139,8 @@ mod tests {
         UploadContext {
             now: UnixTime(NOW),
             onset: Day(19_995),
-            fake_token: false,
+            delayed_key_date: None,
+            bucket_seconds: 7_200,
             retention_seconds: 14 * 86_400,
         }
     }
@@ -179,7 +168,7 @@ mod tests {
 
     #[test]
     fn real_windows_are_stored() {
-        let r = parse(
+        let r = records(
             &body(
                 &[
                     window(NOW - 7_200 - NOW % 7_200, 120, 0),
@@ -197,30 +186,23 @@ mod tests {
         let rec = HybridRecord::from_bytes(&r.bytes[..26].try_into().unwrap());
         assert_eq!((rec.seed, rec.minutes), ([7; 16], 120));
         // 15-minute windows: 1,344 entries.
-        assert_eq!(parse(&body(&[], 15, 1_344), &ctx()).unwrap().count, 0);
+        assert_eq!(records(&body(&[], 15, 1_344), &ctx()).unwrap().count, 0);
     }
 
     #[test]
     fn refusals_name_the_problem() {
-        let code = |b: Vec<u8>| parse(&b, &ctx()).unwrap_err().code;
+        let code = |b: Vec<u8>| records(&b, &ctx()).unwrap_err().code;
         assert_eq!(code(body(&[], 120, 167)), "entry_count");
         assert_eq!(code(body(&[], 120, 0)), "entry_count");
         assert_eq!(
             code(body(&[window(NOW - NOW % 7_200 + 900, 120, 0)], 120, 168)),
             "window"
         );
-        assert_eq!(
-            code(body(&[window(NOW + 7_200 - NOW % 7_200, 120, 0)], 120, 168)),
-            "window"
-        );
-        assert_eq!(
-            code(body(
-                &[window(NOW - 15 * 86_400 - NOW % 7_200, 120, 0)],
-                120,
-                168
-            )),
-            "window"
-        );
+        // Windows in the future or past the retention are dropped, not refused.
+        for start in [NOW + 7_200 - NOW % 7_200, NOW - 15 * 86_400 - NOW % 7_200] {
+            let r = records(&body(&[window(start, 120, 0)], 120, 168), &ctx()).unwrap();
+            assert_eq!((r.count, r.fake_body), (0, false));
+        }
         assert_eq!(
             code(body(&[window(NOW - NOW % 1_200, 20, 0)], 20, 1_008)),
             "window_minutes"

@@ -9,18 +9,39 @@
 //! * `GET /v1/exposed/{batchReleaseTime}` — the `ProtoExposedList` of the keys received
 //!   in the bucket ending at that time ([`super::dp3t`]).
 
-use actix_web::{web, HttpRequest, HttpResponse};
 use dp3t_core::lowcost::DayKey;
 use dp3t_core::time::Day;
 use dp3t_core::upload::LowCostUpload;
 
-use super::dp3t::{self, decode_fixed, malformed, Records, UploadContext};
-use super::{ApiError, AppState};
+use super::upload::{decode_fixed, malformed, Entries, Parsed, UploadContext};
+use super::ApiError;
 use crate::designs::build::LowCostRecord;
 use crate::designs::Design;
 
-/// Parse and check a low-cost upload body; the record to store, if any.
-pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
+/// The records of a body, before the pipeline decides whether it is fake.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Records {
+    bytes: Vec<u8>,
+    count: u64,
+    fake_body: bool,
+}
+
+/// Parse a low-cost upload body ([`UploadRoute`](super::upload::UploadRoute) parser).
+pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Parsed, ApiError> {
+    let r = records(body, ctx)?;
+    Ok(Parsed {
+        entries: Entries::Design {
+            design: Design::LowCost,
+            bytes: r.bytes,
+            count: r.count,
+        },
+        fake_body: r.fake_body,
+        next_day: None,
+    })
+}
+
+/// Check a low-cost upload body's shape; the record to store, if its day is in range.
+fn records(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
     let upload: LowCostUpload = serde_json::from_slice(body).map_err(malformed)?;
     let key: [u8; 32] = decode_fixed(&upload.key, "key")?;
     let day = Day::from_midnight_millis(upload.key_date).map_err(|_| {
@@ -32,24 +53,16 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
             ),
         )
     })?;
-    let fake = upload.fake.0;
-    if fake || ctx.fake_token {
+    if upload.fake.0 {
         return Ok(Records {
-            fake_body: fake,
+            fake_body: true,
             ..Records::default()
         });
     }
-    if ctx.in_future(day.start().0) {
-        return Err(ApiError::bad_request(
-            "key_date",
-            format!("keyDate {} is in the future", upload.key_date),
-        ));
-    }
-    if !ctx.within_retention(day.next().start().0) {
-        return Err(ApiError::bad_request(
-            "key_date",
-            format!("keyDate {} is outside the retention", upload.key_date),
-        ));
+    // A day in the future or past the retention is dropped silently (nothing to publish),
+    // the same for real and fake uploads.
+    if ctx.in_future(day.start().0) || !ctx.within_retention(day.next().start().0) {
+        return Ok(Records::default());
     }
     let (key, day) = if day < ctx.onset {
         if ctx.in_future(ctx.onset.start().0) {
@@ -68,23 +81,6 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
     })
 }
 
-/// `POST /v1/exposed`.
-pub async fn upload(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    dp3t::upload(Design::LowCost, parse, req, payload, state).await
-}
-
-/// `GET /v1/exposed/{batchReleaseTime}`.
-pub async fn download(
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    dp3t::download(Design::LowCost, path, state).await
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -98,7 +94,8 @@ mod tests {
         UploadContext {
             now: UnixTime(u64::from(TODAY) * 86_400 + 3_600),
             onset: Day(onset),
-            fake_token: false,
+            delayed_key_date: None,
+            bucket_seconds: 7_200,
             retention_seconds: 14 * 86_400,
         }
     }
@@ -118,16 +115,16 @@ mod tests {
 
     #[test]
     fn a_real_key_is_stored_and_stepped_to_the_onset() {
-        let r = parse(&body(&[1; 32], ms(TODAY - 3), 0), &ctx(TODAY - 5)).unwrap();
+        let r = records(&body(&[1; 32], ms(TODAY - 3), 0), &ctx(TODAY - 5)).unwrap();
         let rec = LowCostRecord::from_bytes(&r.bytes[..].try_into().unwrap());
         assert_eq!((rec.key, rec.day, r.count), ([1; 32], TODAY - 3, 1));
-        let r = parse(&body(&[1; 32], ms(TODAY - 3), 0), &ctx(TODAY - 1)).unwrap();
+        let r = records(&body(&[1; 32], ms(TODAY - 3), 0), &ctx(TODAY - 1)).unwrap();
         let rec = LowCostRecord::from_bytes(&r.bytes[..].try_into().unwrap());
         assert_eq!(rec.day, TODAY - 1);
         assert_eq!(&rec.key, DayKey::from_bytes([1; 32]).step(2).as_bytes());
         // Today's key is accepted (the phone rule stops replays after the release).
         assert_eq!(
-            parse(&body(&[1; 32], ms(TODAY), 0), &ctx(TODAY))
+            records(&body(&[1; 32], ms(TODAY), 0), &ctx(TODAY))
                 .unwrap()
                 .count,
             1
@@ -137,10 +134,16 @@ mod tests {
     #[test]
     fn refusals_name_the_problem() {
         let c = ctx(TODAY - 5);
-        let code = |b: Vec<u8>| parse(&b, &c).unwrap_err().code;
+        let code = |b: Vec<u8>| records(&b, &c).unwrap_err().code;
         assert_eq!(code(body(&[1; 32], ms(TODAY) + 1, 0)), "key_date");
-        assert_eq!(code(body(&[1; 32], ms(TODAY + 1), 0)), "key_date");
-        assert_eq!(code(body(&[1; 32], ms(TODAY - 15), 0)), "key_date");
+        // Days in the future or past the retention are dropped, not refused: a refusal
+        // that only real uploads can get would tell them from fake ones.
+        for day in [TODAY + 1, TODAY - 15] {
+            assert_eq!(
+                records(&body(&[1; 32], ms(day), 0), &c).unwrap(),
+                Records::default()
+            );
+        }
         assert_eq!(code(body(&[1; 31], ms(TODAY), 0)), "key_data");
         assert_eq!(code(body(&[1; 32], ms(TODAY), 2)), "fake_flag");
         assert_eq!(
@@ -160,7 +163,7 @@ mod tests {
             serde_json::from_slice(&body(&[1; 32], ms(TODAY), 0)).unwrap();
         with_auth["authData"] = serde_json::json!({"value": "123456789012"});
         assert_eq!(
-            parse(&serde_json::to_vec(&with_auth).unwrap(), &c)
+            records(&serde_json::to_vec(&with_auth).unwrap(), &c)
                 .unwrap()
                 .count,
             1
@@ -168,7 +171,7 @@ mod tests {
         assert_eq!(code(b"[]".to_vec()), "malformed_body");
         // The oldest day that still ends inside the retention is accepted.
         assert_eq!(
-            parse(&body(&[1; 32], ms(TODAY - 14), 0), &ctx(TODAY - 14))
+            records(&body(&[1; 32], ms(TODAY - 14), 0), &ctx(TODAY - 14))
                 .unwrap()
                 .count,
             1
@@ -177,16 +180,16 @@ mod tests {
 
     #[test]
     fn fake_uploads_store_nothing_but_are_shape_checked() {
-        let r = parse(&body(&[1; 32], ms(TODAY + 5), 1), &ctx(TODAY)).unwrap();
+        let r = records(&body(&[1; 32], ms(TODAY + 5), 1), &ctx(TODAY)).unwrap();
         assert_eq!((r.count, r.fake_body), (0, true));
-        let mut c = ctx(TODAY);
-        c.fake_token = true;
-        assert_eq!(parse(&body(&[1; 32], ms(TODAY), 0), &c).unwrap().count, 0);
         assert_eq!(
-            parse(&body(&[1; 32], ms(TODAY) + 5, 0), &c)
+            records(&body(&[1; 32], ms(TODAY) + 5, 1), &ctx(TODAY))
                 .unwrap_err()
                 .code,
             "key_date"
         );
+        let p = parse(&body(&[1; 32], ms(TODAY - 1), 0), &ctx(TODAY - 3)).unwrap();
+        assert!(!p.fake_body);
+        assert!(matches!(p.entries, Entries::Design { count: 1, .. }));
     }
 }

@@ -1,23 +1,25 @@
-//! HTTP API: one module per API family, plus what they share — the application state,
-//! the JSON error type and the middleware (security headers, latency metrics).
+//! HTTP API: the application state, the JSON error type, the middleware (security
+//! headers, latency metrics) and every route, registered here in one place.
 //!
-//! * [`gaen`]: the DP-3T SDK GAEN uploads (`/v2/gaen…`, `/v1/gaen…`) and v2 download.
-//! * [`gaen_v1`]: the GAEN v1 downloads of the DP-3T backend (`/v1/gaen…`).
+//! * [`upload`]: the one upload pipeline, for every scheme; each scheme module supplies
+//!   only its body parser: [`gaen`] (v2, v1 and the v1 next-day key), [`lowcost`],
+//!   [`unlinkable`], [`hybrid`].
+//! * Downloads: [`gaen`] (v2), [`gaen_v1`] (the v1 day exports and bucket lists),
+//!   [`batches`] (the three designs).
 //! * [`ops`]: `/healthz`, `/metrics`, `/openapi.yaml`.
-//! * [`lowcost`], [`unlinkable`], [`hybrid`]: the three DP-3T designs (`/v1…`), sharing
-//!   [`dp3t`].
 //!
 //! Every error is a JSON object `{"error": "<code>", "message": "<text>"}` with a fitting
 //! status code, including unknown routes (404) and wrong methods (405). No handler and no
 //! middleware looks at or logs the client's address.
 
-pub mod dp3t;
+pub mod batches;
 pub mod gaen;
 pub mod gaen_v1;
 pub mod hybrid;
 pub mod lowcost;
 pub mod ops;
 pub mod unlinkable;
+pub mod upload;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,16 +29,14 @@ use actix_web::dev::{Service as _, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
-use dp3t_core::time::UnixTime;
 use serde::Serialize;
 
-use crate::auth::{
-    bearer_token, verify_upload_token, AuthError, HaKeys, NextDayTokens, UploadGrant,
-};
+pub(crate) use crate::auth::bearer_token;
+use crate::auth::{HaKeys, NextDayTokens};
 use crate::db::Db;
+use crate::designs::Design;
 use crate::metrics::{route_index, Metrics};
 use crate::publish::Publisher;
-use crate::unix_now;
 use crate::writer::UploadWriter;
 
 /// Everything the handlers share.
@@ -58,6 +58,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Constant answer time of uploads.
     pub upload_delay: Duration,
+    /// Longest time for an upload's headers and body to arrive.
+    pub request_timeout: Duration,
+    /// Permits for uploads being read and processed at once.
+    pub uploads_in_flight: Arc<tokio::sync::Semaphore>,
     /// Release bucket length in seconds.
     pub bucket_seconds: u64,
     /// Retention in seconds.
@@ -115,6 +119,22 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The JSON body of this error, its message cut to at most `max_message` bytes (on a
+    /// character boundary).
+    pub fn json_body(&self, max_message: usize) -> String {
+        let mut end = self.message.len().min(max_message);
+        while !self.message.is_char_boundary(end) {
+            end -= 1;
+        }
+        serde_json::to_string(&ErrorBody {
+            error: self.code,
+            message: &self.message[..end],
+        })
+        .unwrap_or_else(|_| format!("{{\"error\":\"{}\"}}", self.code))
+    }
+}
+
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {}", self.code, self.message)
@@ -149,67 +169,116 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("cross-origin-resource-policy", "cross-origin"),
 ];
 
+/// The upload routes: what differs between schemes is the parser, the body limit and
+/// the kind of token.
+mod routes {
+    use super::upload::{TokenKind, UploadRoute};
+    use super::{gaen, hybrid, lowcost, unlinkable};
+    use crate::config::MAX_UPLOAD_BYTES;
+
+    /// Largest accepted upload body of the DP-3T designs (256 KiB): an unlinkable upload
+    /// of 1,344 entries, or a hybrid one of 15-minute windows, is about 100 KiB.
+    pub const MAX_DESIGN_UPLOAD_BYTES: usize = 256 * 1024;
+
+    pub static GAEN_V2: UploadRoute = UploadRoute {
+        limit: MAX_UPLOAD_BYTES,
+        token: TokenKind::HealthAuthority,
+        parse: gaen::parse_v2,
+    };
+    pub static GAEN_V1: UploadRoute = UploadRoute {
+        limit: MAX_UPLOAD_BYTES,
+        token: TokenKind::HealthAuthority,
+        parse: gaen::parse_v1,
+    };
+    pub static GAEN_V1_NEXT_DAY: UploadRoute = UploadRoute {
+        limit: MAX_UPLOAD_BYTES,
+        token: TokenKind::NextDay,
+        parse: gaen::parse_next_day,
+    };
+    pub static LOW_COST: UploadRoute = UploadRoute {
+        limit: MAX_DESIGN_UPLOAD_BYTES,
+        token: TokenKind::HealthAuthority,
+        parse: lowcost::parse,
+    };
+    pub static UNLINKABLE: UploadRoute = UploadRoute {
+        limit: MAX_DESIGN_UPLOAD_BYTES,
+        token: TokenKind::HealthAuthority,
+        parse: unlinkable::parse,
+    };
+    pub static HYBRID: UploadRoute = UploadRoute {
+        limit: MAX_DESIGN_UPLOAD_BYTES,
+        token: TokenKind::HealthAuthority,
+        parse: hybrid::parse,
+    };
+}
+
+pub use routes::MAX_DESIGN_UPLOAD_BYTES;
+
+/// A `POST` handler running the upload pipeline for `route`.
+fn upload_to(route: &'static upload::UploadRoute) -> actix_web::Route {
+    web::post().to(
+        move |req: HttpRequest, payload: web::Payload, state: web::Data<AppState>| {
+            upload::handle(route, req, payload, state)
+        },
+    )
+}
+
+/// A `GET` (and `HEAD`) handler of a design's batches.
+fn batches_of(design: Design, r: actix_web::Resource) -> actix_web::Resource {
+    let get = move |path: web::Path<String>, state: web::Data<AppState>| {
+        batches::download(design, path, state)
+    };
+    r.route(web::get().to(get)).route(web::head().to(get))
+}
+
 /// Register all routes, error handlers and middleware on an actix `App`.
 pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg: &mut web::ServiceConfig| {
+        let r =
+            |path: &'static str| web::resource(path).default_service(web::to(method_not_allowed));
         cfg.app_data(state)
             .app_data(web::QueryConfig::default().error_handler(|err, _req| {
                 ApiError::bad_request("bad_query", err.to_string()).into()
             }))
+            // GAEN, DP-3T SDK v2.
+            .service(r("/v2/gaen").route(web::get().to(gaen::hello)))
             .service(
-                web::resource("/v2/gaen")
-                    .route(web::get().to(gaen::hello))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v2/gaen/exposed")
+                r("/v2/gaen/exposed")
                     .route(web::get().to(gaen::download))
                     .route(web::head().to(gaen::download))
-                    .route(web::post().to(gaen::upload))
-                    .default_service(web::to(method_not_allowed)),
+                    .route(upload_to(&routes::GAEN_V2)),
             )
+            // GAEN, DP-3T SDK v1.
+            .service(r("/v1/gaen").route(web::get().to(gaen_v1::hello)))
+            .service(r("/v1/gaen/exposed").route(upload_to(&routes::GAEN_V1)))
+            .service(r("/v1/gaen/exposednextday").route(upload_to(&routes::GAEN_V1_NEXT_DAY)))
             .service(
-                web::resource("/v1/gaen")
-                    .route(web::get().to(gaen_v1::hello))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/gaen/exposed")
-                    .route(web::post().to(gaen::upload_v1))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/gaen/exposednextday")
-                    .route(web::post().to(gaen::upload_next_day))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/v1/gaen/exposed/{keyDate}")
+                r("/v1/gaen/exposed/{keyDate}")
                     .route(web::get().to(gaen_v1::download_day))
-                    .route(web::head().to(gaen_v1::download_day))
-                    .default_service(web::to(method_not_allowed)),
+                    .route(web::head().to(gaen_v1::download_day)),
             )
-            .service(
-                web::resource("/v1/gaen/buckets/{day}")
-                    .route(web::get().to(gaen_v1::buckets))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/healthz")
-                    .route(web::get().to(ops::healthz))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/metrics")
-                    .route(web::get().to(ops::metrics))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/openapi.yaml")
-                    .route(web::get().to(ops::openapi))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .configure(dp3t::routes)
+            .service(r("/v1/gaen/buckets/{day}").route(web::get().to(gaen_v1::buckets)))
+            // The three DP-3T designs.
+            .service(r("/v1").route(web::get().to(batches::hello)))
+            .service(r("/v1/exposed").route(upload_to(&routes::LOW_COST)))
+            .service(batches_of(
+                Design::LowCost,
+                r("/v1/exposed/{batchReleaseTime}"),
+            ))
+            .service(r("/v1/unlinkable/exposed").route(upload_to(&routes::UNLINKABLE)))
+            .service(batches_of(
+                Design::Unlinkable,
+                r("/v1/unlinkable/filter/{batchReleaseTime}"),
+            ))
+            .service(r("/v1/hybrid/exposed").route(upload_to(&routes::HYBRID)))
+            .service(batches_of(
+                Design::Hybrid,
+                r("/v1/hybrid/exposed/{batchReleaseTime}"),
+            ))
+            // Operations.
+            .service(r("/healthz").route(web::get().to(ops::healthz)))
+            .service(r("/metrics").route(web::get().to(ops::metrics)))
+            .service(r("/openapi.yaml").route(web::get().to(ops::openapi)))
             .default_service(web::to(not_found));
     }
 }
@@ -228,73 +297,6 @@ async fn method_not_allowed(req: HttpRequest) -> ApiError {
         "method_not_allowed",
         format!("{} is not allowed on {}", req.method(), req.path()),
     )
-}
-
-/// Read an upload body of at most `limit` bytes: `413 too_large` when the declared
-/// `Content-Length` or the body itself is larger, `400 malformed_body` when it cannot be read.
-pub(crate) async fn read_body(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-) -> Result<web::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("upload body must be at most {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match payload.to_bytes_limited(limit).await {
-        Ok(Ok(b)) => Ok(b),
-        Ok(Err(e)) => Err(ApiError::bad_request(
-            "malformed_body",
-            format!("could not read the body: {e}"),
-        )),
-        Err(_) => Err(too_large()),
-    }
-}
-
-/// The checks every upload starts with, in this order: the `Content-Type`, the body (at
-/// most `limit` bytes, see [`read_body`]), then the bearer token against the trusted
-/// health-authority keys. Returns the body, the time of the check and the token's grant.
-pub(crate) async fn read_authorized_upload(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-    state: &AppState,
-) -> Result<(web::Bytes, UnixTime, UploadGrant), ApiError> {
-    read_upload(req, payload, limit, |token, now| {
-        verify_upload_token(token, &state.ha_keys, now)
-    })
-    .await
-}
-
-/// [`read_authorized_upload`] with the token checked by `verify` (for the next-day tokens
-/// of the GAEN v1 API, which the server issued itself).
-pub(crate) async fn read_upload<G>(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-    verify: impl FnOnce(&str, UnixTime) -> Result<G, AuthError>,
-) -> Result<(web::Bytes, UnixTime, G), ApiError> {
-    gaen::check_content_type(req)?;
-    let body = read_body(req, payload, limit).await?;
-    let now = unix_now();
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = bearer_token(auth).map_err(gaen::auth_error)?;
-    let grant = verify(token, now).map_err(gaen::auth_error)?;
-    Ok((body, now, grant))
 }
 
 impl actix_web::Responder for ApiError {

@@ -9,17 +9,38 @@
 //! * `GET /v1/unlinkable/filter/{batchReleaseTime}` — the DPCF filter (§4.1) of every
 //!   entry received in the bucket ending at that time ([`super::dp3t`]).
 
-use actix_web::{web, HttpRequest, HttpResponse};
 use dp3t_core::time::{Epoch, EPOCH_SECONDS};
 use dp3t_core::unlinkable::{EpochSeed, HashedObservation};
 use dp3t_core::upload::{UnlinkableUpload, UNLINKABLE_UPLOAD_ENTRIES};
 
-use super::dp3t::{self, decode_fixed, malformed, Records, UploadContext};
-use super::{ApiError, AppState};
+use super::upload::{decode_fixed, malformed, Entries, Parsed, UploadContext};
+use super::ApiError;
 use crate::designs::Design;
 
+/// The records of a body, before the pipeline decides whether it is fake.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Records {
+    bytes: Vec<u8>,
+    count: u64,
+    fake_body: bool,
+}
+
+/// Parse an unlinkable upload body ([`UploadRoute`](super::upload::UploadRoute) parser).
+pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Parsed, ApiError> {
+    let r = records(body, ctx)?;
+    Ok(Parsed {
+        entries: Entries::Design {
+            design: Design::Unlinkable,
+            bytes: r.bytes,
+            count: r.count,
+        },
+        fake_body: r.fake_body,
+        next_day: None,
+    })
+}
+
 /// Parse and check an unlinkable upload body; the filter entries to store.
-pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
+fn records(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
     let upload: UnlinkableUpload = serde_json::from_slice(body).map_err(malformed)?;
     if upload.seeds.len() != UNLINKABLE_UPLOAD_ENTRIES {
         return Err(ApiError::bad_request(
@@ -39,21 +60,12 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
             continue;
         }
         real += 1;
-        if ctx.fake_token {
-            continue;
-        }
         let start = u64::from(e.epoch) * EPOCH_SECONDS;
-        if ctx.in_future(start) {
-            return Err(ApiError::bad_request(
-                "epoch",
-                format!("seeds[{i}].epoch {} is in the future", e.epoch),
-            ));
-        }
-        if !ctx.within_retention(start + EPOCH_SECONDS) {
-            return Err(ApiError::bad_request(
-                "epoch",
-                format!("seeds[{i}].epoch {} is outside the retention", e.epoch),
-            ));
+        // Entries in the future or past the retention are dropped silently, the same
+        // for real and fake uploads (a refusal only real uploads could get would tell
+        // them apart; a phone whose clock runs fast would lose its whole upload).
+        if ctx.in_future(start) || !ctx.within_retention(start + EPOCH_SECONDS) {
+            continue;
         }
         if u64::from(e.epoch) >= first_epoch {
             let seed = EpochSeed::from_bytes(seed);
@@ -67,23 +79,6 @@ pub(crate) fn parse(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiErro
         bytes: entries.concat(),
         fake_body: real == 0,
     })
-}
-
-/// `POST /v1/unlinkable/exposed`.
-pub async fn upload(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    dp3t::upload(Design::Unlinkable, parse, req, payload, state).await
-}
-
-/// `GET /v1/unlinkable/filter/{batchReleaseTime}`.
-pub async fn download(
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    dp3t::download(Design::Unlinkable, path, state).await
 }
 
 #[cfg(test)]
@@ -100,7 +95,8 @@ mod tests {
         UploadContext {
             now: UnixTime(NOW),
             onset: Day(19_995),
-            fake_token: false,
+            delayed_key_date: None,
+            bucket_seconds: 7_200,
             retention_seconds: 14 * 86_400,
         }
     }
@@ -124,7 +120,7 @@ mod tests {
 
     #[test]
     fn real_entries_become_hashed_observations() {
-        let r = parse(
+        let r = records(
             &body(
                 &[
                     entry(EPOCH_NOW - 10, 1, 0),
@@ -142,38 +138,30 @@ mod tests {
             HashedObservation::of_seed(&EpochSeed::from_bytes([1; 32]), Epoch(EPOCH_NOW - 10));
         assert!(r.bytes.chunks(32).any(|c| c == want.0));
         assert!(!r.fake_body);
-        let all_fake = parse(&body(&[], 1_344), &ctx()).unwrap();
+        let all_fake = records(&body(&[], 1_344), &ctx()).unwrap();
         assert_eq!((all_fake.count, all_fake.fake_body), (0, true));
     }
 
     #[test]
     fn refusals_name_the_problem() {
-        let code = |b: Vec<u8>| parse(&b, &ctx()).unwrap_err().code;
+        let code = |b: Vec<u8>| records(&b, &ctx()).unwrap_err().code;
         assert_eq!(code(body(&[], 1_343)), "entry_count");
         assert_eq!(code(body(&[], 1_345)), "entry_count");
-        assert_eq!(code(body(&[entry(EPOCH_NOW + 2, 1, 0)], 1_344)), "epoch");
-        assert_eq!(
-            code(body(&[entry(EPOCH_NOW - 15 * 96, 1, 0)], 1_344)),
-            "epoch"
-        );
+        // Out-of-range epochs are dropped, not refused.
+        for epoch in [EPOCH_NOW + 2, EPOCH_NOW - 15 * 96] {
+            let r = records(&body(&[entry(epoch, 1, 0)], 1_344), &ctx()).unwrap();
+            assert_eq!((r.count, r.fake_body), (0, false));
+        }
         let mut bad = entry(EPOCH_NOW, 1, 1);
         bad["seed"] = "AAAA".into();
         assert_eq!(code(body(&[bad], 1_344)), "key_data");
         // An unknown field is ignored; it never bypasses a rule on a known one.
         let mut extra = entry(EPOCH_NOW, 1, 0);
         extra["x"] = 1.into();
-        assert_eq!(parse(&body(&[extra], 1_344), &ctx()).unwrap().count, 1);
-        let mut extra = entry(EPOCH_NOW + 500, 1, 0);
+        assert_eq!(records(&body(&[extra], 1_344), &ctx()).unwrap().count, 1);
+        let mut extra = entry(EPOCH_NOW, 1, 0);
         extra["x"] = 1.into();
-        assert_eq!(code(body(&[extra], 1_344)), "epoch");
-        // A fake token skips range checks but not shape checks.
-        let mut c = ctx();
-        c.fake_token = true;
-        assert_eq!(
-            parse(&body(&[entry(EPOCH_NOW + 50, 1, 0)], 1_344), &c)
-                .unwrap()
-                .count,
-            0
-        );
+        extra["seed"] = "AAAA".into();
+        assert_eq!(code(body(&[extra], 1_344)), "key_data");
     }
 }

@@ -96,7 +96,7 @@ pub struct DesignRetentionReport {
 
 const INSERT_TOKEN: &str = "INSERT INTO used_tokens (jti_hash, expires_at) VALUES ($1, $2) \
      ON CONFLICT (jti_hash) DO NOTHING";
-const INSERT_UPLOAD: &str = "INSERT INTO design_uploads \
+pub(crate) const INSERT_UPLOAD: &str = "INSERT INTO design_uploads \
      (design, entries, entry_count, received_at) VALUES ($1, $2, $3, $4)";
 const SELECT_STATE: &str =
     "SELECT claimed_until, released_until FROM design_release_state WHERE design = $1";

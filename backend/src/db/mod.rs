@@ -111,6 +111,8 @@ pub struct UploadRecord {
     pub expires_at: u64,
     /// Keys to insert (possibly none, for fake uploads).
     pub keys: Vec<NewKey>,
+    /// The entries of a DP-3T design upload to insert, if any.
+    pub design: Option<designs::DesignUploadRow>,
 }
 
 /// The result of storing an upload.
@@ -363,6 +365,7 @@ impl Db {
             jti_hash: *jti_hash,
             expires_at,
             keys: keys.to_vec(),
+            design: None,
         };
         let mut out = self.store_uploads(std::slice::from_ref(&upload)).await?;
         out.pop().ok_or(DbError::Corrupt("no outcome"))
@@ -416,6 +419,16 @@ impl Db {
                         q = q.bind(&r.0[..]).bind(r.1).bind(r.2).bind(r.3).bind(r.4).bind(r.5).bind(r.6);
                     }
                     inserted = q.execute(&mut *tx).await?.rows_affected();
+                }
+                if let Some(d) = &u.design {
+                    sqlx::query(designs::INSERT_UPLOAD)
+                        .bind(d.design)
+                        .bind(&d.entries[..])
+                        .bind(to_i64(d.entry_count)?)
+                        .bind(to_i64(d.received_at)?)
+                        .execute(&mut *tx)
+                        .await?;
+                    inserted += d.entry_count;
                 }
                 outcomes.push(StoreOutcome::Stored { inserted });
             }

@@ -228,20 +228,11 @@ impl PublishedBucket {
 /// Counters of the design endpoints, rendered after the GAEN ones at `/metrics`.
 #[derive(Debug, Default)]
 pub struct DesignMetrics {
-    uploads: [[AtomicU64; 2]; 3],
-    entries_stored: [AtomicU64; 3],
     buckets_built: [AtomicU64; 3],
     release_failures: [AtomicU64; 3],
 }
 
 impl DesignMetrics {
-    /// An accepted upload of `design` (`fake` for fake tokens or fake bodies) that stored
-    /// `entries` records.
-    pub fn upload_accepted(&self, design: Design, fake: bool, entries: u64) {
-        self.uploads[design.index()][usize::from(fake)].fetch_add(1, Relaxed);
-        self.entries_stored[design.index()].fetch_add(entries, Relaxed);
-    }
-
     /// Buckets with uploads built by this node so far.
     pub fn buckets_built(&self, design: Design) -> u64 {
         self.buckets_built[design.index()].load(Relaxed)
@@ -256,30 +247,6 @@ impl DesignMetrics {
                 f(&mut s, d.name(), d.index());
             }
         };
-        family(
-            "dp3t_design_uploads_accepted_total",
-            "Uploads of the DP-3T designs answered with 200, by design and kind.",
-            &|s, name, i| {
-                for (k, kind) in ["real", "fake"].iter().enumerate() {
-                    let _ = writeln!(
-                        s,
-                        "dp3t_design_uploads_accepted_total{{design=\"{name}\",kind=\"{kind}\"}} {}",
-                        self.uploads[i][k].load(Relaxed)
-                    );
-                }
-            },
-        );
-        family(
-            "dp3t_design_entries_stored_total",
-            "Entries (keys, filter entries, window seeds) stored by accepted uploads.",
-            &|s, name, i| {
-                let _ = writeln!(
-                    s,
-                    "dp3t_design_entries_stored_total{{design=\"{name}\"}} {}",
-                    self.entries_stored[i].load(Relaxed)
-                );
-            },
-        );
         family(
             "dp3t_design_buckets_built_total",
             "Release buckets with uploads built by this node.",

@@ -70,6 +70,8 @@ pub fn test_config(data_dir: PathBuf) -> Config {
         bind: "127.0.0.1:0".into(),
         release_bucket_seconds: 2,
         upload_delay_ms: 50,
+        // Generous: the tests share two cores with their own load generators.
+        request_timeout_ms: 120_000,
         export_min_keys: 0,
         workers: Some(2),
         db_max_connections: 8,
