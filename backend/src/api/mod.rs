@@ -171,7 +171,7 @@ const SECURITY_HEADERS: &[(&str, &str)] = &[
 
 /// The upload routes: what differs between schemes is the parser, the body limit and
 /// the kind of token.
-mod routes {
+pub(crate) mod routes {
     use super::upload::{TokenKind, UploadRoute};
     use super::{gaen, hybrid, lowcost, unlinkable};
     use crate::config::MAX_UPLOAD_BYTES;

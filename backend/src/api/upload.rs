@@ -229,18 +229,13 @@ async fn read_body(
     }
 }
 
-/// Verify the request's bearer token of `kind` at `now`.
-fn authorize(
-    req: &HttpRequest,
+/// Verify a bearer `token` of `kind` at `now`.
+pub(crate) fn authorize(
+    token: &str,
     kind: TokenKind,
     state: &AppState,
     now: UnixTime,
 ) -> Result<UploadGrant, ApiError> {
-    let auth = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let token = bearer_token(auth).map_err(auth_error)?;
     match kind {
         TokenKind::HealthAuthority => verify_upload_token(token, &state.ha_keys, now),
         TokenKind::NextDay => state.next_day.verify(token, now),
@@ -248,7 +243,8 @@ fn authorize(
     .map_err(auth_error)
 }
 
-/// Steps 1–6 of the pipeline. Returns the next-day token to answer with, if any.
+/// Steps 1–3 of the pipeline for a plain HTTP upload, then [`process`]. Returns the
+/// next-day token to answer with, if any.
 async fn run(
     route: &UploadRoute,
     req: &HttpRequest,
@@ -257,9 +253,34 @@ async fn run(
     deadline: Instant,
 ) -> Result<Option<String>, ApiError> {
     check_content_type(req)?;
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = bearer_token(auth).map_err(auth_error)?;
     let now = unix_now();
-    let grant = authorize(req, route.token, state, now)?;
+    let grant = authorize(token, route.token, state, now)?;
     let body = read_body(req, payload, route.limit, deadline).await?;
+    process(route, &grant, &body, now, state).await
+}
+
+/// Steps 4–6 of the pipeline, for an authorized upload `body` (from a plain request, or
+/// opened from a sealed envelope): parse, apply the fake flag, store through the writer.
+/// Returns the next-day token to answer with, if any.
+pub(crate) async fn process(
+    route: &UploadRoute,
+    grant: &UploadGrant,
+    body: &[u8],
+    now: UnixTime,
+    state: &AppState,
+) -> Result<Option<String>, ApiError> {
+    if body.len() > route.limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            format!("upload body must be at most {} bytes", route.limit),
+        ));
+    }
     grant
         .onset
         .first_enin()
@@ -271,7 +292,7 @@ async fn run(
         bucket_seconds: state.bucket_seconds,
         retention_seconds: state.retention_seconds,
     };
-    let parsed = (route.parse)(&body, &ctx)?;
+    let parsed = (route.parse)(body, &ctx)?;
     let fake = grant.fake || parsed.fake_body;
     let next_day = match parsed.next_day {
         Some(day) => Some(
@@ -340,6 +361,16 @@ pub(crate) async fn handle(
     };
     let deadline = arrived + state.request_timeout;
     let outcome = run(route, &req, payload, &state, deadline).await;
+    answer_after(arrived, &state, outcome).await
+}
+
+/// Step 7: count the outcome, wait until the constant delay since `arrived` has passed,
+/// and answer with the padded answer.
+pub(crate) async fn answer_after(
+    arrived: Instant,
+    state: &AppState,
+    outcome: Result<Option<String>, ApiError>,
+) -> HttpResponse {
     if let Err(e) = &outcome {
         state.metrics.upload_rejected(e.code);
         tracing::debug!(reason = e.code, "upload refused");
