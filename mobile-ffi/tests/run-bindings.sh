@@ -8,10 +8,14 @@
 #      npm package `kotlin-compiler`, and the JNA jar from Maven Central;
 #   2. builds the library and generates the Kotlin, Swift and Python bindings
 #      (mobile-ffi/generate-bindings.sh, debug build);
-#   3. runs the Python story for all four schemes (tests/bindings/test_story.py, pytest);
-#   4. compiles and runs the Kotlin story for GAEN and low-cost on the JVM
+#   3. starts a test key server (the real dp3t-backend, SQLite, 2-second release buckets,
+#      on a free 127.0.0.1 port; stopped on exit) and runs the Python stories: the engine
+#      for all four schemes (tests/bindings/test_story.py) and two phones driven through
+#      the TracingSession against that server (tests/bindings/test_session.py), pytest;
+#   4. compiles and runs the Kotlin stories on the JVM: the engine for GAEN and low-cost
 #      (tests/bindings/TestStory.kt), with the Kotlin example of docs/MOBILE.md compiled
-#      in and its offline steps run;
+#      in and its offline steps run, and two phones through the TracingSession against
+#      the test key server (tests/bindings/SessionStory.kt);
 #   5. checks that the Swift bindings exist and declare the API. Swift is not compiled
 #      here: there is no Swift toolchain on these machines.
 #
@@ -95,10 +99,39 @@ step "build the library and generate bindings"
 bash mobile-ffi/generate-bindings.sh
 echo "generated after $((SECONDS - started)) s"
 
+# ------------------------------------------------------------------------------ test server
+step "a test key server on 127.0.0.1 (dp3t-backend, SQLite, 2-second buckets)"
+cargo build -q -p backend --bin dp3t-backend
+backend_bin="$(cd "$target_dir" && pwd)/debug/dp3t-backend"
+server_dir="$(mkdir -p "$target_dir/test-backend" && cd "$target_dir/test-backend" && pwd)"
+rm -rf "$server_dir"/*
+"$backend_bin" keygen --data-dir "$server_dir" >/dev/null
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+DP3T_DATA_DIR="$server_dir" DP3T_BIND="127.0.0.1:$port" DP3T_RELEASE_BUCKET_SECONDS=2 \
+  DP3T_UPLOAD_DELAY_MS=200 "$backend_bin" serve >"$server_dir/server.log" 2>&1 &
+backend_pid=$!
+trap 'kill "$backend_pid" 2>/dev/null || true' EXIT
+python3 - "$port" <<'PY'
+import sys, time, urllib.request
+url = f"http://127.0.0.1:{sys.argv[1]}/healthz"
+for _ in range(150):
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                sys.exit(0)
+    except OSError:
+        time.sleep(0.2)
+sys.exit("the test key server did not start")
+PY
+export DP3T_TEST_BACKEND="http://127.0.0.1:$port" DP3T_TEST_DATA_DIR="$server_dir" \
+  DP3T_BACKEND_BIN="$backend_bin" DP3T_TEST_BUCKET_SECONDS=2
+echo "key server on $DP3T_TEST_BACKEND (log: $server_dir/server.log)"
+
 # ------------------------------------------------------------------------------ Python
-step "Python: the story for all four schemes"
+step "Python: the engine story for all four schemes; two phones through the session"
 DP3T_PYTHON_BINDINGS="$bindings/python" timeout 600 \
-  python3 -m pytest -q -p no:cacheprovider mobile-ffi/tests/bindings/test_story.py
+  python3 -m pytest -q -p no:cacheprovider mobile-ffi/tests/bindings/test_story.py \
+  mobile-ffi/tests/bindings/test_session.py
 
 # ------------------------------------------------------------------------------ Kotlin
 step "Kotlin (JVM, JNA): the story for GAEN and low-cost"
@@ -106,17 +139,25 @@ out="$target_dir/kotlin-story"
 rm -rf "$out"
 mkdir -p "$out"
 # The guide's Kotlin example is compiled (and partly run) with the story.
-python3 - docs/MOBILE.md "$out/MobileGuideExample.kt" <<'PY'
+python3 - docs/MOBILE.md "$out/MobileGuideExample.kt" "$out/SessionGuideExample.kt" <<'PY'
 import sys
 text = open(sys.argv[1]).read()
 section = text.split("## The app flow in Kotlin", 1)[1]
 code = section.split("```kotlin\n", 1)[1].split("```", 1)[0]
 open(sys.argv[2], "w").write("// Extracted from docs/MOBILE.md by run-bindings.sh.\n" + code)
+# The session example is compiled too (it needs the test key server to run).
+section = text.split("## The tracing session in Kotlin", 1)[1]
+code = section.split("```kotlin\n", 1)[1].split("```", 1)[0]
+open(sys.argv[3], "w").write("// Extracted from docs/MOBILE.md by run-bindings.sh.\n" + code)
 PY
 timeout 900 "$kotlinc" -nowarn -include-runtime -cp "$jna" -d "$out/story.jar" \
-  mobile-ffi/tests/bindings/TestStory.kt "$out/MobileGuideExample.kt" \
+  mobile-ffi/tests/bindings/TestStory.kt mobile-ffi/tests/bindings/SessionStory.kt \
+  "$out/MobileGuideExample.kt" "$out/SessionGuideExample.kt" \
   "$bindings/kotlin/uniffi/dp3t_mobile_ffi/dp3t_mobile_ffi.kt"
 timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna" TestStoryKt
+
+step "Kotlin (JVM, JNA): two phones through the TracingSession against the test key server"
+timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna" SessionStoryKt
 
 # ------------------------------------------------------------------------------ Swift
 step "Swift: generated (not compiled: no Swift toolchain here)"
