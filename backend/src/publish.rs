@@ -33,6 +33,16 @@
 //! * Nothing new, or a tag at or after `R`: `204` with the signature of the empty body.
 //! * Tags older than the retention are treated as the retention limit.
 //!
+//! ## Key rotation
+//!
+//! Stored buckets keep the bytes they were released with, signed with the key (and
+//! `verification_key_id`/`version`) of that time; they are read as stored, never
+//! re-verified against the current key. Every answer is signed with the current key: a
+//! bucket signed with an earlier key is re-signed (its keys written into a new zip) when
+//! it is served, so a new install and a phone that lags behind both get a download that
+//! verifies with the key now configured. A failed release or download build marks the
+//! node degraded for `/healthz` until the next success.
+//!
 //! Nodes learn of releases by their own clock: once `now` passes a bucket end, the first
 //! request (or the background ticker) releases it in the database (or finds another node
 //! did) and loads the new rows. If the database is unreachable the node keeps serving its
@@ -40,13 +50,13 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound::{Excluded, Included};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
 use dp3t_core::export::{
-    read_verified_export, write_export_zip, ExportBatch, ExportKey, SignatureInfo,
+    parse_export_zip, write_export_zip, ExportBatch, ExportKey, SignatureInfo,
 };
 use dp3t_core::signing::{sign_response, PublicKey, ResponseClaims, SigningKey};
 use dp3t_core::time::{Day, Enin, UnixTime, DAY_SECONDS};
@@ -110,8 +120,18 @@ struct Bucket {
     end: u64,
     zip: Bytes,
     signature: String,
-    /// Its keys, parsed (and verified) from `zip` the first time a union needs them.
-    keys: OnceLock<Result<Vec<ExportKey>, dp3t_core::Error>>,
+    /// Its keys, parsed from `zip` the first time an answer needs them, and whether the
+    /// zip is signed with this node's current key.
+    parsed: OnceLock<Result<ParsedBucket, dp3t_core::Error>>,
+}
+
+/// What a stored bucket's zip holds, read once.
+struct ParsedBucket {
+    keys: Vec<ExportKey>,
+    /// The zip's signature verifies with the current public key: its bytes and stored
+    /// `Signature` may be served as they are. False for buckets released before a key
+    /// rotation, which are served re-signed.
+    signed_by_current: bool,
 }
 
 /// Cache key of a download: the first bucket end in range (or none), and `R`.
@@ -142,6 +162,9 @@ pub struct Publisher {
     state: RwLock<State>,
     /// Serialises releases on this node; holds the time of the last failure.
     advancing: tokio::sync::Mutex<Option<Instant>>,
+    /// The last release or download build failed (cleared by the next success):
+    /// `/healthz` reports the node degraded.
+    failing: AtomicBool,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -188,7 +211,14 @@ impl Publisher {
             released: AtomicU64::new(0),
             state: RwLock::new(State::default()),
             advancing: tokio::sync::Mutex::new(None),
+            failing: AtomicBool::new(false),
         }
+    }
+
+    /// Whether the last attempt to release a bucket or to build a download failed (the
+    /// node then serves its last state): `/healthz` reports it degraded.
+    pub fn publication_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
     /// The settings.
@@ -290,10 +320,12 @@ impl Publisher {
         match self.advance_locked(target).await {
             Ok(()) => {
                 *last_failure = None;
+                self.failing.store(false, Ordering::Relaxed);
                 Ok(())
             }
             Err(e) => {
                 *last_failure = Some(Instant::now());
+                self.failing.store(true, Ordering::Relaxed);
                 self.metrics.bucket_failed();
                 tracing::error!(error = %e, bucket_end = target, "releasing bucket failed");
                 Err(e)
@@ -331,7 +363,7 @@ impl Publisher {
                     end: r.end,
                     zip: Bytes::from(r.zip),
                     signature: r.signature,
-                    keys: OnceLock::new(),
+                    parsed: OnceLock::new(),
                 }),
             );
         }
@@ -386,7 +418,13 @@ impl Publisher {
             (key, buckets)
         };
         let reuses_stored = matches!(&buckets[..], [only] if only.end == key.released_until);
-        let response = Arc::new(self.build_response(key, &buckets)?);
+        let response = match self.build_response(key, &buckets) {
+            Ok(r) => Arc::new(r),
+            Err(e) => {
+                self.failing.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        };
         if !reuses_stored {
             self.metrics.export_built();
         }
@@ -470,12 +508,25 @@ impl Publisher {
         )?)
     }
 
-    /// The keys of a stored bucket, parsed (and verified) once.
-    fn bucket_keys<'a>(&self, b: &'a Bucket) -> Result<&'a [ExportKey], PublishError> {
-        let parsed = b
-            .keys
-            .get_or_init(|| read_verified_export(&b.zip, &self.public).map(|batch| batch.keys));
+    /// A stored bucket, parsed once. Its keys are taken as stored: the database is the
+    /// source of truth, and a bucket signed with an earlier key (before a rotation) is
+    /// not re-verified against the current one.
+    fn parsed<'a>(&self, b: &'a Bucket) -> Result<&'a ParsedBucket, PublishError> {
+        let parsed = b.parsed.get_or_init(|| {
+            let export = parse_export_zip(&b.zip)?;
+            let keys = export.batch_unverified().keys.clone();
+            let signed_by_current = export.verify(&self.public).is_ok();
+            Ok(ParsedBucket {
+                keys,
+                signed_by_current,
+            })
+        });
         Ok(parsed.as_ref().map_err(Clone::clone)?)
+    }
+
+    /// The keys of a stored bucket.
+    fn bucket_keys<'a>(&self, b: &'a Bucket) -> Result<&'a [ExportKey], PublishError> {
+        Ok(&self.parsed(b)?.keys)
     }
 
     /// An export of `keys` covering `start..end`, and its response signature for release `r`.
@@ -537,16 +588,17 @@ impl Publisher {
                 body: None,
                 bundle_tag_ms,
             }),
-            [only] if only.end == r => Ok(ExportResponse {
+            [only] if only.end == r && self.parsed(only)?.signed_by_current => Ok(ExportResponse {
                 body: Some(only.zip.clone()),
                 signature: only.signature.clone(),
                 bundle_tag_ms,
             }),
-            [only] => Ok(ExportResponse {
+            [only] if self.parsed(only)?.signed_by_current => Ok(ExportResponse {
                 signature: sign_response(&only.zip, &self.key, &self.claims(&only.zip, r))?,
                 body: Some(only.zip.clone()),
                 bundle_tag_ms,
             }),
+            // Several buckets, or one signed with an earlier key: one zip, signed now.
             [first, ..] => {
                 let mut keys = Vec::new();
                 for b in buckets {

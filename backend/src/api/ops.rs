@@ -1,4 +1,4 @@
-//! Operational endpoints: `/healthz` (database reachable), `/metrics` (Prometheus text),
+//! Operational endpoints: `/healthz` (database reachable, publication working), `/metrics` (Prometheus text),
 //! `/openapi.yaml` (the API description, compiled into the binary from `docs/openapi.yaml`).
 
 use actix_web::http::StatusCode;
@@ -9,7 +9,8 @@ use super::{ApiError, AppState};
 /// The OpenAPI document of this server.
 pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
 
-/// `GET /healthz`: 200 with `{"status":"ok",…}` when the database answers, else 503.
+/// `GET /healthz`: 200 with `{"status":"ok",…}` when the database answers and the last
+/// release succeeded; 503 with `{"status":"degraded",…}` while releases fail; else 503.
 pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     state.db.health().await.map_err(|e| {
         tracing::warn!(error = %e, "health check failed");
@@ -19,6 +20,15 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
             "the database does not answer",
         )
     })?;
+    if state.publisher.publication_failing() || state.designs.publication_failing() {
+        // The node answers from its last released state, which grows stale.
+        return Ok(HttpResponse::ServiceUnavailable().json(serde_json::json!({
+            "status": "degraded",
+            "publication": "failing",
+            "database": state.db.kind(),
+            "releasedUntil": state.publisher.released_until().saturating_mul(1000),
+        })));
+    }
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "status": "ok",
         "database": state.db.kind(),

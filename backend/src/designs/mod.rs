@@ -44,13 +44,13 @@ pub mod build;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
-use dp3t_core::signing::SigningKey;
+use dp3t_core::signing::{verify_response, PublicKey, SigningKey};
 use dp3t_core::time::UnixTime;
 use rand::RngCore;
 use zeroize::Zeroizing;
@@ -299,6 +299,8 @@ pub struct DesignPublisher {
     secret: Zeroizing<[u8; 32]>,
     states: [DesignState; 3],
     metrics: DesignMetrics,
+    /// The last release of some design failed (cleared when that design next succeeds).
+    failing: [AtomicBool; 3],
 }
 
 impl std::fmt::Debug for DesignPublisher {
@@ -338,6 +340,7 @@ impl DesignPublisher {
                 state(Design::Hybrid),
             ],
             metrics: DesignMetrics::default(),
+            failing: Default::default(),
         };
         publisher.enforce_retention(now).await?;
         for d in Design::ALL {
@@ -354,6 +357,12 @@ impl DesignPublisher {
     /// The counters.
     pub fn metrics(&self) -> &DesignMetrics {
         &self.metrics
+    }
+
+    /// Whether the last release attempt of some design failed: `/healthz` reports the
+    /// node degraded.
+    pub fn publication_failing(&self) -> bool {
+        self.failing.iter().any(|f| f.load(Relaxed))
     }
 
     /// The database.
@@ -384,10 +393,12 @@ impl DesignPublisher {
         match self.advance_locked(st, target).await {
             Ok(()) => {
                 *last_failure = None;
+                self.failing[design.index()].store(false, Relaxed);
                 Ok(())
             }
             Err(e) => {
                 *last_failure = Some(Instant::now());
+                self.failing[design.index()].store(true, Relaxed);
                 self.metrics.release_failures[design.index()].fetch_add(1, Relaxed);
                 tracing::error!(design = design.name(), error = %e, bucket_end = target, "releasing a bucket failed");
                 Err(e)
@@ -481,9 +492,11 @@ impl DesignPublisher {
         released_until: u64,
     ) -> Result<(), DesignError> {
         let mut buckets = Vec::with_capacity(rows.len());
+        let public = self.key.public_key();
         for r in rows {
+            let signature = self.current_signature(&public, &r)?;
             let b =
-                PublishedBucket::new(r.end, r.body, &r.signature, r.real_entries, r.total_entries)?;
+                PublishedBucket::new(r.end, r.body, &signature, r.real_entries, r.total_entries)?;
             buckets.push((r.end, Arc::new(b)));
         }
         let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -492,6 +505,21 @@ impl DesignPublisher {
             st.released.store(released_until, Relaxed);
         }
         Ok(())
+    }
+
+    /// The stored `Signature` of a bucket if it verifies with the current key, else (a
+    /// bucket released before a key rotation) the body signed anew with the current key
+    /// and the same claims. The stored row keeps what it was released with.
+    fn current_signature(
+        &self,
+        public: &PublicKey,
+        r: &DesignBucketRecord,
+    ) -> Result<String, DesignError> {
+        if verify_response(&r.body, &r.signature, public, UnixTime(r.end)).is_ok() {
+            return Ok(r.signature.clone());
+        }
+        let params = self.settings.build_params(Design::LowCost);
+        Ok(build::sign_body(&r.body, r.end, &params, &self.key)?)
     }
 
     /// The published bucket of `design` released at `release_ms` (the path's
