@@ -80,6 +80,10 @@ pub enum Error {
     /// Encoding or encrypting `what` failed (a bug: the inputs are always encodable).
     #[error("cannot encode {0}")]
     Encode(&'static str),
+    /// A sealed upload could not be sealed or opened, or a published sealing key list
+    /// could not be read.
+    #[error("sealed upload: {0}")]
+    Sealed(#[from] crate::sealed::SealedError),
 }
 
 /// Why received advertising data holds no DP-3T EphID (`ble::parse_advertisement`).

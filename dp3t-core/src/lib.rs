@@ -41,6 +41,8 @@ pub mod matching;
 #[forbid(unsafe_code)]
 pub mod published;
 #[forbid(unsafe_code)]
+pub mod sealed;
+#[forbid(unsafe_code)]
 pub mod session;
 #[forbid(unsafe_code)]
 pub mod signing;
