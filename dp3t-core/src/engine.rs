@@ -513,6 +513,29 @@ impl Engine {
         }
     }
 
+    /// A sealed upload (PROTOCOL.md §14) to `POST` to [`crate::sealed::UPLOAD_PATH`]: the
+    /// real upload after a positive test with onset `onset` ([`Engine::build_upload`],
+    /// when `onset` is `Some`) or a fake one ([`Engine::build_fake_upload`], `None`),
+    /// with its bearer `token`, sealed to the server's `key`. Real and fake envelopes of
+    /// the engine's scheme have one size ([`crate::sealed::padded_len`]).
+    pub fn build_sealed_upload<R: CryptoRng + RngCore>(
+        &mut self,
+        onset: Option<Day>,
+        token: &str,
+        key: &crate::sealed::SealingKey,
+        now: UnixTime,
+        rng: &mut R,
+    ) -> Result<Vec<u8>> {
+        use crate::sealed::{padded_len, seal_upload, SealedRoute};
+        let payload = match onset {
+            Some(onset) => self.build_upload(onset, now, rng)?,
+            None => self.build_fake_upload(now, rng)?,
+        };
+        let route = SealedRoute::from_path(payload.path).ok_or(Error::Encode("upload path"))?;
+        let n = padded_len(self.config.scheme, self.config.hybrid_window);
+        seal_upload(key, route, token, payload.json.as_bytes(), n, rng)
+    }
+
     // ------------------------------------------------------------ upkeep
 
     fn oldest_kept_day(&self, now: UnixTime) -> Day {

@@ -71,7 +71,7 @@ pub const KEY_PATH: &str = "/v2/sealed/key";
 const GAEN_BODY_ROOM: usize = 6 * 1024;
 const LOWCOST_BODY_ROOM: usize = 1024;
 const UNLINKABLE_BODY_ROOM: usize = 112 * 1024;
-const HYBRID_BODY_ROOM_15_MIN: usize = 120 * 1024;
+const HYBRID_BODY_ROOM_15_MIN: usize = 128 * 1024;
 
 /// Plaintext bytes of every sealed upload of `scheme` (hybrid: with windows of
 /// `hybrid_window`, which all phones of a deployment share). Room for the inner header,
