@@ -35,6 +35,9 @@ pub struct Config {
     pub database_url: Option<String>,
     /// Listen address (`DP3T_BIND`), `127.0.0.1:8080` by default.
     pub bind: String,
+    /// Listen address of `/metrics` (`DP3T_METRICS_BIND`), `127.0.0.1:9090` by default;
+    /// never the public port.
+    pub metrics_bind: String,
     /// Release bucket length in seconds (`DP3T_RELEASE_BUCKET_SECONDS`), 1..=86400.
     pub release_bucket_seconds: u64,
     /// Constant answer time of uploads in milliseconds (`DP3T_UPLOAD_DELAY_MS`).
@@ -88,6 +91,7 @@ impl Default for Config {
             data_dir: PathBuf::from("./dp3t-data"),
             database_url: None,
             bind: "127.0.0.1:8080".to_owned(),
+            metrics_bind: "127.0.0.1:9090".to_owned(),
             release_bucket_seconds: 7200,
             upload_delay_ms: 1500,
             request_timeout_ms: 10_000,
@@ -120,6 +124,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     database_url: Option<String>,
     bind: Option<String>,
+    metrics_bind: Option<String>,
     release_bucket_seconds: Option<u64>,
     upload_delay_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
@@ -172,6 +177,7 @@ impl Config {
         set!(
             data_dir,
             bind,
+            metrics_bind,
             release_bucket_seconds,
             upload_delay_ms,
             request_timeout_ms,
@@ -214,6 +220,9 @@ impl Config {
         }
         if let Some(v) = get("DP3T_BIND") {
             self.bind = v;
+        }
+        if let Some(v) = get("DP3T_METRICS_BIND") {
+            self.metrics_bind = v;
         }
         if let Some(v) = get("DP3T_RELEASE_BUCKET_SECONDS") {
             self.release_bucket_seconds = num("DP3T_RELEASE_BUCKET_SECONDS", &v)?;

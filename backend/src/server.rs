@@ -1,8 +1,9 @@
 //! Putting the server together: data directory, keys, database, publisher, HTTP server,
 //! background tasks, graceful shutdown.
 //!
-//! [`prepare`] does everything that can fail before a socket is opened; [`run`] serves
-//! on a bound listener until a signal (or a [`actix_web::dev::ServerHandle`]) stops it,
+//! [`Listeners::bind`] binds the public and the metrics address first, so that an address
+//! in use is reported before anything is written; [`prepare`] then does everything else
+//! that can fail; [`run`] serves on the bound listeners until a signal (or a [`actix_web::dev::ServerHandle`]) stops it,
 //! letting requests in flight finish; [`start_in_thread`] runs the same server on its own
 //! thread and runtime, for tests and embedding.
 
@@ -188,40 +189,91 @@ pub async fn ticker(state: web::Data<AppState>) {
     }
 }
 
-/// Serve on `listener` until stopped. `signals`: stop gracefully on SIGINT/SIGTERM.
-/// Must run inside an actix/tokio runtime; spawns the [`ticker`].
-pub fn run(
-    prepared: &Prepared,
-    listener: TcpListener,
-    signals: bool,
-) -> std::io::Result<actix_web::dev::Server> {
+/// The two HTTP servers of a node: the public API, and `/metrics` on its own listener.
+#[allow(missing_debug_implementations)] // actix's `Server` has no `Debug`
+pub struct Servers {
+    /// The public API (uploads, downloads, `/healthz`).
+    pub api: actix_web::dev::Server,
+    /// `/metrics` only, on the metrics listener.
+    pub metrics: actix_web::dev::Server,
+}
+
+impl Servers {
+    /// Run both until the API server stops (a signal or its handle), then stop the metrics
+    /// server. The result is the API server's.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let metrics_handle = self.metrics.handle();
+        let metrics = actix_web::rt::spawn(self.metrics);
+        let result = self.api.await;
+        metrics_handle.stop(true).await;
+        let _ = metrics.await;
+        result
+    }
+}
+
+/// The public and the metrics listener, bound before anything is written, so that an
+/// address in use is reported first.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The public API listener (`DP3T_BIND`).
+    pub api: TcpListener,
+    /// The metrics listener (`DP3T_METRICS_BIND`).
+    pub metrics: TcpListener,
+}
+
+impl Listeners {
+    /// Bind `config.bind` and `config.metrics_bind`.
+    pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        let api = TcpListener::bind(&config.bind)
+            .with_context(|| format!("binding {} (DP3T_BIND)", config.bind))?;
+        let metrics = TcpListener::bind(&config.metrics_bind)
+            .with_context(|| format!("binding {} (DP3T_METRICS_BIND)", config.metrics_bind))?;
+        Ok(Listeners { api, metrics })
+    }
+}
+
+/// Serve on `listeners` until stopped. `signals`: stop gracefully on SIGINT/SIGTERM.
+/// Must run inside an actix/tokio runtime. `/metrics` is served on the metrics listener
+/// only; the public one answers 404 for it.
+pub fn run(prepared: &Prepared, listeners: Listeners, signals: bool) -> std::io::Result<Servers> {
     let state = prepared.state.clone();
     let request_timeout = state.request_timeout;
     let mut server = HttpServer::new(move || api::app(state.clone()))
         .shutdown_timeout(10)
         .client_request_timeout(request_timeout)
-        .listen(listener)?;
+        .listen(listeners.api)?;
     if let Some(w) = prepared.config.workers {
         server = server.workers(w);
     }
     if !signals {
         server = server.disable_signals();
     }
-    Ok(server.run())
+    let state = prepared.state.clone();
+    let metrics = HttpServer::new(move || api::ops::metrics_app(state.clone()))
+        .workers(1)
+        .shutdown_timeout(1)
+        .disable_signals()
+        .listen(listeners.metrics)?
+        .run();
+    Ok(Servers {
+        api: server.run(),
+        metrics,
+    })
 }
 
-/// `dp3t-backend serve`: prepare, bind, print the URL, serve until SIGINT/SIGTERM, then
+/// `dp3t-backend serve`: bind, prepare, print the URLs, serve until SIGINT/SIGTERM, then
 /// finish requests in flight and close the database.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&config)?;
+    let addr = listeners.api.local_addr()?;
+    let metrics_addr = listeners.metrics.local_addr()?;
     let prepared = prepare(config).await?;
-    let listener = TcpListener::bind(&prepared.config.bind)
-        .with_context(|| format!("binding {}", prepared.config.bind))?;
-    let addr = listener.local_addr()?;
-    let server = run(&prepared, listener, true)?;
+    let servers = run(&prepared, listeners, true)?;
     let ticker = actix_web::rt::spawn(ticker(prepared.state.clone()));
-    tracing::info!(%addr, "listening");
+    tracing::info!(%addr, %metrics_addr, "listening");
     println!("dp3t-backend listening on http://{addr}");
-    let result = server.await;
+    println!("metrics on http://{metrics_addr}/metrics");
+    let result = servers.run_until_stopped().await;
     ticker.abort();
     prepared.state.db.close().await;
     tracing::info!("stopped");
@@ -232,6 +284,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 pub struct RunningServer {
     /// The bound address.
     pub addr: SocketAddr,
+    /// The bound address of the metrics listener.
+    pub metrics_addr: SocketAddr,
     handle: actix_web::dev::ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
     /// The handler state (database, publisher, metrics), for inspection.
@@ -242,6 +296,7 @@ impl std::fmt::Debug for RunningServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunningServer")
             .field("addr", &self.addr)
+            .field("metrics_addr", &self.metrics_addr)
             .finish_non_exhaustive()
     }
 }
@@ -250,6 +305,11 @@ impl RunningServer {
     /// `http://addr`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// `http://metrics_addr/metrics`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://{}/metrics", self.metrics_addr)
     }
 
     /// Stop gracefully and wait for the thread to end.
@@ -273,7 +333,8 @@ impl Drop for RunningServer {
 }
 
 /// Start the server described by `config` on its own thread, listening on `config.bind`
-/// (use port 0 for a free port). Returns once it accepts connections.
+/// and `config.metrics_bind` (use port 0 for free ports). Returns once it accepts
+/// connections.
 pub fn start_in_thread(config: Config) -> anyhow::Result<RunningServer> {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
@@ -282,18 +343,18 @@ pub fn start_in_thread(config: Config) -> anyhow::Result<RunningServer> {
             let sys = actix_web::rt::System::new();
             sys.block_on(async move {
                 let started = async {
+                    let listeners = Listeners::bind(&config)?;
+                    let addrs = (listeners.api.local_addr()?, listeners.metrics.local_addr()?);
                     let prepared = prepare(config).await?;
-                    let listener = TcpListener::bind(&prepared.config.bind)?;
-                    let addr = listener.local_addr()?;
-                    let server = run(&prepared, listener, false)?;
-                    anyhow::Ok((prepared, addr, server))
+                    let servers = run(&prepared, listeners, false)?;
+                    anyhow::Ok((prepared, addrs, servers))
                 }
                 .await;
                 match started {
-                    Ok((prepared, addr, server)) => {
+                    Ok((prepared, addrs, servers)) => {
                         let ticker = actix_web::rt::spawn(ticker(prepared.state.clone()));
-                        let _ = tx.send(Ok((addr, server.handle(), prepared.state.clone())));
-                        let _ = server.await;
+                        let _ = tx.send(Ok((addrs, servers.api.handle(), prepared.state.clone())));
+                        let _ = servers.run_until_stopped().await;
                         ticker.abort();
                         prepared.state.db.close().await;
                     }
@@ -304,9 +365,11 @@ pub fn start_in_thread(config: Config) -> anyhow::Result<RunningServer> {
             });
         })
         .context("spawning the server thread")?;
-    let (addr, handle, state) = rx.recv().context("server thread ended before starting")??;
+    let ((addr, metrics_addr), handle, state) =
+        rx.recv().context("server thread ended before starting")??;
     Ok(RunningServer {
         addr,
+        metrics_addr,
         handle,
         thread: Some(thread),
         state,

@@ -141,6 +141,7 @@ fn serve_needs_no_setup_and_stops_on_sigterm() {
         .arg("serve")
         .env("DP3T_DATA_DIR", &data)
         .env("DP3T_BIND", "127.0.0.1:0")
+        .env("DP3T_METRICS_BIND", "127.0.0.1:0")
         .env_remove("DP3T_DATABASE_URL")
         .env_remove("DP3T_CONFIG")
         .stdout(Stdio::piped())
@@ -159,6 +160,12 @@ fn serve_needs_no_setup_and_stops_on_sigterm() {
         .expect("server printed its URL");
     let url = line.split_whitespace().last().unwrap().to_owned();
     assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let line = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("server printed its metrics URL");
+    let metrics_url = line.split_whitespace().last().unwrap().to_owned();
+    assert!(metrics_url.ends_with("/metrics"), "{line}");
+    assert_ne!(metrics_url, format!("{url}/metrics"));
     for f in [
         "dp3t.db",
         "signing-key.pem",
@@ -171,14 +178,12 @@ fn serve_needs_no_setup_and_stops_on_sigterm() {
         .enable_all()
         .build()
         .unwrap();
-    let status = rt.block_on(async {
-        reqwest::get(format!("{url}/healthz"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    });
-    assert_eq!(status, 200);
+    let status =
+        |u: String| rt.block_on(async { reqwest::get(u).await.unwrap().status().as_u16() });
+    assert_eq!(status(format!("{url}/healthz")), 200);
+    // Metrics on their own listener only.
+    assert_eq!(status(format!("{url}/metrics")), 404);
+    assert_eq!(status(metrics_url), 200);
 
     let kill = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])

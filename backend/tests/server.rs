@@ -624,7 +624,7 @@ async fn ops_endpoints_and_headers(backend: Backend) {
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), backend::api::ops::OPENAPI_YAML);
 
-    let m = get("/metrics").await.unwrap().text().await.unwrap();
+    let m = h.metrics_text().await;
     for name in [
         "dp3t_uploads_accepted_total",
         "dp3t_uploads_rejected_total{reason=\"token_replayed\"}",

@@ -211,6 +211,7 @@ impl KeyServer {
         let config = backend::config::Config {
             data_dir: data_dir.clone(),
             bind: "127.0.0.1:0".into(),
+            metrics_bind: "127.0.0.1:0".into(),
             release_bucket_seconds: 2,
             upload_delay_ms: 50,
             export_min_keys: 0,

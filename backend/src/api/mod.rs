@@ -6,7 +6,7 @@
 //!   [`unlinkable`], [`hybrid`].
 //! * Downloads: [`gaen`] (v2), [`gaen_v1`] (the v1 day exports and bucket lists),
 //!   [`batches`] (the three designs).
-//! * [`ops`]: `/healthz`, `/metrics`, `/openapi.yaml`.
+//! * [`ops`]: `/healthz`, `/openapi.yaml`, and `/metrics` on its own listener.
 //!
 //! Every error is a JSON object `{"error": "<code>", "message": "<text>"}` with a fitting
 //! status code, including unknown routes (404) and wrong methods (405). No handler and no
@@ -277,7 +277,6 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             ))
             // Operations.
             .service(r("/healthz").route(web::get().to(ops::healthz)))
-            .service(r("/metrics").route(web::get().to(ops::metrics)))
             .service(r("/openapi.yaml").route(web::get().to(ops::openapi)))
             .default_service(web::to(not_found));
     }

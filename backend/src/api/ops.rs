@@ -1,5 +1,11 @@
-//! Operational endpoints: `/healthz` (database reachable, publication working), `/metrics` (Prometheus text),
-//! `/openapi.yaml` (the API description, compiled into the binary from `docs/openapi.yaml`).
+//! Operational endpoints: `/healthz` (database reachable, publication working),
+//! `/openapi.yaml` (the API description, compiled into the binary from
+//! `docs/openapi.yaml`), and `/metrics` (Prometheus text).
+//!
+//! `/metrics` is not on the public port: it is served by [`metrics_app`] on its own
+//! listener (`DP3T_METRICS_BIND`, loopback by default). Counters move with each upload, so
+//! a scrape from the internet right after a phone's upload would tell more about that
+//! upload than its answer does; only the operator's monitoring should reach them.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -36,7 +42,25 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
     })))
 }
 
-/// `GET /metrics`.
+/// The application of the metrics listener: `GET /metrics`, and 404 for everything else.
+pub fn metrics_app(
+    state: web::Data<AppState>,
+) -> actix_web::App<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    actix_web::App::new()
+        .app_data(state)
+        .route("/metrics", web::get().to(metrics))
+        .default_service(web::to(HttpResponse::NotFound))
+}
+
+/// `GET /metrics` (on the metrics listener only).
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

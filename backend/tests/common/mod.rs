@@ -68,6 +68,7 @@ pub fn test_config(data_dir: PathBuf) -> Config {
     Config {
         data_dir,
         bind: "127.0.0.1:0".into(),
+        metrics_bind: "127.0.0.1:0".into(),
         release_bucket_seconds: 2,
         upload_delay_ms: 50,
         // Generous: the tests share two cores with their own load generators.
@@ -237,10 +238,10 @@ impl Harness {
         self.client.get(url).send().await.unwrap()
     }
 
-    /// The text of `GET /metrics`.
+    /// The text of `GET /metrics`, scraped from the metrics listener (not the public port).
     pub async fn metrics_text(&self) -> String {
         self.client
-            .get(format!("{}/metrics", self.url))
+            .get(self.server.as_ref().unwrap().metrics_url())
             .send()
             .await
             .unwrap()
