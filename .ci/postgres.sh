@@ -5,8 +5,10 @@
 #   TEST_DATABASE_URL="$(bash .ci/postgres.sh)" cargo test -p backend
 #
 # Idempotent, non-interactive, Debian packages only; must run as root. Creates the role
-# dp3t (password dp3t, CREATEDB: each test creates and drops its own database) and the
-# database dp3t_test. Test-only credentials; never use them for a real deployment.
+# dp3t (password dp3t, CREATEDB: each test creates and drops its own database), the
+# database dp3t_test, and the role dp3t_app (password dp3t_app, no rights of its own: the
+# least-privilege test grants it row access to a database that dp3t migrated).
+# Test-only credentials; never use them for a real deployment.
 set -euo pipefail
 
 log() { echo "postgres.sh: $*" >&2; }
@@ -49,6 +51,10 @@ psql_admin() { runuser -u postgres -- psql -p "$port" -v ON_ERROR_STOP=1 -qtA "$
 if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'dp3t'")" != "1" ]; then
   log "creating role dp3t"
   psql_admin -c "CREATE ROLE dp3t LOGIN PASSWORD 'dp3t' CREATEDB"
+fi
+if [ "$(psql_admin -c "SELECT 1 FROM pg_roles WHERE rolname = 'dp3t_app'")" != "1" ]; then
+  log "creating role dp3t_app"
+  psql_admin -c "CREATE ROLE dp3t_app LOGIN PASSWORD 'dp3t_app'"
 fi
 if [ "$(psql_admin -c "SELECT 1 FROM pg_database WHERE datname = 'dp3t_test'")" != "1" ]; then
   log "creating database dp3t_test"

@@ -38,6 +38,9 @@ pub struct Config {
     /// Listen address of `/metrics` (`DP3T_METRICS_BIND`), `127.0.0.1:9090` by default;
     /// never the public port.
     pub metrics_bind: String,
+    /// Apply pending migrations at start (`DP3T_MIGRATE`); when false, `serve` only checks
+    /// that the schema is the expected one.
+    pub migrate: bool,
     /// Release bucket length in seconds (`DP3T_RELEASE_BUCKET_SECONDS`), 1..=86400.
     pub release_bucket_seconds: u64,
     /// Constant answer time of uploads in milliseconds (`DP3T_UPLOAD_DELAY_MS`).
@@ -92,6 +95,7 @@ impl Default for Config {
             database_url: None,
             bind: "127.0.0.1:8080".to_owned(),
             metrics_bind: "127.0.0.1:9090".to_owned(),
+            migrate: true,
             release_bucket_seconds: 7200,
             upload_delay_ms: 1500,
             request_timeout_ms: 10_000,
@@ -125,6 +129,7 @@ struct FileConfig {
     database_url: Option<String>,
     bind: Option<String>,
     metrics_bind: Option<String>,
+    migrate: Option<bool>,
     release_bucket_seconds: Option<u64>,
     upload_delay_ms: Option<u64>,
     request_timeout_ms: Option<u64>,
@@ -178,6 +183,7 @@ impl Config {
             data_dir,
             bind,
             metrics_bind,
+            migrate,
             release_bucket_seconds,
             upload_delay_ms,
             request_timeout_ms,
@@ -261,6 +267,13 @@ impl Config {
                 .filter(|s| !s.is_empty())
                 .map(PathBuf::from)
                 .collect();
+        }
+        if let Some(v) = get("DP3T_MIGRATE") {
+            self.migrate = match v.trim().to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => bail!("DP3T_MIGRATE: {v:?} is not a boolean"),
+            };
         }
         if let Some(v) = get("DP3T_TRUST_DEV_HA_KEY") {
             self.trust_dev_ha_key = match v.trim().to_ascii_lowercase().as_str() {

@@ -1,7 +1,8 @@
 //! `dp3t-backend`: the DP-3T key server binary.
 //!
 //! ```text
-//! dp3t-backend serve   [--config FILE]          run the server (the default command)
+//! dp3t-backend serve   [--config FILE] [--no-migrate]
+//!                                                run the server (the default command)
 //! dp3t-backend migrate [--config FILE]          apply database migrations and exit
 //! dp3t-backend keygen  --data-dir D              write signing and dev HA key pairs (development)
 //! dp3t-backend pubkey  --data-dir D              print the public key as the apps embed it
@@ -31,6 +32,11 @@ enum Command {
         /// TOML configuration file; DP3T_* environment variables override it.
         #[arg(long, env = "DP3T_CONFIG")]
         config: Option<PathBuf>,
+        /// Do not apply migrations; refuse to start unless the schema is this binary's
+        /// (same as DP3T_MIGRATE=false). For a database role without DDL rights, after
+        /// `migrate` ran as the owner.
+        #[arg(long)]
+        no_migrate: bool,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -83,14 +89,21 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve { config: None }) {
-        Command::Serve { config } => {
-            let config = Config::load(config.as_deref())?;
+    match cli.command.unwrap_or(Command::Serve {
+        config: None,
+        no_migrate: false,
+    }) {
+        Command::Serve { config, no_migrate } => {
+            let mut config = Config::load(config.as_deref())?;
+            if no_migrate {
+                config.migrate = false;
+            }
             init_logging(config.log_format);
             actix_web::rt::System::new().block_on(server::serve(config))
         }
         Command::Migrate { config } => {
-            let config = Config::load(config.as_deref())?;
+            let mut config = Config::load(config.as_deref())?;
+            config.migrate = true;
             init_logging(config.log_format);
             actix_web::rt::System::new().block_on(async {
                 let db = server::open_database(&config).await?;

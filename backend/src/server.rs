@@ -36,18 +36,37 @@ pub struct Prepared {
     pub state: web::Data<AppState>,
 }
 
-/// Connect the database and apply migrations.
+/// Connect the database, then apply pending migrations, or with `config.migrate` false
+/// only check that the schema is this binary's (for a role that may not create tables).
 pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
     if config.database_url.is_none() {
+        let path = config.data_dir.join(SQLITE_FILE);
+        if !config.migrate && !path.exists() {
+            // Connecting would create an empty file; say what is missing instead.
+            anyhow::bail!(
+                "no database at {} and migrations are not to be applied \
+                 (--no-migrate / DP3T_MIGRATE=false): run `dp3t-backend migrate` first",
+                path.display()
+            );
+        }
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     }
-    let db = Db::connect(&config.effective_database_url(), config.db_max_connections)
-        .await
-        .context("connecting to the database")?;
-    db.migrate().await.context("applying migrations")?;
+    let db = Db::connect(&config.effective_database_url(), config.db_max_connections).await?;
+    if config.migrate {
+        db.migrate().await.context(
+            "applying migrations (a role that may not create tables serves with --no-migrate \
+             after the owner ran `dp3t-backend migrate`)",
+        )?;
+    } else {
+        db.check_schema().await?;
+        tracing::info!("schema is at the expected version (migrations not applied: --no-migrate)");
+    }
     Ok(db)
 }
+
+/// The SQLite file in the data directory when no database URL is configured.
+const SQLITE_FILE: &str = "dp3t.db";
 
 /// Create the data directory and keys, open and migrate the database, load the released
 /// buckets.

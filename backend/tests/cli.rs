@@ -115,22 +115,177 @@ fn keygen_then_token() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn migrate_creates_the_sqlite_database() {
-    let dir = temp_dir("migrate");
-    let out = Command::new(BIN)
-        .arg("migrate")
-        .env("DP3T_DATA_DIR", &dir)
+/// Spawn `dp3t-backend serve` with `args` and `env` on free ports, wait for the URL it
+/// prints (bounded), and return the child and the URL.
+fn spawn_serve(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> (std::process::Child, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve")
+        .args(args)
+        .env("DP3T_BIND", "127.0.0.1:0")
+        .env("DP3T_METRICS_BIND", "127.0.0.1:0")
         .env_remove("DP3T_DATABASE_URL")
-        .output()
+        .env_remove("DP3T_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("server printed its URL");
+    let url = line.split_whitespace().last().unwrap().to_owned();
+    (child, url)
+}
+
+/// SIGTERM, then wait (bounded) for a clean exit.
+fn stop(mut child: std::process::Child) {
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
         .unwrap();
+    assert!(kill.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("server did not stop within 20 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// Run `dp3t-backend` with `args` and `env` (no DP3T_DATABASE_URL of the caller's) to its
+/// end; a command still running after 30 s (a server that started when it should have
+/// refused) is killed and fails the test.
+fn run_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("DP3T_DATABASE_URL")
+        .env_remove("DP3T_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "{args:?} still running after 30 s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn migrate_creates_the_sqlite_database_and_no_migrate_only_checks_it() {
+    let dir = temp_dir("migrate");
+    let env = [("DP3T_DATA_DIR", dir.as_os_str())];
+    // Regression: `serve` always ran the migrator. With --no-migrate (or
+    // DP3T_MIGRATE=false) a missing schema is refused with a message that says what to do.
+    for (args, extra) in [
+        (&["serve", "--no-migrate"][..], None),
+        (
+            &["serve"][..],
+            Some(("DP3T_MIGRATE", std::ffi::OsStr::new("false"))),
+        ),
+    ] {
+        let mut env = env.to_vec();
+        env.extend(extra);
+        env.push(("DP3T_BIND", std::ffi::OsStr::new("127.0.0.1:0")));
+        env.push(("DP3T_METRICS_BIND", std::ffi::OsStr::new("127.0.0.1:0")));
+        let out = run_env(args, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started without a schema");
+        assert!(stderr.contains("dp3t-backend migrate"), "{stderr}");
+        assert!(
+            !dir.join("dp3t.db").exists(),
+            "{args:?} created the database"
+        );
+    }
+    let out = run_env(&["migrate"], &env);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.join("dp3t.db").exists());
+    let (child, url) = spawn_serve(&["--no-migrate"], &env);
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::get(format!("{url}/healthz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    stop(child);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Regression: an unreachable database gave 30 s of silence and then "pool timed out".
+/// A listener that accepts and never answers stands in for a blackholed database host;
+/// a closed port for a stopped one.
+#[test]
+fn an_unreachable_database_is_named_within_seconds() {
+    let blackhole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = blackhole.local_addr().unwrap();
+    std::thread::spawn(move || {
+        // Hold the accepted connections open, saying nothing, until the process ends.
+        let mut conns = Vec::new();
+        for c in blackhole.incoming().map_while(Result::ok) {
+            conns.push(c);
+        }
+    });
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    for addr in [silent, closed] {
+        let dir = temp_dir("unreachable");
+        let url = format!("postgres://dp3t:secret-password@{addr}/dp3t");
+        let started = Instant::now();
+        let out = run_env(
+            &["serve"],
+            &[
+                ("DP3T_DATA_DIR", dir.as_os_str()),
+                ("DP3T_DATABASE_URL", std::ffi::OsStr::new(&url)),
+                ("DP3T_BIND", std::ffi::OsStr::new("127.0.0.1:0")),
+                ("DP3T_METRICS_BIND", std::ffi::OsStr::new("127.0.0.1:0")),
+            ],
+        );
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains(&addr.to_string()), "{addr}: {stderr}");
+        assert!(!stderr.contains("secret-password"), "{stderr}");
+        // The bound is 5 s of connecting; the rest is process start and key loading.
+        assert!(took < Duration::from_secs(15), "{addr}: {took:?}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }
 
 #[test]

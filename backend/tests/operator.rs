@@ -1,11 +1,13 @@
 //! What an operator relies on, through the real server: `/metrics` only on its own
-//! listener.
+//! listener; least-privilege PostgreSQL (the owner migrates, a role with row rights only
+//! serves).
 
 #![allow(clippy::unwrap_used)]
 
 mod common;
 
-use common::{Backend, Harness};
+use common::{key_days_ago, padded, set_of, test_config, Backend, Harness};
+use sqlx::Connection as _;
 
 on_both_databases!(metrics_are_not_on_the_public_port);
 
@@ -40,4 +42,103 @@ async fn metrics_are_not_on_the_public_port(backend: Backend) {
         .unwrap();
     assert_eq!(other.status(), 404);
     h.finish().await;
+}
+
+/// `url` with its user and password replaced.
+fn as_role(url: &str, user: &str, password: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    let host_and_db = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    format!("{scheme}://{user}:{password}@{host_and_db}")
+}
+
+/// Start a server on its own thread; the error with its causes.
+async fn try_start(config: backend::config::Config) -> Result<(), String> {
+    let started = tokio::task::spawn_blocking(move || backend::server::start_in_thread(config))
+        .await
+        .unwrap();
+    match started {
+        Ok(server) => {
+            tokio::task::spawn_blocking(move || server.stop())
+                .await
+                .unwrap();
+            Ok(())
+        }
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// Regression (issue: least-privilege PostgreSQL, as documented, failed): `serve` always
+/// ran the migrator, which needs CREATE on the schema, so a role with row rights only got
+/// `permission denied for schema public`. Now the owner runs `migrate`, and the serving
+/// role starts with `--no-migrate` (`migrate = false`), which checks the schema version
+/// and refuses a database that is not migrated with a message saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_postgres_owner_migrates_and_a_row_role_serves() {
+    if std::env::var("TEST_DATABASE_URL").map_or(true, |u| u.is_empty()) {
+        eprintln!("TEST_DATABASE_URL not set: PostgreSQL test skipped");
+        return;
+    }
+    let (owner_url, admin_url, name) = common::fresh_pg_database().await;
+    let app_url = as_role(&owner_url, "dp3t_app", "dp3t_app");
+    let mut owner = sqlx::PgConnection::connect(&owner_url).await.unwrap();
+    let role: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dp3t_app')")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert!(role, "role dp3t_app is missing: run .ci/postgres.sh");
+    // As in docs/OPERATIONS.md: nobody but the owner creates objects in the schema.
+    sqlx::query("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .execute(&mut owner)
+        .await
+        .unwrap();
+
+    let data_dir = std::env::temp_dir().join(format!("dp3t-lp-{}", rand::random::<u64>()));
+    backend::keys::keygen(&data_dir).unwrap();
+    let mut config = test_config(data_dir.clone());
+    config.database_url = Some(app_url.clone());
+
+    // Not migrated: --no-migrate refuses, and says what to run.
+    config.migrate = false;
+    let err = try_start(config.clone()).await.unwrap_err();
+    assert!(err.contains("no schema"), "{err}");
+    assert!(err.contains("dp3t-backend migrate"), "{err}");
+    // The old behaviour, migrating as the serving role, fails for lack of rights.
+    config.migrate = true;
+    let err = try_start(config.clone()).await.unwrap_err();
+    assert!(err.contains("permission denied"), "{err}");
+
+    // The owner migrates and grants row rights.
+    let db = backend::db::Db::connect(&owner_url, 2).await.unwrap();
+    db.migrate().await.unwrap();
+    db.close().await;
+    for grant in [
+        "GRANT USAGE ON SCHEMA public TO dp3t_app",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO dp3t_app",
+        "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO dp3t_app",
+    ] {
+        sqlx::query(grant).execute(&mut owner).await.unwrap();
+    }
+    owner.close().await.unwrap();
+
+    // The serving role with --no-migrate: starts, stores an upload, publishes it.
+    let h = Harness::start(Backend::Sqlite, |c| {
+        c.database_url = Some(app_url.clone());
+        c.migrate = false;
+    })
+    .await;
+    assert_eq!(h.state().db.kind(), "postgres");
+    let keys = vec![key_days_ago(3), key_days_ago(4)];
+    let resp = h.upload(&h.token(5, false), &padded(&keys)).await;
+    assert_eq!(resp.status(), 200);
+    h.wait_for_keys(None, &set_of(&keys)).await;
+    h.finish().await;
+
+    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    admin.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&data_dir);
 }

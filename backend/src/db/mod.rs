@@ -17,7 +17,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -46,6 +46,95 @@ pub enum DbError {
     /// A stored value is out of its expected range (corrupt row).
     #[error("corrupt row: {0}")]
     Corrupt(&'static str),
+    /// The database did not answer within [`CONNECT_TIMEOUT`] at start.
+    #[error(
+        "no answer from the database at {host} within {} s: is it running, and is the \
+         address in DP3T_DATABASE_URL right?",
+        CONNECT_TIMEOUT.as_secs()
+    )]
+    Unreachable {
+        /// `host:port` (or socket directory) of the URL.
+        host: String,
+    },
+    /// Connecting at start failed (refused, authentication, unknown database …).
+    #[error("connecting to the database at {host}: {source}")]
+    Connect {
+        /// `host:port` (or socket directory) of the URL.
+        host: String,
+        /// What the driver said.
+        source: sqlx::Error,
+    },
+    /// The schema is not the one this binary was built for, and migrations were not to be
+    /// applied (`serve --no-migrate`, `DP3T_MIGRATE=false`).
+    #[error("{0}")]
+    Schema(SchemaProblem),
+}
+
+/// How long connecting to the database at start may take before it is reported
+/// unreachable (instead of the pool's silent retries until its acquire timeout).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why [`Db::check_schema`] refused a database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchemaProblem {
+    /// No migration was ever applied.
+    Empty {
+        /// Newest migration version this binary knows.
+        expected: i64,
+    },
+    /// Migrations of this binary are not applied yet.
+    Behind {
+        /// Newest applied version.
+        applied: i64,
+        /// Newest migration version this binary knows.
+        expected: i64,
+        /// How many migrations are pending.
+        pending: usize,
+    },
+    /// The database has migrations this binary does not know (a newer release migrated it).
+    Ahead {
+        /// The first unknown applied version.
+        unknown: i64,
+        /// Newest migration version this binary knows.
+        expected: i64,
+    },
+    /// A migration was applied with other contents, or failed halfway.
+    Modified {
+        /// Its version.
+        version: i64,
+    },
+}
+
+impl std::fmt::Display for SchemaProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const FIX: &str = "run `dp3t-backend migrate` with the role that owns the schema, \
+                           or start without --no-migrate / DP3T_MIGRATE=false";
+        match self {
+            SchemaProblem::Empty { expected } => write!(
+                f,
+                "the database has no schema (this binary needs version {expected}): {FIX}"
+            ),
+            SchemaProblem::Behind {
+                applied,
+                expected,
+                pending,
+            } => write!(
+                f,
+                "the database schema is at version {applied}, this binary needs {expected} \
+                 ({pending} migration(s) pending): {FIX}"
+            ),
+            SchemaProblem::Ahead { unknown, expected } => write!(
+                f,
+                "the database has migration {unknown}, newer than this binary knows (up to \
+                 {expected}): run the release that migrated it"
+            ),
+            SchemaProblem::Modified { version } => write!(
+                f,
+                "migration {version} in the database differs from this binary's or failed \
+                 halfway: check the database before serving from it"
+            ),
+        }
+    }
 }
 
 /// Result alias of this module.
@@ -283,9 +372,63 @@ const SELECT_BUCKETS: &str =
     "SELECT bucket_end, bucket_start, real_keys, total_keys, zip, signature \
      FROM published_buckets WHERE bucket_end > $1 AND bucket_end <= $2 ORDER BY bucket_end";
 
+/// Run a pool's first connection under [`CONNECT_TIMEOUT`], naming `host` in the error.
+async fn with_connect_timeout<P>(
+    host: &str,
+    connect: impl std::future::Future<Output = Result<P, sqlx::Error>>,
+) -> DbResult<P> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+        Err(_) | Ok(Err(sqlx::Error::PoolTimedOut)) => Err(DbError::Unreachable {
+            host: host.to_owned(),
+        }),
+        Ok(Err(source)) => Err(DbError::Connect {
+            host: host.to_owned(),
+            source,
+        }),
+        Ok(Ok(pool)) => Ok(pool),
+    }
+}
+
+/// Compare the migrations of this binary (`known`: version and checksum) with those
+/// recorded in the database (`applied`: version, success, checksum).
+fn schema_problem(
+    known: &[(i64, Vec<u8>)],
+    applied: &[(i64, bool, Vec<u8>)],
+) -> Option<SchemaProblem> {
+    let expected = known.iter().map(|(v, _)| *v).max().unwrap_or(0);
+    for (version, success, checksum) in applied {
+        match known.iter().find(|(v, _)| v == version) {
+            None => {
+                return Some(SchemaProblem::Ahead {
+                    unknown: *version,
+                    expected,
+                })
+            }
+            Some((_, c)) if !success || c != checksum => {
+                return Some(SchemaProblem::Modified { version: *version })
+            }
+            Some(_) => {}
+        }
+    }
+    let pending = known
+        .iter()
+        .filter(|(v, _)| !applied.iter().any(|(a, _, _)| a == v))
+        .count();
+    match applied.iter().map(|(v, _, _)| *v).max() {
+        _ if pending == 0 => None,
+        None => Some(SchemaProblem::Empty { expected }),
+        Some(applied) => Some(SchemaProblem::Behind {
+            applied,
+            expected,
+            pending,
+        }),
+    }
+}
+
 impl Db {
     /// Connect to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file if
-    /// needed. Does not migrate.
+    /// needed. Does not migrate. A database that does not answer within
+    /// [`CONNECT_TIMEOUT`] is [`DbError::Unreachable`], naming its host.
     pub async fn connect(url: &str, max_connections: u32) -> DbResult<Db> {
         if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
@@ -300,32 +443,77 @@ impl Db {
                 // many uploads touch are then copied back to the database once, not
                 // once per 1000 frames.
                 .pragma("wal_autocheckpoint", "10000");
-            let write = SqlitePoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(opts.clone())
-                .await?;
+            let host = opts.get_filename().display().to_string();
+            let write = with_connect_timeout(
+                &host,
+                SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts.clone()),
+            )
+            .await?;
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
             let read = if in_memory {
                 write.clone()
             } else {
-                SqlitePoolOptions::new()
-                    .max_connections(max_connections.clamp(1, 8))
-                    .acquire_timeout(Duration::from_secs(30))
-                    .connect_with(opts)
-                    .await?
+                with_connect_timeout(
+                    &host,
+                    SqlitePoolOptions::new()
+                        .max_connections(max_connections.clamp(1, 8))
+                        .acquire_timeout(Duration::from_secs(30))
+                        .connect_with(opts),
+                )
+                .await?
             };
             Ok(Db::Sqlite { write, read })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            let pool = PgPoolOptions::new()
-                .max_connections(max_connections)
-                .acquire_timeout(Duration::from_secs(30))
-                .connect(url)
-                .await?;
+            let opts = PgConnectOptions::from_str(url)?;
+            let host = format!("{}:{}", opts.get_host(), opts.get_port());
+            let pool = with_connect_timeout(
+                &host,
+                PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(opts),
+            )
+            .await?;
             Ok(Db::Postgres(pool))
         } else {
             Err(DbError::UnsupportedUrl)
         }
+    }
+
+    /// Check that every migration of this binary, and no other, is applied, without
+    /// changing anything: for `serve --no-migrate`, whose role may read and write rows but
+    /// not create tables.
+    pub async fn check_schema(&self) -> DbResult<()> {
+        let (migrator, exists_sql) = match self {
+            Db::Sqlite { .. } => (
+                &SQLITE_MIGRATIONS,
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'",
+            ),
+            Db::Postgres(_) => (
+                &POSTGRES_MIGRATIONS,
+                "SELECT count(*) FROM pg_catalog.pg_tables \
+                 WHERE tablename = '_sqlx_migrations' AND schemaname = ANY (current_schemas(false))",
+            ),
+        };
+        let known: Vec<(i64, Vec<u8>)> = migrator
+            .iter()
+            .filter(|m| m.migration_type.is_up_migration())
+            .map(|m| (m.version, m.checksum.to_vec()))
+            .collect();
+        let exists: i64 = on_read!(self, p => sqlx::query_scalar(exists_sql).fetch_one(p).await?);
+        let applied: Vec<(i64, bool, Vec<u8>)> = if exists == 0 {
+            Vec::new()
+        } else {
+            on_read!(self, p => sqlx::query_as(
+                "SELECT version, success, checksum FROM _sqlx_migrations ORDER BY version",
+            )
+            .fetch_all(p)
+            .await?)
+        };
+        schema_problem(&known, &applied).map_or(Ok(()), |e| Err(DbError::Schema(e)))
     }
 
     /// Which database this is, for logs.
@@ -567,6 +755,68 @@ mod tests {
         let db = Db::connect(&url, 4).await.unwrap();
         db.migrate().await.unwrap();
         (db, dir)
+    }
+
+    #[tokio::test]
+    async fn check_schema_refuses_an_unmigrated_database_and_accepts_a_migrated_one() {
+        let dir = std::env::temp_dir().join(format!(
+            "dp3t-schema-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let db = Db::connect(&url, 2).await.unwrap();
+        let err = db.check_schema().await.unwrap_err();
+        assert!(
+            matches!(err, DbError::Schema(SchemaProblem::Empty { .. })),
+            "{err}"
+        );
+        assert!(err.to_string().contains("dp3t-backend migrate"), "{err}");
+        db.migrate().await.unwrap();
+        db.check_schema().await.unwrap();
+        db.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn schema_problems_are_named() {
+        let known = vec![(1, vec![1]), (2, vec![2]), (3, vec![3])];
+        let ok: Vec<_> = known.iter().map(|(v, c)| (*v, true, c.clone())).collect();
+        assert_eq!(schema_problem(&known, &ok), None);
+        assert_eq!(
+            schema_problem(&known, &ok[..1]),
+            Some(SchemaProblem::Behind {
+                applied: 1,
+                expected: 3,
+                pending: 2
+            })
+        );
+        assert_eq!(
+            schema_problem(&known, &[]),
+            Some(SchemaProblem::Empty { expected: 3 })
+        );
+        let mut ahead = ok.clone();
+        ahead.push((4, true, vec![4]));
+        assert_eq!(
+            schema_problem(&known, &ahead),
+            Some(SchemaProblem::Ahead {
+                unknown: 4,
+                expected: 3
+            })
+        );
+        let mut changed = ok.clone();
+        changed[1].2 = vec![9];
+        assert_eq!(
+            schema_problem(&known, &changed),
+            Some(SchemaProblem::Modified { version: 2 })
+        );
+        let mut failed = ok;
+        failed[2].1 = false;
+        assert_eq!(
+            schema_problem(&known, &failed),
+            Some(SchemaProblem::Modified { version: 3 })
+        );
     }
 
     fn key(b: u8, publish_at: u64) -> NewKey {

@@ -80,7 +80,9 @@ pub fn test_config(data_dir: PathBuf) -> Config {
     }
 }
 
-async fn fresh_pg_database() -> (String, String, String) {
+/// A new, empty PostgreSQL database owned by the role of `TEST_DATABASE_URL`: its URL, the
+/// admin URL and its name.
+pub async fn fresh_pg_database() -> (String, String, String) {
     let admin_url = std::env::var("TEST_DATABASE_URL").unwrap();
     let name = unique("dp3t_t");
     let mut conn = sqlx::PgConnection::connect(&admin_url).await.unwrap();
