@@ -112,7 +112,8 @@ pub struct UploadGrant {
     pub onset: Day,
     /// A fake token: the upload is answered normally but stores no key.
     pub fake: bool,
-    /// SHA-256 of the `jti`, the value recorded for single use.
+    /// SHA-256 of the `jti`; the writer keys it before it is stored
+    /// ([`crate::writer::single_use_record`]).
     pub jti_hash: [u8; 32],
     /// The token's `exp` (unix seconds).
     pub expires_at: u64,

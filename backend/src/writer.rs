@@ -9,12 +9,75 @@
 //!
 //! If a batch fails (a PostgreSQL deadlock with another node, say), each of its uploads is
 //! retried in its own transaction, so one bad upload cannot fail the others.
+//!
+//! ## Single-use records that link nothing
+//!
+//! The writer also owns the tokens' single-use records. A record must stop a second use
+//! of a `jti`, and recognise a retry of the same upload (same body) after a lost answer,
+//! but it must not let anyone who copies the database — the token issuer included, who
+//! knows every `jti` — tell which token an upload came with. So the writer stores
+//! ([`single_use_record`]):
+//!
+//! * HMAC-SHA256 of the `jti` digest and of the body digest under a **secret of the day
+//!   the record expires** (`token_keys`, shared by the nodes through the database);
+//! * an expiry coarsened to the hour after the token's `exp` plus the leeway.
+//!
+//! Records are deleted once expired (an expired token is refused anyway), and a day's
+//! secret once every record made with it is gone ([`Db::delete_spent_tokens`], every
+//! [`CLEANUP_INTERVAL`]); from then on the records that remain in old backups or in the
+//! file's free pages cannot be tied to a `jti` by anyone.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use zeroize::Zeroizing;
 
+use crate::auth::LEEWAY_SECONDS;
 use crate::db::{Db, DbError, DbResult, StoreOutcome, UploadRecord};
+
+/// How often expired single-use records and spent day secrets are deleted.
+pub const CLEANUP_INTERVAL: Duration = Duration::from_secs(600);
+/// Granularity of the stored expiry of single-use records.
+pub const EXPIRY_GRANULARITY_SECONDS: u64 = 3600;
+
+/// The stored form of a single-use record: `(jti HMAC, coarse expiry, body HMAC)` under
+/// the day secret `secret` of the coarse expiry's day ([`day_of_record`]).
+pub fn single_use_record(
+    jti_digest: &[u8; 32],
+    expires_at: u64,
+    body_digest: &[u8; 32],
+    secret: &[u8; 32],
+) -> ([u8; 32], u64, [u8; 32]) {
+    let mac = |label: &[u8], data: &[u8; 32]| -> [u8; 32] {
+        // HMAC accepts keys of any length, so this cannot fail.
+        let mut m = <Hmac<Sha256> as Mac>::new_from_slice(secret)
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        m.update(label);
+        m.update(data);
+        m.finalize().into_bytes().into()
+    };
+    (
+        mac(b"jti", jti_digest),
+        coarse_expiry(expires_at),
+        mac(b"body", body_digest),
+    )
+}
+
+/// `exp` plus the leeway, rounded up to [`EXPIRY_GRANULARITY_SECONDS`].
+pub fn coarse_expiry(expires_at: u64) -> u64 {
+    let t = expires_at.saturating_add(LEEWAY_SECONDS);
+    t.div_ceil(EXPIRY_GRANULARITY_SECONDS)
+        .saturating_mul(EXPIRY_GRANULARITY_SECONDS)
+}
+
+/// The day whose secret keys the record of a token expiring at `expires_at`.
+pub fn day_of_record(expires_at: u64) -> u64 {
+    coarse_expiry(expires_at) / 86_400
+}
 
 /// Most uploads committed together.
 pub const MAX_BATCH: usize = 128;
@@ -43,6 +106,7 @@ impl UploadWriter {
         for _ in 0..writers.max(1) {
             tokio::spawn(run(db.clone(), Arc::clone(&rx)));
         }
+        tokio::spawn(cleanup(db, tx.downgrade()));
         UploadWriter { tx }
     }
 
@@ -59,27 +123,89 @@ impl UploadWriter {
     }
 }
 
+/// Delete spent single-use records every [`CLEANUP_INTERVAL`], while the writer lives.
+async fn cleanup(db: Db, alive: mpsc::WeakSender<Job>) {
+    loop {
+        if alive.upgrade().is_none() {
+            return;
+        }
+        match db.delete_spent_tokens(crate::unix_now().0).await {
+            Ok((records, secrets)) if records + secrets > 0 => {
+                tracing::info!(records, secrets, "spent single-use records deleted")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "deleting spent single-use records failed"),
+        }
+        tokio::time::sleep(CLEANUP_INTERVAL).await;
+    }
+}
+
+/// Day secrets this writer has fetched.
+#[derive(Default)]
+struct Secrets(HashMap<u64, Zeroizing<[u8; 32]>>);
+
+impl Secrets {
+    /// The stored form of `u`: its digests keyed with its day's secret.
+    async fn seal(&mut self, db: &Db, u: &UploadRecord) -> DbResult<UploadRecord> {
+        let day = day_of_record(u.expires_at);
+        if !self.0.contains_key(&day) {
+            let candidate = Zeroizing::new(rand::random::<[u8; 32]>());
+            let secret = Zeroizing::new(db.token_key(day, &candidate).await?);
+            // Days whose records are all deleted need their secret no more.
+            let today = crate::unix_now().0 / 86_400;
+            self.0.retain(|d, _| *d + 1 >= today);
+            self.0.insert(day, secret);
+        }
+        let secret = self
+            .0
+            .get(&day)
+            .ok_or(DbError::Corrupt("day secret missing"))?;
+        let (jti_hash, expires_at, body_digest) =
+            single_use_record(&u.jti_hash, u.expires_at, &u.body_digest, secret);
+        Ok(UploadRecord {
+            jti_hash,
+            expires_at,
+            body_digest,
+            keys: u.keys.clone(),
+            design: u.design.clone(),
+        })
+    }
+}
+
 async fn run(db: Db, rx: Arc<Mutex<mpsc::Receiver<Job>>>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    let mut secrets = Secrets::default();
     loop {
         let received = rx.lock().await.recv_many(&mut batch, MAX_BATCH).await;
         if received == 0 {
             return;
         }
-        let uploads: Vec<UploadRecord> = batch.iter().map(|j| j.upload.clone()).collect();
+        let mut jobs = Vec::with_capacity(batch.len());
+        let mut uploads = Vec::with_capacity(batch.len());
+        for job in batch.drain(..) {
+            match secrets.seal(&db, &job.upload).await {
+                Ok(u) => {
+                    uploads.push(u);
+                    jobs.push(job);
+                }
+                Err(e) => {
+                    let _ = job.reply.send(Err(e));
+                }
+            }
+        }
         match db.store_uploads(&uploads).await {
-            Ok(outcomes) if outcomes.len() == batch.len() => {
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
+            Ok(outcomes) if outcomes.len() == jobs.len() => {
+                for (job, outcome) in jobs.into_iter().zip(outcomes) {
                     let _ = job.reply.send(Ok(outcome));
                 }
             }
             result => {
                 if let Err(e) = result {
-                    tracing::warn!(error = %e, uploads = batch.len(), "batch failed; storing uploads one by one");
+                    tracing::warn!(error = %e, uploads = jobs.len(), "batch failed; storing uploads one by one");
                 }
-                for job in batch.drain(..) {
+                for (job, upload) in jobs.into_iter().zip(&uploads) {
                     let outcome = db
-                        .store_uploads(std::slice::from_ref(&job.upload))
+                        .store_uploads(std::slice::from_ref(upload))
                         .await
                         .and_then(|mut v| v.pop().ok_or(DbError::Corrupt("no outcome")));
                     let _ = job.reply.send(outcome);
@@ -111,6 +237,7 @@ mod tests {
         let upload = |jti: u8, key: u8| UploadRecord {
             jti_hash: [jti; 32],
             expires_at: 10,
+            body_digest: [key; 32],
             keys: vec![NewKey {
                 key_data: [key; 16],
                 rolling_start_number: 1,
@@ -137,12 +264,33 @@ mod tests {
                     assert_eq!(inserted, 1);
                     stored += 1;
                 }
-                StoreOutcome::Replayed => replayed += 1,
+                StoreOutcome::Replayed { same_body } => {
+                    assert!(same_body);
+                    replayed += 1;
+                }
             }
         }
         assert_eq!((stored, replayed), (100, 100));
         assert_eq!(db.count_keys().await.unwrap(), 100);
         db.close().await;
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stored_records_do_not_show_the_jti_or_the_exact_expiry() {
+        let secret = [9u8; 32];
+        let (jti, exp, body) = single_use_record(&[1; 32], 1_700_000_123, &[2; 32], &secret);
+        // Neither digest is stored as it came, nor as a plain hash of it.
+        assert_ne!(jti, [1; 32]);
+        assert_ne!(body, [2; 32]);
+        assert_ne!(jti, body);
+        // Another day's secret gives unrelated records.
+        let (jti2, _, _) = single_use_record(&[1; 32], 1_700_000_123, &[2; 32], &[8u8; 32]);
+        assert_ne!(jti, jti2);
+        // The expiry is the hour after exp plus the leeway.
+        assert_eq!(exp % EXPIRY_GRANULARITY_SECONDS, 0);
+        assert!(exp >= 1_700_000_123 + LEEWAY_SECONDS);
+        assert!(exp < 1_700_000_123 + LEEWAY_SECONDS + EXPIRY_GRANULARITY_SECONDS);
+        assert_eq!(day_of_record(1_700_000_123), exp / 86_400);
     }
 }

@@ -105,7 +105,7 @@ fn cases(h: &Harness) -> Vec<Case> {
             "/v2/gaen/exposed".into(),
             Some(replayed),
             json,
-            good.clone(),
+            upload_body(&padded(&[key_days_ago(4)])),
         ),
         (
             "bad key (400)",

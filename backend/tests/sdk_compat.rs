@@ -291,9 +291,17 @@ async fn v1_api_upload_next_day_and_day_download(backend: Backend) {
     let body = format!(r#"{{"delayedKey":{},"fake":0}}"#, gson_key(&delayed));
     assert_ok(android_post(&h, "/v1/gaen/exposednextday", &next_day, body.clone()).await).await;
     assert_eq!(h.key_rows().await, rows + 1);
-    // The next-day token is single use.
+    // The next-day token is single use: the same upload again is a retry (200, stored
+    // once), another body with it is refused.
+    assert_ok(android_post(&h, "/v1/gaen/exposednextday", &next_day, body).await).await;
+    assert_eq!(h.key_rows().await, rows + 1);
+    let other_key = UploadKey {
+        key_data: rand::random(),
+        ..delayed.clone()
+    };
+    let body2 = format!(r#"{{"delayedKey":{},"fake":0}}"#, gson_key(&other_key));
     assert_error(
-        android_post(&h, "/v1/gaen/exposednextday", &next_day, body).await,
+        android_post(&h, "/v1/gaen/exposednextday", &next_day, body2).await,
         409,
         "token_replayed",
     )

@@ -21,6 +21,7 @@ on_both_databases!(
     every_body_refusal,
     every_token_refusal,
     jti_replay_inserts_nothing,
+    retry_after_a_lost_answer_gets_the_same_answer,
     fake_uploads_look_like_real_ones,
     concurrent_uploads_lose_and_duplicate_nothing,
     rs256_tokens_from_a_configured_key,
@@ -423,6 +424,62 @@ async fn every_token_refusal(backend: Backend) {
     c["exp"] = (n - 10 + 3600).into();
     assert_eq!(send(Some(es256(&h, &c))).await.status(), 200);
     assert_eq!(h.key_rows().await, 1);
+    h.finish().await;
+}
+
+/// Send an upload and drop the connection before the answer (during the constant delay),
+/// as a flaky mobile network does; returns once the server has had time to store it.
+async fn upload_and_hang_up(h: &Harness, token: &str, body: &[u8]) {
+    use std::io::Write as _;
+    let addr = h.url.trim_start_matches("http://").to_owned();
+    let req = format!(
+        "POST /v2/gaen/exposed HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let body = body.to_vec();
+    tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(req.as_bytes()).unwrap();
+        s.write_all(&body).unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        // Dropped here: the answer (due after the delay) is never read.
+    })
+    .await
+    .unwrap();
+}
+
+async fn retry_after_a_lost_answer_gets_the_same_answer(backend: Backend) {
+    let h = Harness::start(backend, |c| c.upload_delay_ms = 1000).await;
+    // A real upload whose answer is lost, then retried with the same token and body.
+    let real = padded(&[key_days_ago(3)]);
+    let token = h.token(5, false);
+    upload_and_hang_up(&h, &token, &upload_body(&real)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while h.key_rows().await == 0 {
+        assert!(Instant::now() < deadline, "the upload was not stored");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let retry = h.upload(&token, &real).await;
+    assert_eq!(retry.status(), 200);
+    assert_eq!(retry.text().await.unwrap(), "OK");
+    assert_eq!(h.key_rows().await, 1, "stored once");
+    // Another body with the spent token is still refused.
+    assert_error(
+        h.upload(&token, &padded(&[key_days_ago(2)])).await,
+        409,
+        "token_replayed",
+    )
+    .await;
+    // A fake upload behaves the same on retry.
+    let fake = h.token(5, true);
+    let body = padded(&[]);
+    assert_eq!(h.upload(&fake, &body).await.status(), 200);
+    assert_eq!(h.upload(&fake, &body).await.status(), 200);
+    // And across a restart of the server.
+    let h = h.restart().await;
+    assert_eq!(h.upload(&token, &real).await.status(), 200);
+    assert_eq!(h.key_rows().await, 1);
+    h.wait_for_keys(None, &set_of(&real)).await;
     h.finish().await;
 }
 

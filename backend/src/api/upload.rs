@@ -14,7 +14,9 @@
 //!    a real upload and not to a fake one;
 //! 5. the fake flag: a fake token, or a body that says it is fake, stores nothing;
 //! 6. the group-commit writer ([`crate::writer`]) spends the token's `jti` and stores the
-//!    entries in one transaction (409 on a replayed `jti`);
+//!    entries in one transaction. A second use of a `jti` is `409`, unless it carries
+//!    the same body: that is a retry after a lost answer, and gets the first try's `200`
+//!    (the upload is stored once);
 //! 7. the answer leaves at the **same time after arrival** (`DP3T_UPLOAD_DELAY_MS`) and
 //!    with the **same size** whatever happened: accepted or refused, real or fake. The
 //!    answer's variable part (reason phrase, content type, body, `Content-Length`
@@ -31,6 +33,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use dp3t_core::time::{Day, UnixTime};
+use sha2::{Digest as _, Sha256};
 
 use super::{bearer_token, ApiError, AppState};
 use crate::auth::{verify_upload_token, AuthError, UploadGrant};
@@ -309,6 +312,7 @@ pub(crate) async fn process(
     let mut record = UploadRecord {
         jti_hash: grant.jti_hash,
         expires_at: grant.expires_at,
+        body_digest: Sha256::digest(body).into(),
         keys: Vec::new(),
         design: None,
     };
@@ -335,7 +339,11 @@ pub(crate) async fn process(
         ApiError::upload_not_stored()
     })?;
     match outcome {
-        StoreOutcome::Replayed => Err(ApiError::token_replayed()),
+        // A retry of the same upload with the same token, after an answer that was lost
+        // (a dropped connection, a restart): the upload is stored, so it gets the same
+        // `200` as the first try.
+        StoreOutcome::Replayed { same_body: true } => Ok(next_day),
+        StoreOutcome::Replayed { same_body: false } => Err(ApiError::token_replayed()),
         StoreOutcome::Stored { .. } => Ok(next_day),
     }
 }

@@ -94,8 +94,6 @@ pub struct DesignRetentionReport {
     pub buckets: u64,
 }
 
-const INSERT_TOKEN: &str = "INSERT INTO used_tokens (jti_hash, expires_at) VALUES ($1, $2) \
-     ON CONFLICT (jti_hash) DO NOTHING";
 pub(crate) const INSERT_UPLOAD: &str = "INSERT INTO design_uploads \
      (design, entries, entry_count, received_at) VALUES ($1, $2, $3, $4)";
 const SELECT_STATE: &str =
@@ -138,42 +136,16 @@ impl Db {
         expires_at: u64,
         upload: Option<&DesignUploadRow>,
     ) -> DbResult<StoreOutcome> {
-        let expires_at = to_i64(expires_at)?;
-        let row = match upload {
-            Some(u) => Some((
-                u.design,
-                &u.entries,
-                to_i64(u.entry_count)?,
-                to_i64(u.received_at)?,
-            )),
-            None => None,
+        // The one write path of uploads (the group-commit writer's).
+        let record = super::UploadRecord {
+            jti_hash: *jti_hash,
+            expires_at,
+            body_digest: *jti_hash,
+            keys: Vec::new(),
+            design: upload.cloned(),
         };
-        design_write!(self, p => {
-            let mut tx = p.begin().await?;
-            let fresh = sqlx::query(INSERT_TOKEN)
-                .bind(&jti_hash[..])
-                .bind(expires_at)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if fresh == 0 {
-                tx.rollback().await?;
-                return Ok(StoreOutcome::Replayed);
-            }
-            let mut inserted = 0;
-            if let Some((design, entries, count, received_at)) = row {
-                sqlx::query(INSERT_UPLOAD)
-                    .bind(design)
-                    .bind(&entries[..])
-                    .bind(count)
-                    .bind(received_at)
-                    .execute(&mut *tx)
-                    .await?;
-                inserted = to_u64(count)?;
-            }
-            tx.commit().await?;
-            Ok(StoreOutcome::Stored { inserted })
-        })
+        let mut out = self.store_uploads(std::slice::from_ref(&record)).await?;
+        out.pop().ok_or(DbError::Corrupt("no outcome"))
     }
 
     /// The deployment's padding secret: `candidate` if none was stored yet (the first node
@@ -427,7 +399,7 @@ mod tests {
             db.store_design_upload(&[1; 32], 99, Some(&upload("hybrid", 9, 10)))
                 .await
                 .unwrap(),
-            StoreOutcome::Replayed
+            StoreOutcome::Replayed { same_body: true }
         );
         assert_eq!(db.count_design_uploads("hybrid").await.unwrap(), 0);
         // A fake upload records only the token.

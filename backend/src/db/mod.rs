@@ -191,13 +191,19 @@ pub fn days_since_onset(key_day: dp3t_core::time::Day, onset: dp3t_core::time::D
     ) as i32
 }
 
-/// One upload to store: its token's `jti` digest and expiry, and the keys to insert.
+/// One upload to store: its token's single-use record, and the entries to insert.
+///
+/// The [`crate::writer`] turns the digests into keyed HMACs and coarsens `expires_at`
+/// before they reach the database (see [`crate::writer::single_use_record`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadRecord {
-    /// SHA-256 of the token's `jti`.
+    /// Digest of the token's `jti` (as stored: keyed, see above).
     pub jti_hash: [u8; 32],
-    /// The token's `exp` (unix seconds).
+    /// When the record may be deleted (unix seconds).
     pub expires_at: u64,
+    /// Digest of the upload body, so that a retry of the same upload with the same token
+    /// is recognised (as stored: keyed).
+    pub body_digest: [u8; 32],
     /// Keys to insert (possibly none, for fake uploads).
     pub keys: Vec<NewKey>,
     /// The entries of a DP-3T design upload to insert, if any.
@@ -212,8 +218,12 @@ pub enum StoreOutcome {
         /// Keys actually inserted.
         inserted: u64,
     },
-    /// The token's `jti` was used before; nothing was written.
-    Replayed,
+    /// The token's `jti` was used before; nothing was written. `same_body`: by an upload
+    /// with the same body (a retry after a lost answer).
+    Replayed {
+        /// The first use carried the same body.
+        same_body: bool,
+    },
 }
 
 /// A bucket's built export, produced by the caller inside [`Db::release`].
@@ -359,8 +369,9 @@ fn insert_keys_sql(n: usize, numbered: bool) -> String {
     sql
 }
 
-const INSERT_TOKEN: &str =
-    "INSERT INTO used_tokens (jti_hash, expires_at) VALUES ($1, $2) ON CONFLICT (jti_hash) DO NOTHING";
+const INSERT_TOKEN: &str = "INSERT INTO used_tokens (jti_hash, expires_at, body_digest) \
+     VALUES ($1, $2, $3) ON CONFLICT (jti_hash) DO NOTHING";
+const SELECT_TOKEN_BODY: &str = "SELECT body_digest FROM used_tokens WHERE jti_hash = $1";
 const CLAIM_KEYS: &str = "UPDATE gaen_keys SET bucket_end = $1 \
      WHERE bucket_end IS NULL AND publish_at <= $1 \
      RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level, \
@@ -534,6 +545,51 @@ impl Db {
         Ok(())
     }
 
+    /// The secret of single-use records of day `period` (see [`crate::writer`]):
+    /// `candidate` if none is stored yet (the first node wins), else the stored one.
+    pub async fn token_key(&self, period: u64, candidate: &[u8; 32]) -> DbResult<[u8; 32]> {
+        let period = to_i64(period)?;
+        let stored: Vec<u8> = on_write!(self, p => {
+            sqlx::query(
+                "INSERT INTO token_keys (period, secret) VALUES ($1, $2) ON CONFLICT (period) DO NOTHING",
+            )
+            .bind(period)
+            .bind(&candidate[..])
+            .execute(p)
+            .await?;
+            sqlx::query("SELECT secret FROM token_keys WHERE period = $1")
+                .bind(period)
+                .fetch_one(p)
+                .await?
+                .try_get(0)?
+        });
+        stored
+            .try_into()
+            .map_err(|_| DbError::Corrupt("token key is not 32 bytes"))
+    }
+
+    /// Delete the single-use records that expired before `now`, and the secrets of the
+    /// days whose records are all gone. Returns (records, secrets) deleted.
+    pub async fn delete_spent_tokens(&self, now: u64) -> DbResult<(u64, u64)> {
+        let now_i = to_i64(now)?;
+        let last_gone_period = to_i64((now / 86_400).saturating_sub(1))?;
+        on_write!(self, p => {
+            let mut tx = p.begin().await?;
+            let records = sqlx::query("DELETE FROM used_tokens WHERE expires_at < $1")
+                .bind(now_i)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            let secrets = sqlx::query("DELETE FROM token_keys WHERE period < $1")
+                .bind(last_gone_period)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok((records, secrets))
+        })
+    }
+
     /// A trivial query, for `/healthz`.
     pub async fn health(&self) -> DbResult<()> {
         on_read!(self, p => { sqlx::query("SELECT released_until FROM release_state WHERE id = 1").fetch_one(p).await?; });
@@ -541,7 +597,8 @@ impl Db {
     }
 
     /// Record the token's `jti` and insert `keys`, in one transaction. If the `jti` was
-    /// used before, nothing is written and [`StoreOutcome::Replayed`] is returned.
+    /// used before, nothing is written and [`StoreOutcome::Replayed`] is returned. (The
+    /// server stores through [`Db::store_uploads`]; this is its one-upload form.)
     /// Duplicate keys (same data and rolling start) are ignored.
     pub async fn store_upload(
         &self,
@@ -549,9 +606,15 @@ impl Db {
         expires_at: u64,
         keys: &[NewKey],
     ) -> DbResult<StoreOutcome> {
+        use sha2::Digest as _;
+        let mut body = sha2::Sha256::new();
+        for k in keys {
+            body.update(k.key_data);
+        }
         let upload = UploadRecord {
             jti_hash: *jti_hash,
             expires_at,
+            body_digest: body.finalize().into(),
             keys: keys.to_vec(),
             design: None,
         };
@@ -593,11 +656,22 @@ impl Db {
                 let fresh = sqlx::query(INSERT_TOKEN)
                     .bind(&u.jti_hash[..])
                     .bind(*expires_at)
+                    .bind(&u.body_digest[..])
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
                 if fresh == 0 {
-                    outcomes.push(StoreOutcome::Replayed);
+                    let first: Option<Vec<u8>> = sqlx::query(SELECT_TOKEN_BODY)
+                        .bind(&u.jti_hash[..])
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| r.try_get(0))
+                        .transpose()?
+                        .flatten();
+                    let same_body = first.is_some_and(|d| {
+                        subtle::ConstantTimeEq::ct_eq(&d[..], &u.body_digest[..]).into()
+                    });
+                    outcomes.push(StoreOutcome::Replayed { same_body });
                     continue;
                 }
                 let mut inserted = 0;
@@ -841,7 +915,14 @@ mod tests {
         assert_eq!(out, StoreOutcome::Stored { inserted: 2 });
         assert_eq!(
             db.store_upload(&[1; 32], 10, &[key(3, 100)]).await.unwrap(),
-            StoreOutcome::Replayed
+            StoreOutcome::Replayed { same_body: false }
+        );
+        // The same upload again (a retry after a lost answer) is recognised as such.
+        assert_eq!(
+            db.store_upload(&[1; 32], 10, &[key(1, 100), key(2, 100), key(1, 100)])
+                .await
+                .unwrap(),
+            StoreOutcome::Replayed { same_body: true }
         );
         assert_eq!(db.count_keys().await.unwrap(), 2);
         let out = db
