@@ -63,6 +63,8 @@ use dp3t_core::time::{Day, Enin, UnixTime, DAY_SECONDS};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 
+use crate::designs::build::padded_count;
+
 use crate::db::{BucketRecord, BuiltBucket, Db, DbError, StoredKey};
 use crate::metrics::Metrics;
 
@@ -72,6 +74,56 @@ pub const EMBARGO_SECONDS: u64 = 2 * 3600;
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// `report_type` written for every key (CONFIRMED_TEST).
 const REPORT_TYPE_CONFIRMED_TEST: i32 = 1;
+/// At most this many bucket ends are released one by one after downtime.
+pub const MAX_CATCH_UP_BUCKETS: u64 = 256;
+/// Draws from the population until one fits the bucket (at most this many tries).
+const PADDING_TRIES: usize = 32;
+
+/// The metadata of one padding key of the bucket ending at `end`: that of a random real
+/// key of the retention window (`population`: keys with the end of the bucket that
+/// publishes them), moved by whole days so that it has the same age relative to this
+/// bucket as the real key had relative to its own, and publishable in it (expired plus
+/// embargo by `end`, inside the retention). With no such key (an empty window), a key of
+/// one to five days ago.
+fn padding_shape(
+    population: &[(StoredKey, u64)],
+    end: u64,
+    settings: &PublishSettings,
+    rng: &mut impl Rng,
+) -> StoredKey {
+    let end_day = UnixTime(end.saturating_sub(1)).day().0;
+    let fits = |k: &StoredKey| {
+        let start = u64::from(k.rolling_start_number) * 600;
+        let expiry = start + u64::from(k.rolling_period) * 600;
+        expiry + EMBARGO_SECONDS <= end && start + settings.retention_seconds >= end
+    };
+    for _ in 0..PADDING_TRIES {
+        let Some((k, published)) = population.choose(rng) else {
+            break;
+        };
+        let their_day = UnixTime(published.saturating_sub(1)).day().0;
+        let shift = i64::from(end_day) - i64::from(their_day);
+        let rsn = i64::from(k.rolling_start_number) + shift * 144;
+        let Ok(rolling_start_number) = u32::try_from(rsn) else {
+            continue;
+        };
+        let shaped = StoredKey {
+            rolling_start_number,
+            ..*k
+        };
+        if fits(&shaped) {
+            return shaped;
+        }
+    }
+    let age = rng.gen_range(1..=5u32);
+    StoredKey {
+        key_data: [0; 16],
+        rolling_start_number: end_day.saturating_sub(age) * 144,
+        rolling_period: 144,
+        transmission_risk_level: 0,
+        days_since_onset: 0,
+    }
+}
 
 /// Settings of the publisher, taken from [`crate::config::Config`].
 #[derive(Debug, Clone)]
@@ -249,17 +301,21 @@ impl Publisher {
     }
 
     /// Turn the keys claimed for the bucket ending at `end` into its export: shuffled,
-    /// padded with random keys shaped like the real ones, zipped, signed.
+    /// padded ([`padded_count`] of `DP3T_EXPORT_MIN_KEYS`) with random keys shaped like
+    /// the real keys of the retention window (`population`), zipped, signed. With padding
+    /// on, every bucket has an export, with real keys or not.
     fn build_bucket(
         &self,
         end: u64,
         claimed: Vec<StoredKey>,
+        population: Vec<(StoredKey, u64)>,
     ) -> Result<Option<BuiltBucket>, String> {
-        if claimed.is_empty() {
-            return Ok(None);
-        }
         let mut rng = rand::thread_rng();
         let real = claimed.len();
+        let total = padded_count(real, self.settings.min_keys, &mut rng);
+        if total == 0 {
+            return Ok(None);
+        }
         let to_export = |k: &StoredKey, key_data: [u8; 16]| ExportKey {
             key_data,
             rolling_start_interval_number: k.rolling_start_number,
@@ -269,16 +325,13 @@ impl Publisher {
             days_since_onset_of_symptoms: Some(k.days_since_onset),
         };
         let mut keys: Vec<ExportKey> = claimed.iter().map(|k| to_export(k, k.key_data)).collect();
-        // Padding keys copy the metadata of a random real key of the same bucket, so they
-        // cannot be told apart by it.
-        while keys.len() < self.settings.min_keys {
-            let template = &claimed[rng.gen_range(0..real)];
+        while keys.len() < total {
             let mut data = [0u8; 16];
             rng.fill_bytes(&mut data);
-            keys.push(to_export(template, data));
+            let shape = padding_shape(&population, end, &self.settings, &mut rng);
+            keys.push(to_export(&shape, data));
         }
         keys.shuffle(&mut rng);
-        let total = keys.len();
         let start = end.saturating_sub(self.settings.bucket_seconds);
         let batch = ExportBatch {
             start_timestamp: start,
@@ -334,15 +387,42 @@ impl Publisher {
     }
 
     async fn advance_locked(&self, target: u64) -> Result<(), PublishError> {
-        let outcome = self
-            .db
-            .release(target, |keys| self.build_bucket(target, keys))
-            .await?;
-        if let Some(n) = outcome.built_keys {
-            self.metrics.bucket_built();
-            tracing::info!(bucket_end = target, keys = n, "bucket released");
-        }
+        // Every bucket end gets its release (and, with padding on, its export); after
+        // downtime only the last MAX_CATCH_UP_BUCKETS, the older keys going into the first.
+        let len = self.settings.bucket_seconds.max(1);
         let known = self.released_until();
+        let first = if known == 0 {
+            target
+        } else {
+            known
+                .saturating_add(len)
+                .max(target.saturating_sub(MAX_CATCH_UP_BUCKETS.saturating_mul(len)))
+        };
+        let mut released = known;
+        for end in (0..)
+            .map(|i: u64| first.saturating_add(i.saturating_mul(len)))
+            .take_while(|e| *e <= target)
+        {
+            let after = end.saturating_sub(self.settings.retention_seconds);
+            let outcome = self
+                .db
+                .release(end, after, |keys, population| {
+                    self.build_bucket(end, keys, population)
+                })
+                .await?;
+            if let Some(n) = outcome.built_keys {
+                self.metrics.bucket_built();
+                tracing::info!(bucket_end = end, keys = n, "bucket released");
+            }
+            released = outcome.released_until;
+            if released >= target {
+                break;
+            }
+        }
+        let outcome = crate::db::ReleaseOutcome {
+            released_until: released.max(known),
+            built_keys: None,
+        };
         let rows = self
             .db
             .buckets_between(known, outcome.released_until)

@@ -486,7 +486,9 @@ async fn story(backend: Backend, s: Scheme) {
     // Served from memory: the same bytes and signature again, and the bucket is stored.
     let again = fetch_batch(&h, s, batches[0].release_ms).await;
     assert_eq!(again, batches[0]);
-    assert_eq!(h.state().designs.metrics().buckets_built(design_of(s)), 1);
+    // Every released bucket is built and stored, with real entries or not (issue 12:
+    // padded exports for every bucket); this node built the one with the upload.
+    assert!(h.state().designs.metrics().buckets_built(design_of(s)) >= 1);
     h.finish().await;
 }
 
@@ -522,7 +524,8 @@ async fn padded_batches_empty_batches_and_restarts(backend: Backend) {
         match s {
             Scheme::LowCost => {
                 let (release, entries) = read_lowcost_list(&b.body);
-                assert_eq!((release, entries.len()), (empty_ms, 20));
+                assert_eq!(release, empty_ms);
+                assert!((20..30).contains(&entries.len()));
                 for (key, date) in &entries {
                     assert_eq!(key.len(), 32);
                     let day = date / 86_400_000;
@@ -530,10 +533,10 @@ async fn padded_batches_empty_batches_and_restarts(backend: Backend) {
                     assert!(day <= u64::from(today) && day + 14 >= u64::from(today));
                 }
             }
-            Scheme::Unlinkable => assert_eq!(Dpcf::parse(&b.body).count, 500),
+            Scheme::Unlinkable => assert!((500..750).contains(&Dpcf::parse(&b.body).count)),
             Scheme::Hybrid => {
                 let (_, entries) = read_hybrid_list(&b.body);
-                assert_eq!(entries.len(), 30);
+                assert!((30..45).contains(&entries.len()));
                 for (seed, start, w) in &entries {
                     assert_eq!((seed.len(), *w), (16, 120));
                     assert_eq!(start % 7_200_000, 0);
@@ -562,13 +565,13 @@ async fn padded_batches_empty_batches_and_restarts(backend: Backend) {
             let real_here = match s {
                 Scheme::LowCost => {
                     let (_, e) = read_lowcost_list(&b.body);
-                    assert_eq!(e.len(), 20);
+                    assert!((20..30).contains(&e.len()));
                     let key = b64(json["key"].as_str().unwrap());
                     e.iter().any(|(k, _)| *k == key)
                 }
                 Scheme::Unlinkable => {
                     let f = Dpcf::parse(&b.body);
-                    assert_eq!(f.count, 500);
+                    assert!((500..750).contains(&f.count));
                     let entry = &json["seeds"][real_index(&json, "seeds")];
                     f.contains(&hashed_observation(
                         &b64(entry["seed"].as_str().unwrap()),
@@ -577,7 +580,7 @@ async fn padded_batches_empty_batches_and_restarts(backend: Backend) {
                 }
                 Scheme::Hybrid => {
                     let (_, e) = read_hybrid_list(&b.body);
-                    assert_eq!(e.len(), 30);
+                    assert!((30..45).contains(&e.len()));
                     let entry = &json["windows"][real_index(&json, "windows")];
                     let seed = b64(entry["seed"].as_str().unwrap());
                     e.iter().any(|(s, _, _)| *s == seed)

@@ -113,7 +113,7 @@ fn build_and_report(
 ) -> anyhow::Result<()> {
     let entries = real.len();
     let started = Instant::now();
-    let built = build_body(RELEASE, real, params, key, rng)?;
+    let built = build_body(RELEASE, real, params, &Default::default(), key, rng)?;
     let total = started.elapsed();
     // The signature alone (SHA-256 of the body and one ECDSA signature), for the split.
     let started = Instant::now();

@@ -116,6 +116,9 @@ const INSERT_BUCKET: &str = "INSERT INTO design_buckets \
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (design, bucket_end) DO NOTHING";
 const SET_RELEASED: &str = "UPDATE design_release_state SET released_until = $2 \
      WHERE design = $1 AND released_until < $2";
+const POPULATION: &str = "SELECT entries, COALESCE(bucket_end, received_at) FROM design_uploads \
+     WHERE design = $1 AND COALESCE(bucket_end, received_at) > $2 \
+     AND COALESCE(bucket_end, received_at) <= $3 ORDER BY random() LIMIT $4";
 const SELECT_BUCKETS: &str =
     "SELECT bucket_end, real_entries, total_entries, body, signature FROM design_buckets \
      WHERE design = $1 AND bucket_end > $2 AND bucket_end <= $3 ORDER BY bucket_end";
@@ -148,24 +151,39 @@ impl Db {
         out.pop().ok_or(DbError::Corrupt("no outcome"))
     }
 
-    /// The deployment's padding secret: `candidate` if none was stored yet (the first node
-    /// to start wins), else the stored one.
-    pub async fn design_padding_secret(&self, candidate: &[u8; 32]) -> DbResult<[u8; 32]> {
-        let stored: Vec<u8> = design_write!(self, p => {
-            sqlx::query(
-                "INSERT INTO design_padding_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
-            )
-            .bind(&candidate[..])
-            .execute(p)
+    /// A random sample of at most `limit` stored uploads of `design` published in
+    /// `(after, upto]` (claimed by a bucket, or received, in that range): their records
+    /// and the end of the bucket that publishes them. Padding is dated from it.
+    pub async fn design_population(
+        &self,
+        design: &str,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> DbResult<Vec<(Vec<u8>, u64)>> {
+        let (a, u) = (to_i64(after)?, to_i64(upto)?);
+        design_read!(self, p => sqlx::query(POPULATION)
+            .bind(design)
+            .bind(a)
+            .bind(u)
+            .bind(i64::from(limit))
+            .fetch_all(p)
+            .await?
+            .into_iter()
+            .map(|r| Ok((r.try_get(0)?, to_u64(r.try_get(1)?)?)))
+            .collect())
+    }
+
+    /// The stored bucket of `design` ending at `end`, if any.
+    pub async fn design_bucket(
+        &self,
+        design: &str,
+        end: u64,
+    ) -> DbResult<Option<DesignBucketRecord>> {
+        let mut rows = self
+            .design_buckets_between(design, end.saturating_sub(1), end)
             .await?;
-            sqlx::query("SELECT secret FROM design_padding_secret WHERE id = 1")
-                .fetch_one(p)
-                .await?
-                .try_get(0)?
-        });
-        stored
-            .try_into()
-            .map_err(|_| DbError::Corrupt("padding secret is not 32 bytes"))
+        Ok(rows.pop().filter(|r| r.end == end))
     }
 
     /// Where `design`'s releases stand.
@@ -469,15 +487,6 @@ mod tests {
                 buckets: 1
             }
         );
-        db.close().await;
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[tokio::test]
-    async fn the_first_padding_secret_is_kept() {
-        let (db, dir) = temp_db().await;
-        assert_eq!(db.design_padding_secret(&[1; 32]).await.unwrap(), [1; 32]);
-        assert_eq!(db.design_padding_secret(&[2; 32]).await.unwrap(), [1; 32]);
         db.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }

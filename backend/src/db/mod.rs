@@ -379,6 +379,12 @@ const CLAIM_KEYS: &str = "UPDATE gaen_keys SET bucket_end = $1 \
 const INSERT_BUCKET: &str = "INSERT INTO published_buckets \
      (bucket_end, bucket_start, real_keys, total_keys, zip, signature) VALUES ($1, $2, $3, $4, $5, $6)";
 const SET_RELEASED: &str = "UPDATE release_state SET released_until = $1 WHERE id = 1";
+const POPULATION: &str = "SELECT rolling_start_number, rolling_period, transmission_risk_level, \
+     days_since_onset, COALESCE(bucket_end, publish_at) FROM gaen_keys \
+     WHERE COALESCE(bucket_end, publish_at) > $1 AND COALESCE(bucket_end, publish_at) <= $2 \
+     ORDER BY random() LIMIT $3";
+/// Real keys sampled to shape the padding of one bucket.
+pub const POPULATION_SAMPLE: i64 = 2_000;
 const SELECT_BUCKETS: &str =
     "SELECT bucket_end, bucket_start, real_keys, total_keys, zip, signature \
      FROM published_buckets WHERE bucket_end > $1 AND bucket_end <= $2 ORDER BY bucket_end";
@@ -702,15 +708,24 @@ impl Db {
     /// Release every bucket up to `until`: if `released_until < until`, claim all unclaimed
     /// keys with `publish_at <= until` for the bucket ending at `until`, let `build` turn
     /// them into the bucket's export (`None` when there is nothing to publish), store it,
-    /// and advance `released_until`, all in one transaction. Builders are serialised (the
+    /// and advance `released_until`, all in one transaction. `build` also gets a random
+    /// sample (at most [`POPULATION_SAMPLE`]) of the real keys published in
+    /// `(population_after, until]`, this bucket's included, each with the end of the
+    /// bucket that publishes it: the population padding is drawn from. Builders are serialised (the
     /// SQLite writer, or a row lock on PostgreSQL), so a bucket is built exactly once and
     /// buckets are committed in time order; keys committed after a claim simply go to the
     /// next bucket.
-    pub async fn release<F>(&self, until: u64, build: F) -> DbResult<ReleaseOutcome>
+    pub async fn release<F>(
+        &self,
+        until: u64,
+        population_after: u64,
+        build: F,
+    ) -> DbResult<ReleaseOutcome>
     where
-        F: FnOnce(Vec<StoredKey>) -> Result<Option<BuiltBucket>, String>,
+        F: FnOnce(Vec<StoredKey>, Vec<(StoredKey, u64)>) -> Result<Option<BuiltBucket>, String>,
     {
         let until_i = to_i64(until)?;
+        let after_i = to_i64(population_after)?;
         let lock_sql = match self {
             Db::Sqlite { .. } => "SELECT released_until FROM release_state WHERE id = 1",
             Db::Postgres(_) => "SELECT released_until FROM release_state WHERE id = 1 FOR UPDATE",
@@ -728,7 +743,18 @@ impl Db {
             for r in rows {
                 keys.push(stored_key(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?);
             }
-            let built = build(keys).map_err(DbError::Build)?;
+            let rows = sqlx::query(POPULATION)
+                .bind(after_i)
+                .bind(until_i)
+                .bind(POPULATION_SAMPLE)
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut population = Vec::with_capacity(rows.len());
+            for r in rows {
+                let k = stored_key(vec![0; 16], r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?;
+                population.push((k, to_u64(r.try_get(4)?)?));
+            }
+            let built = build(keys, population).map_err(DbError::Build)?;
             let built_keys = built.as_ref().map(|b| b.real_keys);
             if let Some(b) = built {
                 sqlx::query(INSERT_BUCKET)
@@ -941,7 +967,7 @@ mod tests {
         db.store_upload(&[1; 32], 10, &[key(1, 100), key(2, 200), key(3, 300)])
             .await
             .unwrap();
-        let build = |keys: Vec<StoredKey>| {
+        let build = |keys: Vec<StoredKey>, _: Vec<(StoredKey, u64)>| {
             Ok(Some(BuiltBucket {
                 start: 0,
                 real_keys: keys.len() as u64,
@@ -950,7 +976,7 @@ mod tests {
                 signature: "s".into(),
             }))
         };
-        let r = db.release(200, build).await.unwrap();
+        let r = db.release(200, 0, build).await.unwrap();
         assert_eq!(
             r,
             ReleaseOutcome {
@@ -959,7 +985,10 @@ mod tests {
             }
         );
         // Asking again for an earlier or equal time builds nothing.
-        let r = db.release(150, |_| panic!("must not build")).await.unwrap();
+        let r = db
+            .release(150, 0, |_, _| panic!("must not build"))
+            .await
+            .unwrap();
         assert_eq!(
             r,
             ReleaseOutcome {
@@ -969,7 +998,7 @@ mod tests {
         );
         // A key arriving late with an old publish_at goes into the next bucket.
         db.store_upload(&[2; 32], 10, &[key(4, 100)]).await.unwrap();
-        let r = db.release(300, build).await.unwrap();
+        let r = db.release(300, 0, build).await.unwrap();
         assert_eq!(r.built_keys, Some(2));
         let b = db.buckets_between(0, 300).await.unwrap();
         assert_eq!(b.len(), 2);
@@ -982,9 +1011,9 @@ mod tests {
         assert_eq!(db.buckets_between(200, 300).await.unwrap().len(), 1);
         // A failing build rolls everything back.
         db.store_upload(&[3; 32], 10, &[key(5, 400)]).await.unwrap();
-        assert!(db.release(400, |_| Err("boom".into())).await.is_err());
+        assert!(db.release(400, 0, |_, _| Err("boom".into())).await.is_err());
         assert_eq!(db.released_until().await.unwrap(), 300);
-        let r = db.release(400, build).await.unwrap();
+        let r = db.release(400, 0, build).await.unwrap();
         assert_eq!(r.built_keys, Some(1));
         let gone = db.delete_older_than(301).await.unwrap();
         assert_eq!(

@@ -19,18 +19,16 @@
 //!
 //! ## Built once, identical everywhere
 //!
-//! A bucket with real entries is built once after it ends: its rows are claimed, its
-//! entries padded to the design's minimum with random entries of the right form,
+//! Every bucket, with or without real entries, is built once after it ends: its rows are
+//! claimed, its entries padded ([`build::padded_count`]) with random entries of the
+//! right form dated like the real entries of the retention window ([`build::DatePrior`]),
 //! shuffled (lists) or hashed into a DPCF filter (§4.1), signed (§9.5, with
 //! `batch-release-time`), stored in `design_buckets` and kept in memory
-//! ([`crate::db::designs`] describes the two-step claim). A bucket without real
-//! entries is not stored: its padded body is a pure function of the deployment's padding
-//! secret (created once, in the database), the design and the bucket end, so every node
-//! computes the same bytes, on first request, and caches them.
-//!
-//! The padding and the order of every body come from a ChaCha20 RNG seeded from that
-//! secret, the design and the bucket end ([`build::padding_rng`]); anyone without the
-//! secret sees uniformly random entries.
+//! ([`crate::db::designs`] describes the two-step claim). The padding comes from fresh
+//! randomness and exists only in the stored bytes; if two nodes build the same bucket,
+//! the first stored copy wins and both serve it. A bucket that no release built (older
+//! than a catch-up after downtime) is built, stored and served the same way on its
+//! first request.
 //!
 //! ## Serving
 //!
@@ -52,14 +50,14 @@ use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
 use dp3t_core::signing::{verify_response, PublicKey, SigningKey};
 use dp3t_core::time::UnixTime;
-use rand::RngCore;
-use zeroize::Zeroizing;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 
 use crate::config::Config;
 use crate::db::designs::{DesignBucketRecord, DesignRetentionReport};
 use crate::db::{Db, DbError};
 use crate::publish::bucket_floor;
-use build::{build_body, padding_rng, BuildError, BuildParams, RealEntries};
+use build::{build_body, BuildError, BuildParams, DatePrior, RealEntries};
 
 /// After a failed release, requests serve the last state for this long before retrying.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
@@ -68,6 +66,11 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
 const MAX_CACHED_EMPTY: usize = 4_096;
 /// How often the ticker deletes data past retention.
 const RETENTION_INTERVAL_SECS: u64 = 3_600;
+/// At most this many bucket ends are built by one release after downtime; older ones
+/// are built on their first request.
+pub const MAX_CATCH_UP_BUCKETS: u64 = 256;
+/// Stored uploads sampled to date the padding of one bucket.
+const POPULATION_SAMPLE: u32 = 500;
 
 /// One of the three DP-3T designs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -296,7 +299,6 @@ pub struct DesignPublisher {
     db: Db,
     key: SigningKey,
     settings: DesignSettings,
-    secret: Zeroizing<[u8; 32]>,
     states: [DesignState; 3],
     metrics: DesignMetrics,
     /// The last release of some design failed (cleared when that design next succeeds).
@@ -312,17 +314,14 @@ impl std::fmt::Debug for DesignPublisher {
 }
 
 impl DesignPublisher {
-    /// Open the publisher over `db` (migrated): fetch or create the padding secret, delete
-    /// data past retention and release every bucket that has ended at `now`.
+    /// Open the publisher over `db` (migrated): delete data past retention and release
+    /// every bucket that has ended at `now`.
     pub async fn open(
         db: Db,
         key: SigningKey,
         settings: DesignSettings,
         now: UnixTime,
     ) -> Result<DesignPublisher, DesignError> {
-        let mut candidate = Zeroizing::new([0u8; 32]);
-        rand::rngs::OsRng.fill_bytes(&mut candidate[..]);
-        let secret = Zeroizing::new(db.design_padding_secret(&candidate).await?);
         let state = |design| DesignState {
             design,
             released: AtomicU64::new(0),
@@ -333,7 +332,6 @@ impl DesignPublisher {
             db,
             key,
             settings,
-            secret,
             states: [
                 state(Design::LowCost),
                 state(Design::Unlinkable),
@@ -416,11 +414,33 @@ impl DesignPublisher {
                     .claim_design_uploads(name, self.settings.bucket_seconds, target)
                     .await?;
             }
-            let pending = self
+            // Every bucket end is published, with real entries or not; after downtime (or
+            // on a fresh database) only the last MAX_CATCH_UP_BUCKETS of them.
+            let len = self.settings.bucket_seconds.max(1);
+            let claimed = state.claimed_until;
+            let floor = if state.released_until == 0 {
+                claimed.saturating_sub(len)
+            } else {
+                state.released_until
+            }
+            .max(claimed.saturating_sub(MAX_CATCH_UP_BUCKETS.saturating_mul(len)));
+            let mut pending: std::collections::BTreeSet<u64> = (1..)
+                .map(|i: u64| floor - floor % len + i.saturating_mul(len))
+                .take_while(|e| *e <= claimed)
+                .collect();
+            pending.extend(
+                self.db
+                    .pending_design_buckets(name, state.released_until, claimed)
+                    .await?,
+            );
+            let stored: std::collections::BTreeSet<u64> = self
                 .db
-                .pending_design_buckets(name, state.released_until, state.claimed_until)
-                .await?;
-            for end in pending {
+                .design_buckets_between(name, state.released_until, claimed)
+                .await?
+                .into_iter()
+                .map(|b| b.end)
+                .collect();
+            for end in pending.difference(&stored).copied() {
                 let built = self.build_stored(st.design, end).await?;
                 self.db.insert_design_bucket(name, &built).await?;
                 self.metrics.buckets_built[st.design.index()].fetch_add(1, Relaxed);
@@ -469,13 +489,15 @@ impl DesignPublisher {
                 real.extend_from_stored(entries);
             }
         }
+        let prior = self.date_prior(design, end).await?;
         let params = self.settings.build_params(design);
         let key = self.key.clone();
-        let mut rng = padding_rng(&self.secret, design, end);
-        let built =
-            tokio::task::spawn_blocking(move || build_body(end, real, &params, &key, &mut rng))
-                .await
-                .map_err(|e| DesignError::Task(e.to_string()))??;
+        let built = tokio::task::spawn_blocking(move || {
+            let mut rng = ChaCha20Rng::from_entropy();
+            build_body(end, real, &params, &prior, &key, &mut rng)
+        })
+        .await
+        .map_err(|e| DesignError::Task(e.to_string()))??;
         Ok(DesignBucketRecord {
             end,
             real_entries: built.real_entries,
@@ -483,6 +505,21 @@ impl DesignPublisher {
             body: built.body,
             signature: built.signature,
         })
+    }
+
+    /// How the real entries of `design` published in the retention window before `end`
+    /// (and in it) were dated: a random sample of stored uploads.
+    async fn date_prior(&self, design: Design, end: u64) -> Result<DatePrior, DesignError> {
+        let after = end.saturating_sub(self.settings.retention_seconds);
+        let mut prior = DatePrior::default();
+        for (entries, bucket_end) in self
+            .db
+            .design_population(design.name(), after, end, POPULATION_SAMPLE)
+            .await?
+        {
+            prior.add_stored(design, &entries, bucket_end);
+        }
+        Ok(prior)
     }
 
     fn install(
@@ -557,20 +594,37 @@ impl DesignPublisher {
                 return Ok(Arc::clone(b));
             }
         }
-        // Released without uploads: the padded body, the same on every node.
-        let params = self.settings.build_params(design);
-        let built = build_body(
+        // Not in memory: the stored copy, or (a bucket no release built) build and store
+        // it now; the first stored copy wins on every node.
+        let name = design.name();
+        let row = match self
+            .db
+            .design_bucket(name, end)
+            .await
+            .map_err(DesignError::from)?
+        {
+            Some(row) => row,
+            None => {
+                let built = self.build_stored(design, end).await?;
+                self.db
+                    .insert_design_bucket(name, &built)
+                    .await
+                    .map_err(DesignError::from)?;
+                self.db
+                    .design_bucket(name, end)
+                    .await
+                    .map_err(DesignError::from)?
+                    .ok_or(DesignError::Db(DbError::Corrupt("stored bucket vanished")))?
+            }
+        };
+        let signature = self.current_signature(&self.key.public_key(), &row)?;
+        let bucket = Arc::new(PublishedBucket::new(
             end,
-            RealEntries::empty(design),
-            &params,
-            &self.key,
-            &mut padding_rng(&self.secret, design, end),
-        )
-        .map_err(DesignError::from)?;
-        let bucket = Arc::new(
-            PublishedBucket::new(end, built.body, &built.signature, 0, built.total_entries)
-                .map_err(BucketError::Internal)?,
-        );
+            row.body,
+            &signature,
+            row.real_entries,
+            row.total_entries,
+        )?);
         let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
         if cache.empty.len() >= MAX_CACHED_EMPTY {
             cache.empty.clear();
