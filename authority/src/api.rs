@@ -61,6 +61,8 @@ pub struct AppState {
     pub passwords: PasswordCheck,
     /// Message catalogs of the staff page.
     pub catalogs: Catalogs,
+    /// The OpenID Connect provider, when configured.
+    pub oidc: Option<crate::oidc::Oidc>,
 }
 
 impl std::fmt::Debug for AppState {

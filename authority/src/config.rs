@@ -16,6 +16,23 @@ use crate::{Error, Result};
 /// 14-day retention are never published).
 pub const MAX_ONSET_DAYS_BACK: u32 = 14;
 
+/// A secret setting: `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(pub String);
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(…)")
+    }
+}
+
+impl From<&str> for SecretString {
+    fn from(s: &str) -> SecretString {
+        SecretString(s.to_owned())
+    }
+}
+
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -65,6 +82,17 @@ pub struct Config {
     pub workers: Option<usize>,
     /// Log format (`DP3T_AUTHORITY_LOG_FORMAT`: `text` or `json`).
     pub log_format: LogFormat,
+    /// OpenID Connect issuer URL (`DP3T_AUTHORITY_OIDC_ISSUER`); unset: no OIDC sign-in.
+    pub oidc_issuer: Option<String>,
+    /// Client id at the provider (`DP3T_AUTHORITY_OIDC_CLIENT_ID`).
+    pub oidc_client_id: Option<String>,
+    /// Client secret, for confidential clients (`DP3T_AUTHORITY_OIDC_CLIENT_SECRET`).
+    pub oidc_client_secret: Option<SecretString>,
+    /// The callback URL registered at the provider, ending in `/staff/oidc/callback`
+    /// (`DP3T_AUTHORITY_OIDC_REDIRECT_URL`).
+    pub oidc_redirect_url: Option<String>,
+    /// Provider name on the sign-in button (`DP3T_AUTHORITY_OIDC_DISPLAY_NAME`).
+    pub oidc_display_name: String,
 }
 
 impl Default for Config {
@@ -84,6 +112,11 @@ impl Default for Config {
             trust_forwarded_for: false,
             workers: None,
             log_format: LogFormat::Text,
+            oidc_issuer: None,
+            oidc_client_id: None,
+            oidc_client_secret: None,
+            oidc_redirect_url: None,
+            oidc_display_name: "single sign-on".to_owned(),
         }
     }
 }
@@ -106,6 +139,11 @@ struct FileConfig {
     trust_forwarded_for: Option<bool>,
     workers: Option<usize>,
     log_format: Option<LogFormat>,
+    oidc_issuer: Option<String>,
+    oidc_client_id: Option<String>,
+    oidc_client_secret: Option<SecretString>,
+    oidc_redirect_url: Option<String>,
+    oidc_display_name: Option<String>,
 }
 
 fn parse<T: std::str::FromStr>(name: &str, v: &str) -> Result<T> {
@@ -158,8 +196,21 @@ impl Config {
             cookie_secure,
             session_minutes,
             trust_forwarded_for,
-            log_format
+            log_format,
+            oidc_display_name
         );
+        for (field, value) in [
+            (&mut self.oidc_issuer, f.oidc_issuer),
+            (&mut self.oidc_client_id, f.oidc_client_id),
+            (&mut self.oidc_redirect_url, f.oidc_redirect_url),
+        ] {
+            if value.is_some() {
+                *field = value;
+            }
+        }
+        if f.oidc_client_secret.is_some() {
+            self.oidc_client_secret = f.oidc_client_secret;
+        }
         if f.database_url.is_some() {
             self.database_url = f.database_url;
         }
@@ -213,6 +264,21 @@ impl Config {
         if let Some((n, v)) = get("WORKERS") {
             self.workers = Some(parse(&n, &v)?);
         }
+        if let Some((_, v)) = get("OIDC_ISSUER") {
+            self.oidc_issuer = Some(v);
+        }
+        if let Some((_, v)) = get("OIDC_CLIENT_ID") {
+            self.oidc_client_id = Some(v);
+        }
+        if let Some((_, v)) = get("OIDC_CLIENT_SECRET") {
+            self.oidc_client_secret = Some(SecretString(v));
+        }
+        if let Some((_, v)) = get("OIDC_REDIRECT_URL") {
+            self.oidc_redirect_url = Some(v);
+        }
+        if let Some((_, v)) = get("OIDC_DISPLAY_NAME") {
+            self.oidc_display_name = v;
+        }
         if let Some((n, v)) = get("LOG_FORMAT") {
             self.log_format = match v.trim().to_ascii_lowercase().as_str() {
                 "text" => LogFormat::Text,
@@ -250,7 +316,26 @@ impl Config {
         if self.workers == Some(0) {
             return bad("workers must be at least 1");
         }
+        if self.oidc_issuer.is_some()
+            && (self.oidc_client_id.is_none() || self.oidc_redirect_url.is_none())
+        {
+            return bad("oidc_issuer needs oidc_client_id and oidc_redirect_url");
+        }
+        if self.oidc_display_name.is_empty() || self.oidc_display_name.len() > 64 {
+            return bad("oidc_display_name must be 1..=64 characters");
+        }
         Ok(())
+    }
+
+    /// The OpenID Connect settings, when an issuer is configured.
+    pub fn oidc(&self) -> Option<crate::oidc::OidcSettings> {
+        Some(crate::oidc::OidcSettings {
+            issuer: self.oidc_issuer.clone()?,
+            client_id: self.oidc_client_id.clone()?,
+            client_secret: self.oidc_client_secret.as_ref().map(|s| s.0.clone()),
+            redirect_url: self.oidc_redirect_url.clone()?,
+            display_name: self.oidc_display_name.clone(),
+        })
     }
 
     /// The database URL actually used: the configured one or SQLite in the data dir.
@@ -302,6 +387,7 @@ mod tests {
             ("DP3T_AUTHORITY_MAX_DAILY_GUESS_RISK", "0.5"),
             ("DP3T_AUTHORITY_COOKIE_SECURE", "maybe"),
             ("DP3T_AUTHORITY_CLIENT_FAILURES_PER_HOUR", "x"),
+            ("DP3T_AUTHORITY_OIDC_ISSUER", "https://idp.example"),
         ] {
             assert!(
                 Config::load_with(None, env_of(&[(k, v)])).is_err(),

@@ -262,6 +262,11 @@ impl Db {
             .execute(p)
             .await?
             .rows_affected());
+        on_pool!(self, p => sqlx::query("DELETE FROM oidc_logins WHERE expires_at < $1")
+            .bind(i(now))
+            .execute(p)
+            .await?
+            .rows_affected());
         on_pool!(self, p => sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
             .bind(i(now))
             .execute(p)
@@ -420,6 +425,45 @@ impl Db {
             .await?
             .rows_affected());
         Ok(())
+    }
+
+    // ---- OpenID Connect sign-ins in progress ----
+
+    /// Remember a started OpenID Connect sign-in under the hash of its `state`.
+    pub async fn insert_oidc_login(
+        &self,
+        state_hash: &[u8; 32],
+        pkce_verifier: &str,
+        nonce: &str,
+        expires_at: u64,
+    ) -> Result<()> {
+        let q = "INSERT INTO oidc_logins (state_hash, pkce_verifier, nonce, expires_at) \
+                 VALUES ($1, $2, $3, $4)";
+        on_pool!(self, p => sqlx::query(q)
+            .bind(&state_hash[..])
+            .bind(pkce_verifier)
+            .bind(nonce)
+            .bind(i(expires_at))
+            .execute(p)
+            .await?
+            .rows_affected());
+        Ok(())
+    }
+
+    /// Take (and delete) an unexpired started sign-in: `(pkce_verifier, nonce)`. Single
+    /// use, so a callback URL cannot be replayed.
+    pub async fn take_oidc_login(
+        &self,
+        state_hash: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<(String, String)>> {
+        let q = "DELETE FROM oidc_logins WHERE state_hash = $1 AND expires_at > $2 \
+                 RETURNING pkce_verifier, nonce";
+        let row = on_pool!(self, p => match sqlx::query(q).bind(&state_hash[..]).bind(i(now)).fetch_optional(p).await? {
+            None => None,
+            Some(r) => Some((r.try_get::<String, _>(0)?, r.try_get::<String, _>(1)?)),
+        });
+        Ok(row)
     }
 
     // ---- API keys ----

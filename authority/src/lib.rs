@@ -21,6 +21,7 @@
 //! * [`ratelimit`] — the in-memory brute-force limits on failed exchanges;
 //! * [`staff`] — staff accounts: argon2id passwords, TOTP, sign-in throttling;
 //! * [`totp`] — RFC 6238 one-time passwords;
+//! * [`oidc`] — staff sign-in through the authority's OpenID Connect provider;
 //! * [`db`] — SQLite or PostgreSQL;
 //! * [`api`] — the JSON API (`/v1/onset`, `/v1/authcode`);
 //! * [`web`] — the staff web page, its message catalogs and security headers;
@@ -32,6 +33,7 @@ pub mod config;
 pub mod date;
 pub mod db;
 mod error;
+pub mod oidc;
 pub mod ratelimit;
 pub mod server;
 pub mod staff;

@@ -70,6 +70,14 @@ pub async fn prepare(config: Config) -> Result<web::Data<AppState>> {
     let (signer, hasher) = load_keys(&config)?;
     let db = open_database(&config).await?;
     let limiter = Limiter::new(config.client_failures_per_hour, config.max_daily_guess_risk);
+    let oidc = match config.oidc() {
+        Some(settings) => {
+            let o = crate::oidc::Oidc::discover(settings).await?;
+            tracing::info!(?o, "OpenID Connect sign-in enabled");
+            Some(o)
+        }
+        None => None,
+    };
     let state = AppState {
         db,
         hasher,
@@ -79,6 +87,7 @@ pub async fn prepare(config: Config) -> Result<web::Data<AppState>> {
         throttle: Throttle::default(),
         passwords: PasswordCheck::new()?,
         catalogs: Catalogs::load()?,
+        oidc,
         config,
     };
     state.refresh_live_codes(unix_now()).await?;

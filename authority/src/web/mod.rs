@@ -276,7 +276,15 @@ fn login_form(m: &Messages<'_>, state: &AppState, token: &str, message: Option<&
          <input type=\"hidden\" name=\"csrf\" value=\"{token}\">\
          <label for=\"username\">{user}</label><input id=\"username\" name=\"username\" autocomplete=\"username\" required autofocus>\
          <label for=\"password\">{pw}</label><input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
-         <div><button type=\"submit\" id=\"sign-in\">{go}</button></div></form></section>",
+         <div><button type=\"submit\" id=\"sign-in\">{go}</button></div></form>{oidc}</section>",
+        oidc = state
+            .oidc
+            .as_ref()
+            .map(|o| format!(
+                "<p><a href=\"/staff/oidc/start\" id=\"oidc\">{}</a></p>",
+                escape(&m.t1("oidc_sign_in", o.display_name()))
+            ))
+            .unwrap_or_default(),
         title = escape(&m.t("sign_in_title")),
         msg = message.map(|t| notice("error", t)).unwrap_or_default(),
         token = escape(token),
@@ -514,6 +522,146 @@ async fn logout(
         .finish()
 }
 
+// ---- OpenID Connect ----
+
+fn oidc_cookie(secure: bool) -> &'static str {
+    if secure {
+        "__Host-dp3t-oidc"
+    } else {
+        "dp3t-oidc"
+    }
+}
+
+/// The audit-log name of a session's user: local accounts are `staff:<name>`, provider
+/// accounts already carry their `oidc:` prefix (local names cannot contain `:`).
+pub fn actor(username: &str) -> String {
+    if username.contains(':') {
+        username.to_owned()
+    } else {
+        format!("staff:{username}")
+    }
+}
+
+/// `GET /staff/oidc/start`: send the browser to the provider.
+async fn oidc_start(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
+    let m = lang_of(&state, &req);
+    let Some(oidc) = state.oidc.as_ref() else {
+        return HttpResponse::NotFound().finish();
+    };
+    let started = oidc.start();
+    let now = unix_now();
+    if let Err(e) = state
+        .db
+        .insert_oidc_login(
+            &sha256(&started.state),
+            &started.pkce_verifier,
+            &started.nonce,
+            now + crate::oidc::LOGIN_SECONDS,
+        )
+        .await
+    {
+        tracing::error!(error = %e, "storing an OpenID Connect sign-in failed");
+        return internal(&m, &state);
+    }
+    let secure = state.config.cookie_secure;
+    // SameSite=Lax: the provider's redirect back is a cross-site navigation, on which
+    // Strict cookies would not be sent.
+    let cookie = format!(
+        "{}={}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{}",
+        oidc_cookie(secure),
+        started.state,
+        crate::oidc::LOGIN_SECONDS,
+        if secure { "; Secure" } else { "" }
+    );
+    HttpResponse::SeeOther()
+        .insert_header(("location", started.authorize_url))
+        .insert_header(("set-cookie", cookie))
+        .finish()
+}
+
+#[derive(Deserialize)]
+struct CallbackQuery {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+}
+
+/// `GET /staff/oidc/callback`: finish the sign-in.
+async fn oidc_callback(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    query: web::Query<CallbackQuery>,
+) -> HttpResponse {
+    let m = lang_of(&state, &req);
+    let Some(oidc) = state.oidc.as_ref() else {
+        return HttpResponse::NotFound().finish();
+    };
+    let secure = state.config.cookie_secure;
+    let failed = |why: &str| {
+        tracing::info!(reason = why, "OpenID Connect sign-in failed");
+        login_page(
+            &m,
+            &state,
+            StatusCode::UNAUTHORIZED,
+            Some(&m.t("oidc_failed")),
+        )
+    };
+    if query.error.is_some() {
+        return failed("the provider answered with an error");
+    }
+    let (Some(code), Some(st)) = (query.code.as_deref(), query.state.as_deref()) else {
+        return failed("code or state missing");
+    };
+    // The state must be the one this browser was given (login CSRF).
+    if !cookie(&req, oidc_cookie(secure)).is_some_and(|c| eq_ct(&c, st)) {
+        return failed("state does not match the browser's cookie");
+    }
+    let pending = match state.db.take_oidc_login(&sha256(st), unix_now()).await {
+        Ok(Some(p)) => p,
+        Ok(None) => return failed("unknown, used or expired state"),
+        Err(e) => {
+            tracing::error!(error = %e, "reading an OpenID Connect sign-in failed");
+            return internal(&m, &state);
+        }
+    };
+    let name = match oidc.finish(code, &pending.0, &pending.1).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %e, "OpenID Connect code exchange failed");
+            return failed("code exchange or ID token refused");
+        }
+    };
+    let lifetime = u64::from(state.config.session_minutes) * 60;
+    let Some((cookie_value, _)) = new_session(&state, &name, stage::SIGNED_IN, lifetime).await
+    else {
+        return internal(&m, &state);
+    };
+    tracing::info!(user = %name, "staff signed in through OpenID Connect");
+    // A page of our own moves on to /staff: a redirect would continue the provider's
+    // cross-site navigation, on which the SameSite=Strict session cookie is not sent.
+    let body = format!(
+        "<section><p><a href=\"/staff\" id=\"continue\">{}</a></p></section>",
+        escape(&m.t("continue"))
+    );
+    let html_page = page(&m, &state, &m.t("app_title"), None, &body).replacen(
+        "<head>",
+        "<head><meta http-equiv=\"refresh\" content=\"0;url=/staff\">",
+        1,
+    );
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .append_header(("set-cookie", cookie_value))
+        .append_header((
+            "set-cookie",
+            format!(
+                "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax{}",
+                oidc_cookie(secure),
+                if secure { "; Secure" } else { "" }
+            ),
+        ))
+        .body(html_page)
+}
+
 // ---- signed-in pages ----
 
 /// The signed-in session, or the answer to give instead.
@@ -654,10 +802,7 @@ async fn create(
         )
         .await;
     };
-    let code = match state
-        .create_codes(onset, 1, &format!("staff:{}", s.username), now)
-        .await
-    {
+    let code = match state.create_codes(onset, 1, &actor(&s.username), now).await {
         Ok(mut c) => match c.pop() {
             Some(c) => c,
             None => return internal(&m, &state),
@@ -726,7 +871,7 @@ async fn revoke(
     }
     let done = match Code::parse(&form.code) {
         Some(code) => match state
-            .revoke_code(&code, &format!("staff:{}", s.username), unix_now())
+            .revoke_code(&code, &actor(&s.username), unix_now())
             .await
         {
             Ok(d) => d,
@@ -846,6 +991,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/staff/totp", web::get().to(totp_get))
         .route("/staff/totp", web::post().to(totp_post))
         .route("/staff/logout", web::post().to(logout))
+        .route("/staff/oidc/start", web::get().to(oidc_start))
+        .route("/staff/oidc/callback", web::get().to(oidc_callback))
         .route("/staff/codes", web::post().to(create))
         .route("/staff/revoke", web::post().to(revoke))
         .route("/staff/audit", web::get().to(audit))
