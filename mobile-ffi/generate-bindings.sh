@@ -5,9 +5,9 @@
 #   bash mobile-ffi/generate-bindings.sh --release  # optimized build (what an app ships)
 #
 # Writes, under the workspace target directory ($CARGO_TARGET_DIR or target/):
-#   bindings/kotlin/uniffi/dp3t_mobile_ffi/dp3t_mobile_ffi.kt   (package uniffi.dp3t_mobile_ffi, JNA)
+#   bindings/kotlin/org/dp3t/mobile/dp3t_mobile_ffi.kt          (package org.dp3t.mobile, JNA)
 #   bindings/kotlin/libdp3t_mobile_ffi.so                       (host library, for JVM tests)
-#   bindings/swift/dp3t_mobile_ffi.swift, dp3t_mobile_ffiFFI.h, dp3t_mobile_ffiFFI.modulemap
+#   bindings/swift/Dp3tMobile.swift, Dp3tMobileFFI.h, Dp3tMobileFFI.modulemap
 #   bindings/python/dp3t_mobile_ffi.py + libdp3t_mobile_ffi.so  (importable as is)
 #
 # The bindings are generated in uniffi's library mode from the built host library, with

@@ -1,4 +1,4 @@
-//! The Bluetooth LE advertisement of the DP-3T designs (docs/PROTOCOL.md, "BLE format").
+//! The Bluetooth LE advertisement of the DP-3T designs (docs/PROTOCOL.md §12).
 //!
 //! Phones that run GAEN do not advertise anything themselves: the OS broadcasts the
 //! Exposure Notification service (16-bit UUID 0xFD6F, RPI + AEM as service data). Phones

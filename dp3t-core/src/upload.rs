@@ -221,7 +221,7 @@ pub struct HybridUpload {
 }
 
 fn to_json<T: Serialize>(t: &T) -> Result<String> {
-    serde_json::to_string(t).map_err(|e| Error::Engine(format!("cannot encode upload: {e}")))
+    serde_json::to_string(t).map_err(|_| Error::Encode("upload body"))
 }
 
 fn random_b64<R: RngCore>(rng: &mut R, n: usize) -> String {
@@ -243,10 +243,11 @@ pub fn gaen_upload<R: CryptoRng + RngCore>(
     rng: &mut R,
 ) -> Result<UploadPayload> {
     if real.len() > GAEN_UPLOAD_KEYS {
-        return Err(Error::Engine(format!(
-            "{} keys do not fit one upload of {GAEN_UPLOAD_KEYS}",
-            real.len()
-        )));
+        return Err(Error::UploadTooLarge {
+            what: "keys",
+            count: real.len(),
+            limit: GAEN_UPLOAD_KEYS,
+        });
     }
     let mut keys: Vec<GaenUploadKey> = real
         .iter()
@@ -310,7 +311,11 @@ pub fn unlinkable_upload<R: CryptoRng + RngCore>(
     rng: &mut R,
 ) -> Result<UploadPayload> {
     if real.len() > UNLINKABLE_UPLOAD_ENTRIES {
-        return Err(Error::Engine("too many epochs for one upload".into()));
+        return Err(Error::UploadTooLarge {
+            what: "epochs",
+            count: real.len(),
+            limit: UNLINKABLE_UPLOAD_ENTRIES,
+        });
     }
     let mut seeds: Vec<UnlinkableUploadEntry> = real
         .iter()
@@ -345,7 +350,11 @@ pub fn hybrid_upload<R: CryptoRng + RngCore>(
 ) -> Result<UploadPayload> {
     let n = minutes.upload_entries();
     if real.len() > n {
-        return Err(Error::Engine("too many windows for one upload".into()));
+        return Err(Error::UploadTooLarge {
+            what: "windows",
+            count: real.len(),
+            limit: n,
+        });
     }
     let ms = |t: UnixTime| t.0 * 1000;
     let mut windows: Vec<HybridUploadEntry> = real

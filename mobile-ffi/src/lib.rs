@@ -151,8 +151,8 @@ impl From<CoreError> for Dp3tError {
             CoreError::UploadTooLarge { .. } | CoreError::Ble(_) => {
                 Dp3tError::InvalidInput(message)
             }
-            // `Engine` (a call that does not fit the engine's state), `Vectors`, and any
-            // variant added later: nothing the app could fix.
+            // `Encode` (a bug), `Vectors`, and any variant added later: nothing the app
+            // could fix.
             _ => Dp3tError::Internal(message),
         }
     }

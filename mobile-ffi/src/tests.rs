@@ -171,7 +171,25 @@ fn core_errors_map_to_the_variant_the_app_acts_on() {
             CoreError::State(StateError::Version(9)),
             |e| matches!(e, Dp3tError::CorruptState(m) if m.contains('9')),
         ),
-        (CoreError::Engine("x".into()), |e| {
+        (
+            CoreError::WrongScheme {
+                expected: dp3t_core::engine::Scheme::Gaen,
+                found: dp3t_core::engine::Scheme::Hybrid,
+            },
+            |e| matches!(e, Dp3tError::WrongScheme(m) if m.contains("Hybrid")),
+        ),
+        (CoreError::InvalidState("x"), |e| {
+            matches!(e, Dp3tError::InvalidState(_))
+        }),
+        (
+            CoreError::UploadTooLarge {
+                what: "keys",
+                count: 31,
+                limit: 30,
+            },
+            |e| matches!(e, Dp3tError::InvalidInput(_)),
+        ),
+        (CoreError::Encode("x"), |e| {
             matches!(e, Dp3tError::Internal(_))
         }),
         (CoreError::Vectors("x".into()), |e| {

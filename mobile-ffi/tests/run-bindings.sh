@@ -153,7 +153,7 @@ PY
 timeout 900 "$kotlinc" -nowarn -include-runtime -cp "$jna" -d "$out/story.jar" \
   mobile-ffi/tests/bindings/TestStory.kt mobile-ffi/tests/bindings/SessionStory.kt \
   "$out/MobileGuideExample.kt" "$out/SessionGuideExample.kt" \
-  "$bindings/kotlin/uniffi/dp3t_mobile_ffi/dp3t_mobile_ffi.kt"
+  "$bindings/kotlin/org/dp3t/mobile/dp3t_mobile_ffi.kt"
 timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna" TestStoryKt
 
 step "Kotlin (JVM, JNA): two phones through the TracingSession against the test key server"
@@ -162,16 +162,18 @@ timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna"
 # ------------------------------------------------------------------------------ Swift
 step "Swift: generated (not compiled: no Swift toolchain here)"
 swift="$bindings/swift"
-for f in dp3t_mobile_ffi.swift dp3t_mobile_ffiFFI.h dp3t_mobile_ffiFFI.modulemap; do
+for f in Dp3tMobile.swift Dp3tMobileFFI.h Dp3tMobileFFI.modulemap; do
   [ -s "$swift/$f" ] || { echo "missing $swift/$f" >&2; exit 1; }
 done
 for decl in 'open class TracingEngine' 'public struct EngineConfig' 'public struct PublishedBatch' \
   'enum Dp3tError: Swift.Error' 'case BadSignature(message: String)' 'public enum Scheme' 'public enum BatchKind' \
   'public func verifyResponseSignature' 'public func exposureDaysFromWindows' \
-  'func ingest(batch: PublishedBatch)' 'func currentBeacon(nowUnix: UInt64)'; do
-  grep -q "$decl" "$swift/dp3t_mobile_ffi.swift" || { echo "Swift bindings lack: $decl" >&2; exit 1; }
+  'func ingest(batch: PublishedBatch)' 'func currentBeacon(nowUnix: UInt64)' \
+  'open class TracingSession' 'func nextActions(nowUnix: UInt64)' 'public protocol StatusListener' \
+  'public enum TracingError' 'public func advertisement' 'public func gaenUploadFromOsKeys'; do
+  grep -q "$decl" "$swift/Dp3tMobile.swift" || { echo "Swift bindings lack: $decl" >&2; exit 1; }
 done
-grep -q 'module dp3t_mobile_ffiFFI' "$swift/dp3t_mobile_ffiFFI.modulemap"
+grep -q 'module Dp3tMobileFFI' "$swift/Dp3tMobileFFI.modulemap"
 echo "swift: 3 files, API declared"
 
 step "mobile bindings passed in $((SECONDS - started)) s"

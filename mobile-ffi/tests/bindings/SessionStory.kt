@@ -6,24 +6,24 @@
 // code, both sync on their own schedule, Bob ends up exposed; fake exchanges and uploads
 // run on their schedule in the same run. Plus the padded upload of OS keys.
 
-import uniffi.dp3t_mobile_ffi.Dp3tException
-import uniffi.dp3t_mobile_ffi.EngineConfig
-import uniffi.dp3t_mobile_ffi.HttpHeader
-import uniffi.dp3t_mobile_ffi.HttpMethod
-import uniffi.dp3t_mobile_ffi.HttpRequest
-import uniffi.dp3t_mobile_ffi.InfectionStatus
-import uniffi.dp3t_mobile_ffi.OsExposureKey
-import uniffi.dp3t_mobile_ffi.ReportPhase
-import uniffi.dp3t_mobile_ffi.RequestPurpose
-import uniffi.dp3t_mobile_ffi.Scheme
-import uniffi.dp3t_mobile_ffi.Server
-import uniffi.dp3t_mobile_ffi.SessionConfig
-import uniffi.dp3t_mobile_ffi.StatusListener
-import uniffi.dp3t_mobile_ffi.TracingSession
-import uniffi.dp3t_mobile_ffi.TracingStatus
-import uniffi.dp3t_mobile_ffi.advertisement
-import uniffi.dp3t_mobile_ffi.gaenUploadFromOsKeys
-import uniffi.dp3t_mobile_ffi.parseAdvertisement
+import org.dp3t.mobile.Dp3tException
+import org.dp3t.mobile.EngineConfig
+import org.dp3t.mobile.HttpHeader
+import org.dp3t.mobile.HttpMethod
+import org.dp3t.mobile.HttpRequest
+import org.dp3t.mobile.InfectionStatus
+import org.dp3t.mobile.OsExposureKey
+import org.dp3t.mobile.ReportPhase
+import org.dp3t.mobile.RequestPurpose
+import org.dp3t.mobile.Scheme
+import org.dp3t.mobile.Server
+import org.dp3t.mobile.SessionConfig
+import org.dp3t.mobile.StatusListener
+import org.dp3t.mobile.TracingSession
+import org.dp3t.mobile.TracingStatus
+import org.dp3t.mobile.advertisement
+import org.dp3t.mobile.gaenUploadFromOsKeys
+import org.dp3t.mobile.parseAdvertisement
 import java.io.File
 import java.net.URI
 import java.net.http.HttpClient

@@ -8,21 +8,21 @@
 //
 // Built and run by mobile-ffi/tests/run-bindings.sh, together with the Kotlin example of
 // docs/MOBILE.md (extracted to MobileGuideExample.kt), which one test below runs:
-//   kotlinc TestStory.kt MobileGuideExample.kt target/bindings/kotlin/uniffi/... -cp jna.jar -include-runtime -d story.jar
+//   kotlinc TestStory.kt MobileGuideExample.kt target/bindings/kotlin/org/dp3t/mobile/... -cp jna.jar -include-runtime -d story.jar
 //   java -Djna.library.path=target/bindings/kotlin -cp story.jar:jna.jar TestStoryKt
 
-import uniffi.dp3t_mobile_ffi.BatchKind
-import uniffi.dp3t_mobile_ffi.Dp3tException
-import uniffi.dp3t_mobile_ffi.EngineConfig
-import uniffi.dp3t_mobile_ffi.ExposureWindow
-import uniffi.dp3t_mobile_ffi.PublishedBatch
-import uniffi.dp3t_mobile_ffi.ScanInstance
-import uniffi.dp3t_mobile_ffi.Scheme
-import uniffi.dp3t_mobile_ffi.ScoringConfig
-import uniffi.dp3t_mobile_ffi.TracingEngine
-import uniffi.dp3t_mobile_ffi.UploadPayload
-import uniffi.dp3t_mobile_ffi.exposureDaysFromWindows
-import uniffi.dp3t_mobile_ffi.verifyResponseSignature
+import org.dp3t.mobile.BatchKind
+import org.dp3t.mobile.Dp3tException
+import org.dp3t.mobile.EngineConfig
+import org.dp3t.mobile.ExposureWindow
+import org.dp3t.mobile.PublishedBatch
+import org.dp3t.mobile.ScanInstance
+import org.dp3t.mobile.Scheme
+import org.dp3t.mobile.ScoringConfig
+import org.dp3t.mobile.TracingEngine
+import org.dp3t.mobile.UploadPayload
+import org.dp3t.mobile.exposureDaysFromWindows
+import org.dp3t.mobile.verifyResponseSignature
 import java.io.ByteArrayOutputStream
 import java.security.KeyPairGenerator
 import java.security.MessageDigest
