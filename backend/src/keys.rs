@@ -6,7 +6,8 @@
 //! | `ha-dev-key.pem` / `ha-dev-key.pub.pem` | a **development** health-authority key for minting upload tokens locally (`dp3t-backend token`) |
 //!
 //! `serve` creates a missing signing key on first start and warns that it is a development
-//! key; production installs provision their own (see `docs/OPERATIONS.md`, key rotation).
+//! key; production installs provision their own (see `docs/OPERATIONS.md`, key rotation)
+//! and set `DP3T_REQUIRE_KEYS=true`, with which `serve` refuses to start without it.
 //! The dev HA key is created by `keygen`, or by `serve` when no health-authority key is
 //! configured at all, and is trusted only while `DP3T_TRUST_DEV_HA_KEY` is true (the
 //! default). Private key files are written with mode 0600 where the OS supports it.
@@ -85,21 +86,29 @@ pub fn keygen(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(written)
 }
 
+/// Load the signing key from `dir` if it exists (writing a missing public half next to
+/// it); `None` when there is no `signing-key.pem`. Reads only, unless the public half is
+/// missing.
+pub fn load_signing_key(dir: &Path) -> anyhow::Result<Option<SigningKey>> {
+    let path = dir.join(SIGNING_KEY_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let pem = zeroize::Zeroizing::new(
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?,
+    );
+    let key = SigningKey::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))?;
+    let pub_path = dir.join(SIGNING_PUB_FILE);
+    if !pub_path.exists() {
+        write_file(&pub_path, &key.public_key().to_pem()?, false)?;
+    }
+    Ok(Some(key))
+}
+
 /// Load the signing key from `dir`, creating it (and its public half) if missing.
 /// Returns the key and whether it was just created.
 pub fn load_or_create_signing_key(dir: &Path) -> anyhow::Result<(SigningKey, bool)> {
-    let path = dir.join(SIGNING_KEY_FILE);
-    if path.exists() {
-        let pem = zeroize::Zeroizing::new(
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?,
-        );
-        let key =
-            SigningKey::from_pem(&pem).with_context(|| format!("parsing {}", path.display()))?;
-        let pub_path = dir.join(SIGNING_PUB_FILE);
-        if !pub_path.exists() {
-            write_file(&pub_path, &key.public_key().to_pem()?, false)?;
-        }
+    if let Some(key) = load_signing_key(dir)? {
         return Ok((key, false));
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

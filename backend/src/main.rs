@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! dp3t-backend serve   [--config FILE] [--no-migrate]
-//!                                                run the server (the default command)
+//!                                                run the server (`serve --help` lists every setting)
 //! dp3t-backend migrate [--config FILE]          apply database migrations and exit
 //! dp3t-backend keygen  --data-dir D              write signing and dev HA key pairs (development)
 //! dp3t-backend pubkey  --data-dir D              print the public key as the apps embed it
@@ -18,16 +18,19 @@ use backend::{date, keys, server, unix_now};
 use clap::{Parser, Subcommand};
 
 /// DP-3T key server (GAEN, DP-3T SDK v2 API).
+///
+/// `dp3t-backend serve` runs it; `dp3t-backend serve --help` lists every setting.
 #[derive(Parser)]
-#[command(name = "dp3t-backend", version, about)]
+#[command(name = "dp3t-backend", version, about, arg_required_else_help = true)]
 struct Cli {
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the server (SQLite in ./dp3t-data and 127.0.0.1:8080 unless configured).
+    #[command(after_help = backend::config::help_text())]
     Serve {
         /// TOML configuration file; DP3T_* environment variables override it.
         #[arg(long, env = "DP3T_CONFIG")]
@@ -39,6 +42,7 @@ enum Command {
         no_migrate: bool,
     },
     /// Apply database migrations and exit.
+    #[command(after_help = backend::config::help_text())]
     Migrate {
         /// TOML configuration file; DP3T_* environment variables override it.
         #[arg(long, env = "DP3T_CONFIG")]
@@ -89,10 +93,7 @@ fn init_logging(format: LogFormat) {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command.unwrap_or(Command::Serve {
-        config: None,
-        no_migrate: false,
-    }) {
+    match cli.command {
         Command::Serve { config, no_migrate } => {
             let mut config = Config::load(config.as_deref())?;
             if no_migrate {

@@ -68,28 +68,48 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
 /// The SQLite file in the data directory when no database URL is configured.
 const SQLITE_FILE: &str = "dp3t.db";
 
-/// Create the data directory and keys, open and migrate the database, load the released
-/// buckets.
+/// Check what must already exist (health-authority key files, the signing key when
+/// `require_keys`), then open and migrate the database, then create what is missing (the
+/// data directory, development keys), then load the released buckets. Nothing is written
+/// before the configuration, the key files and the database have been found usable.
 pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
-    let (signing_key, created) = keys::load_or_create_signing_key(&config.data_dir)?;
-    let key_path = config.data_dir.join(keys::SIGNING_KEY_FILE);
-    if created {
-        tracing::warn!(
-            path = %key_path.display(),
-            "generated a new signing key: this is a DEVELOPMENT key; production installs provision and back up their own (docs/OPERATIONS.md)"
-        );
-    } else {
-        tracing::info!(path = %key_path.display(), "loaded signing key");
-    }
-
     let mut ha_keys = HaKeys::default();
     for path in &config.ha_public_keys {
         ha_keys.add_file(path)?;
     }
+    let key_path = config.data_dir.join(keys::SIGNING_KEY_FILE);
+    let existing_key = keys::load_signing_key(&config.data_dir)?;
+    if existing_key.is_none() && config.require_keys {
+        anyhow::bail!(
+            "no signing key at {} and DP3T_REQUIRE_KEYS is true: provision it (docs/OPERATIONS.md, \
+             \"The signing key\"); the server generates none",
+            key_path.display()
+        );
+    }
+
+    let db = open_database(&config).await?;
+
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let signing_key = match existing_key {
+        Some(key) => {
+            tracing::info!(path = %key_path.display(), "loaded signing key");
+            key
+        }
+        None => {
+            let (key, _) = keys::load_or_create_signing_key(&config.data_dir)?;
+            tracing::warn!(
+                path = %key_path.display(),
+                "generated a new signing key: this is a DEVELOPMENT key; production installs provision and back up their own and set DP3T_REQUIRE_KEYS=true (docs/OPERATIONS.md)"
+            );
+            key
+        }
+    };
     if config.trust_dev_ha_key {
-        if config.ha_public_keys.is_empty() && keys::ensure_dev_ha_key(&config.data_dir)? {
+        if config.ha_public_keys.is_empty()
+            && !config.require_keys
+            && keys::ensure_dev_ha_key(&config.data_dir)?
+        {
             tracing::warn!(
                 dir = %config.data_dir.display(),
                 "no health-authority key configured: generated a DEVELOPMENT key ha-dev-key.pem; anyone holding it can authorise uploads"
@@ -107,7 +127,6 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         tracing::info!(keys = ?ha_keys.sources(), "trusted health-authority keys");
     }
 
-    let db = open_database(&config).await?;
     let metrics = Arc::new(Metrics::default());
     let designs = Arc::new(
         crate::designs::DesignPublisher::open(

@@ -173,20 +173,25 @@ fn run_env(args: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> std::process::Out
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("DP3T_DATABASE_URL")
-        .env_remove("DP3T_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("DP3T_CONFIG");
     for (k, v) in env {
         cmd.env(k, v);
     }
+    output_within(cmd, Duration::from_secs(30))
+}
+
+/// Run `cmd` to its end; one still running after `limit` (a server that started when it
+/// should have refused) is killed and fails the test.
+fn output_within(mut cmd: Command, limit: Duration) -> std::process::Output {
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + limit;
     while child.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
             let out = child.wait_with_output().unwrap();
             panic!(
-                "{args:?} still running after 30 s: {}",
+                "{cmd:?} still running after {limit:?}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -357,5 +362,103 @@ fn serve_needs_no_setup_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(exit.success(), "{exit:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Regression: with no subcommand `dp3t-backend` started a server.
+#[test]
+fn no_subcommand_prints_help_and_serve_help_lists_every_setting() {
+    let dir = temp_dir("nocmd");
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(&dir)
+        .env("DP3T_BIND", "127.0.0.1:0")
+        .env("DP3T_METRICS_BIND", "127.0.0.1:0");
+    let out = output_within(cmd, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2));
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("Usage: dp3t-backend <COMMAND>"), "{text}");
+    assert!(text.contains("serve"), "{text}");
+    assert!(!dir.join("dp3t-data").exists(), "it started a server");
+
+    let out = run(&["serve", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for s in backend::config::SETTINGS {
+        let line = help
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{} [default: ", s.env)))
+            .unwrap_or_else(|| panic!("{} missing from serve --help:\n{help}", s.env));
+        if let Some(d) = s.default {
+            assert!(line.contains(d), "{line}");
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Regression: a bad port was reported only after the keys and the database were
+/// created; `DP3T_BINDD` was silently ignored; a missing signing key was generated even
+/// where the operator wanted none. Each is now refused before anything is written.
+#[test]
+fn bad_settings_are_refused_before_anything_is_written() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("DP3T_BIND", "127.0.0.1:99999")], "DP3T_BIND"),
+        (&[("DP3T_BIND", &taken_addr)], "DP3T_BIND"),
+        (&[("DP3T_METRICS_BIND", &taken_addr)], "DP3T_METRICS_BIND"),
+        (
+            &[("DP3T_BINDD", "0.0.0.0:8080")],
+            "DP3T_BINDD (did you mean DP3T_BIND?)",
+        ),
+        (&[("DP3T_REQUIRE_KEYS", "true")], "signing-key.pem"),
+    ];
+    for (vars, expected) in cases {
+        let dir = temp_dir("bad");
+        let data = dir.join("data");
+        let mut env = vec![
+            ("DP3T_DATA_DIR", data.as_os_str()),
+            ("DP3T_BIND", std::ffi::OsStr::new("127.0.0.1:0")),
+            ("DP3T_METRICS_BIND", std::ffi::OsStr::new("127.0.0.1:0")),
+        ];
+        env.extend(vars.iter().map(|(k, v)| (*k, std::ffi::OsStr::new(*v))));
+        let out = run_env(&["serve"], &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{vars:?} started");
+        assert!(stderr.contains(expected), "{vars:?}: {stderr}");
+        assert!(!data.exists(), "{vars:?} wrote into the data directory");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    // With the keys provisioned, DP3T_REQUIRE_KEYS=true starts, and generates nothing.
+    let dir = temp_dir("required");
+    let out = run(&["keygen", "--data-dir", dir.to_str().unwrap()]);
+    assert!(out.status.success());
+    for f in ["ha-dev-key.pem", "ha-dev-key.pub.pem"] {
+        std::fs::remove_file(dir.join(f)).unwrap();
+    }
+    let (child, url) = spawn_serve(
+        &[],
+        &[
+            ("DP3T_DATA_DIR", dir.as_os_str()),
+            ("DP3T_REQUIRE_KEYS", std::ffi::OsStr::new("true")),
+        ],
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        reqwest::get(format!("{url}/healthz"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    stop(child);
+    assert!(
+        !dir.join("ha-dev-key.pem").exists(),
+        "generated a dev HA key"
+    );
+    drop(taken);
     std::fs::remove_dir_all(&dir).unwrap();
 }
