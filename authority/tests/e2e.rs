@@ -55,4 +55,38 @@ async fn code_to_published_key(b: Backend) {
     h.finish().await;
 }
 
-on_both_databases!(code_to_published_key);
+/// The GAEN v1 flow of the older SDKs: the authority's token authorizes the v1 upload,
+/// the key server answers with its own next-day token (it, not the authority, issues
+/// those, as the DP-3T backend does), and that token uploads the delayed key.
+async fn gaen_v1_upload_and_next_day_key(b: Backend) {
+    let h = Harness::start(b, |_| {}).await;
+    let ks = KeyServer::start(h.public_key_path()).await;
+    let code = h.create_code(today() - 2).await;
+    let token = h
+        .exchange(serde_json::json!({"authorizationCode": code.digits(), "fake": "0"}))
+        .await
+        .json::<serde_json::Value>()
+        .await
+        .unwrap()["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key: [u8; 16] = rand::random();
+    let (status, next_day) = ks.upload_v1(&token, &[key]).await;
+    assert_eq!(status, 200);
+    let next_day = next_day.expect("a next-day token");
+    let claims = common::claims(next_day.trim_start_matches("Bearer "));
+    assert_eq!(claims["scope"], "currentDayExposed");
+    assert_eq!(ks.upload_next_day(&next_day, rand::random()).await, 200);
+    // The authority's token itself is not a next-day token.
+    assert_ne!(
+        ks.upload_next_day(&format!("Bearer {token}"), rand::random())
+            .await,
+        200
+    );
+    ks.wait_for_keys(&BTreeSet::from([key])).await;
+    ks.finish().await;
+    h.finish().await;
+}
+
+on_both_databases!(code_to_published_key, gaen_v1_upload_and_next_day_key);

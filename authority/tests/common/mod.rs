@@ -272,6 +272,43 @@ impl KeyServer {
             .as_u16()
     }
 
+    /// GAEN v1 upload (`POST /v1/gaen/exposed`, 14 keys, `delayedKeyDate` of today):
+    /// the status and the next-day token the key server answers with.
+    pub async fn upload_v1(&self, token: &str, real: &[[u8; 16]]) -> (u16, Option<String>) {
+        let mut keys: Vec<_> = real.iter().map(|k| gaen_key(*k, today() - 1, 0)).collect();
+        while keys.len() < 14 {
+            keys.push(gaen_key(rand::random(), today() - 1, 1));
+        }
+        let resp = self
+            .client
+            .post(format!("{}/v1/gaen/exposed", self.url))
+            .header("authorization", format!("Bearer {token}"))
+            .json(
+                &serde_json::json!({"gaenKeys": keys, "delayedKeyDate": today() * 144, "fake": 0}),
+            )
+            .send()
+            .await
+            .unwrap();
+        let next_day = resp
+            .headers()
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_owned());
+        (resp.status().as_u16(), next_day)
+    }
+
+    /// GAEN v1 next-day upload of today's key with the next-day `Authorization` value.
+    pub async fn upload_next_day(&self, authorization: &str, key: [u8; 16]) -> u16 {
+        self.client
+            .post(format!("{}/v1/gaen/exposednextday", self.url))
+            .header("authorization", authorization)
+            .json(&serde_json::json!({"delayedKey": gaen_key(key, today(), 0), "fake": 0}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// Download the export until it holds all of `expected` (verified with the key
     /// server's public key); bounded by 20 s. Returns the keys found.
     pub async fn wait_for_keys(&self, expected: &BTreeSet<[u8; 16]>) -> BTreeSet<[u8; 16]> {
@@ -296,6 +333,17 @@ impl KeyServer {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
+}
+
+/// A key in the JSON of the GAEN upload APIs.
+pub fn gaen_key(data: [u8; 16], day: u32, fake: u8) -> serde_json::Value {
+    serde_json::json!({
+        "keyData": base64::engine::general_purpose::STANDARD.encode(data),
+        "rollingStartNumber": day * 144,
+        "rollingPeriod": 144,
+        "transmissionRiskLevel": 0,
+        "fake": fake,
+    })
 }
 
 // ---- staff page over plain HTTP ----
