@@ -49,12 +49,6 @@ pub enum Error {
     /// unknown version. No partial state is ever returned.
     #[error("saved state: {0}")]
     State(StateError),
-    /// A free-text error of the in-crate test helpers (`engine::tests_support`), the last
-    /// user of this variant: the library itself reports typed variants. Removed when the
-    /// helpers move to the `dp3t-testkit` crate.
-    #[doc(hidden)]
-    #[error("engine: {0}")]
-    Engine(String),
     /// A batch, a saved state or a call meant for another scheme than the engine's.
     #[error("wrong scheme: {found:?} where the engine runs {expected:?}")]
     WrongScheme {

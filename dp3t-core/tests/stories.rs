@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used)]
 
-use dp3t_core::engine::tests_support::{publish, Published};
 use dp3t_core::engine::{Engine, EngineConfig, Scheme};
 use dp3t_core::error::{Error, StateError};
 use dp3t_core::signing::SigningKey;
 use dp3t_core::time::{Day, UnixTime};
+use dp3t_testkit::publish::{publish, Published};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 

@@ -659,3 +659,133 @@ fn response_signatures_are_checked_against_the_system_clock() {
         Err(Dp3tError::InvalidInput(_))
     ));
 }
+
+/// Counts the status changes a session reports.
+#[derive(Default)]
+struct Counter(std::sync::Mutex<Vec<TracingStatus>>);
+
+impl StatusListener for Counter {
+    fn on_status_changed(&self, status: TracingStatus) {
+        self.0.lock().unwrap().push(status);
+    }
+}
+
+#[test]
+fn the_session_facade_reports_changes_and_maps_its_errors() {
+    let w = World::new(Scheme::LowCost);
+    let config = SessionConfig {
+        engine: w.config.clone(),
+        utc_offset_minutes: 0,
+        sync_interval_seconds: None,
+        release_bucket_seconds: None,
+        fake_rate_per_day: Some(0.0),
+        sync_jitter_seconds: None,
+        retry_min_seconds: None,
+    };
+    let now = at(DAY, 9, 30);
+    let phone = TracingSession::new(config.clone(), now).unwrap();
+    let counter = Arc::new(Counter::default());
+    phone.set_status_listener(counter.clone());
+    // The first sync round is empty (the start bucket has not ended): a success.
+    let actions = phone.next_actions(now).unwrap();
+    assert!(actions.requests.is_empty());
+    assert_eq!(phone.status(now).last_sync_unix, Some(now));
+    assert_eq!(phone.current_beacon(now).unwrap().payload.len(), 16);
+    phone.on_sighting(vec![5; 16], now, 40, 60).unwrap();
+    assert_eq!(counter.0.lock().unwrap().last().unwrap().sightings, 1);
+
+    phone
+        .report_infected("123456789012".into(), now, now)
+        .unwrap();
+    assert!(matches!(
+        phone.report_infected("123456789012".into(), now, now),
+        Err(Dp3tError::InvalidState(_))
+    ));
+    let exchange = phone.next_actions(now).unwrap().requests;
+    assert_eq!(exchange.len(), 1);
+    assert_eq!(exchange[0].server, Server::Authority);
+    assert_eq!(exchange[0].path, "/v1/onset");
+    assert!(matches!(
+        phone.on_response(exchange[0].id + 100, 200, vec![], vec![], now),
+        Err(Dp3tError::InvalidState(_))
+    ));
+    phone.on_network_error(exchange[0].id, now).unwrap();
+    assert_eq!(
+        phone.status(now).errors,
+        vec![TracingError::Network],
+        "a lost exchange is retried, and said"
+    );
+    assert_eq!(
+        counter.0.lock().unwrap().last().unwrap().report,
+        ReportPhase::ExchangingCode
+    );
+
+    // Saved and restored with the flow in it.
+    let restored =
+        TracingSession::restore(phone.save(KEY.to_vec()).unwrap(), KEY.to_vec(), config).unwrap();
+    assert_eq!(restored.status(now).report, ReportPhase::ExchangingCode);
+}
+
+#[test]
+fn os_keys_from_the_onset_on_make_one_padded_upload() {
+    let now = at(DAY, 12, 0);
+    let keys: Vec<OsExposureKey> = (0..40u32)
+        .map(|d| OsExposureKey {
+            key_data: vec![d as u8; 16],
+            rolling_start_number: (DAY - d) * 144,
+            rolling_period: 144,
+        })
+        .collect();
+    // Onset 35 days ago: 36 keys qualify, the newest 30 are uploaded.
+    let upload = gaen_upload_from_os_keys(keys.clone(), u64::from(DAY - 35) * 86_400, now).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&upload.json).unwrap();
+    let starts: Vec<u64> = body["gaenKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["rollingStartNumber"].as_u64().unwrap())
+        .collect();
+    assert_eq!(starts.len(), 30);
+    assert_eq!(*starts.iter().min().unwrap(), u64::from(DAY - 29) * 144);
+    // Onset 2 days ago: 3 real keys, 27 fake ones, the length of an all-fake upload.
+    let upload = gaen_upload_from_os_keys(keys, u64::from(DAY - 2) * 86_400, now).unwrap();
+    let fake = gaen_upload_from_os_keys(vec![], now, now).unwrap();
+    assert_eq!(upload.json.len(), fake.json.len());
+    assert_eq!(upload.json.matches("\"fake\":0").count(), 3);
+    for bad in [
+        OsExposureKey {
+            key_data: vec![0; 15],
+            rolling_start_number: DAY * 144,
+            rolling_period: 144,
+        },
+        OsExposureKey {
+            key_data: vec![0; 16],
+            rolling_start_number: DAY * 144,
+            rolling_period: 145,
+        },
+    ] {
+        assert!(matches!(
+            gaen_upload_from_os_keys(vec![bad], now, now),
+            Err(Dp3tError::InvalidInput(_))
+        ));
+    }
+    assert!(matches!(
+        gaen_upload_from_os_keys(vec![], now + 1, now),
+        Err(Dp3tError::InvalidInput(_))
+    ));
+}
+
+#[test]
+fn advertisements_round_trip_and_gaen_payloads_are_refused() {
+    let ad = advertisement(vec![9; 16]).unwrap();
+    assert_eq!(ad.service_uuid16, 0xFD68);
+    assert_eq!(parse_advertisement(ad.ad_bytes).unwrap(), vec![9; 16]);
+    assert!(matches!(
+        advertisement(vec![0; 20]),
+        Err(Dp3tError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        parse_advertisement(vec![3, 3, 0x68, 0xFD]),
+        Err(Dp3tError::InvalidInput(m)) if m.contains("GATT")
+    ));
+}
