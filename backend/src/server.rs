@@ -153,6 +153,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         Arc::clone(&metrics),
     ));
     publisher.enforce_retention(unix_now()).await?;
+    db.reclaim_deleted_space().await?;
     publisher.advance(unix_now()).await?;
     let state = web::Data::new(AppState {
         writer: UploadWriter::spawn(db.clone(), upload_writers(&db)),
@@ -222,6 +223,10 @@ pub async fn ticker(state: web::Data<AppState>) {
                     "retention"
                 ),
                 Err(e) => tracing::error!(error = %e, "retention failed"),
+            }
+            // Also after the designs' own retention task, which runs on the same period.
+            if let Err(e) = state.db.reclaim_deleted_space().await {
+                tracing::error!(error = %e, "reclaiming deleted space failed");
             }
         }
     }

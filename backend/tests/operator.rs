@@ -1,6 +1,6 @@
 //! What an operator relies on, through the real server: `/metrics` only on its own
 //! listener; least-privilege PostgreSQL (the owner migrates, a role with row rights only
-//! serves).
+//! serves); deleted data gone from the SQLite files.
 
 #![allow(clippy::unwrap_used)]
 
@@ -141,4 +141,63 @@ async fn least_privilege_postgres_owner_migrates_and_a_row_role_serves() {
         .unwrap();
     admin.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&data_dir);
+}
+
+/// The SQLite files of a data directory (database, WAL), concatenated.
+fn sqlite_bytes(dir: &std::path::Path) -> Vec<u8> {
+    let mut all = Vec::new();
+    for f in ["dp3t.db", "dp3t.db-wal", "dp3t.db-journal"] {
+        if let Ok(bytes) = std::fs::read(dir.join(f)) {
+            all.extend(bytes);
+        }
+    }
+    all
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Regression (privacy issue, item 8): 30 days after upload the rows were gone but every
+/// key was still in `dp3t.db`, in free space and in old WAL frames. With `secure_delete`,
+/// incremental auto-vacuum and a WAL checkpoint after retention, a search of the raw files
+/// finds none of the deleted keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_keys_are_not_in_the_sqlite_files_after_retention() {
+    let mut h = Harness::start(Backend::Sqlite, |_| {}).await;
+    let keys: Vec<_> = (0..6).map(|i| key_days_ago(3 + i % 3)).collect();
+    for chunk in keys.chunks(2) {
+        let resp = h.upload(&h.token(5, false), &padded(chunk)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    h.wait_for_keys(None, &set_of(&keys)).await;
+    // The search works: before retention the keys are in the files.
+    let before = sqlite_bytes(&h.data_dir);
+    assert!(
+        keys.iter().all(|k| contains(&before, &k.key_data)),
+        "the stored keys are not found in the raw files"
+    );
+
+    // Retention as the server runs it, with every row past it.
+    let db = h.state().db.clone();
+    let report = db.delete_older_than(u64::MAX >> 2).await.unwrap();
+    assert!(report.keys >= keys.len() as u64, "{report:?}");
+    db.reclaim_deleted_space().await.unwrap();
+    let server = h.server.take().unwrap();
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    db.close().await;
+
+    let after = sqlite_bytes(&h.data_dir);
+    let found: Vec<_> = keys
+        .iter()
+        .filter(|k| contains(&after, &k.key_data))
+        .map(|k| hex::encode(k.key_data))
+        .collect();
+    assert!(
+        found.is_empty(),
+        "deleted keys still in the files: {found:?}"
+    );
+    h.finish().await;
 }

@@ -19,7 +19,8 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteSynchronous,
 };
 use sqlx::{ConnectOptions as _, Row};
 
@@ -389,6 +390,26 @@ const SELECT_BUCKETS: &str =
     "SELECT bucket_end, bucket_start, real_keys, total_keys, zip, signature \
      FROM published_buckets WHERE bucket_end > $1 AND bucket_end <= $2 ORDER BY bucket_end";
 
+/// `auto_vacuum = INCREMENTAL` takes effect on a new file, but a file created without it
+/// (before this setting existed) keeps `NONE` until a full `VACUUM` rewrites it: do that
+/// once, here. It takes as long as copying the file, and needs as much free disk space.
+async fn ensure_incremental_auto_vacuum(write: &SqlitePool) -> DbResult<()> {
+    const INCREMENTAL: i64 = 2;
+    let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+        .fetch_one(write)
+        .await?;
+    if mode != INCREMENTAL {
+        tracing::warn!(
+            "converting the SQLite file to incremental auto-vacuum (a one-time VACUUM that rewrites the file)"
+        );
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(write)
+            .await?;
+        sqlx::query("VACUUM").execute(write).await?;
+    }
+    Ok(())
+}
+
 /// Run a pool's first connection under [`CONNECT_TIMEOUT`], naming `host` in the error.
 async fn with_connect_timeout<P>(
     host: &str,
@@ -460,6 +481,11 @@ impl Db {
                 // many uploads touch are then copied back to the database once, not
                 // once per 1000 frames.
                 .pragma("wal_autocheckpoint", "10000")
+                // Deleted rows are overwritten with zeros, not left in free space where a
+                // copy of the file would still show them; freed pages are given back to
+                // the file system by `reclaim_deleted_space`.
+                .pragma("secure_delete", "ON")
+                .auto_vacuum(SqliteAutoVacuum::Incremental)
                 // No statement log, at any level: an INSERT of keys happens for real
                 // uploads only, so its log line would tell them from fake ones.
                 .disable_statement_logging();
@@ -473,6 +499,9 @@ impl Db {
             )
             .await?;
             let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+            if !in_memory {
+                ensure_incremental_auto_vacuum(&write).await?;
+            }
             let read = if in_memory {
                 write.clone()
             } else {
@@ -535,6 +564,29 @@ impl Db {
             .await?)
         };
         schema_problem(&known, &applied).map_or(Ok(()), |e| Err(DbError::Schema(e)))
+    }
+
+    /// After rows were deleted: on SQLite, give the freed pages back to the file system
+    /// (`incremental_vacuum`) and copy the WAL into the database and truncate it, so that
+    /// neither file keeps deleted data (with `secure_delete`, deleted rows are already
+    /// zeroed in their pages, but older copies of those pages live in the WAL until a
+    /// checkpoint). On PostgreSQL nothing: see `docs/OPERATIONS.md` ("Deleted data") for
+    /// what its operator must do.
+    pub async fn reclaim_deleted_space(&self) -> DbResult<()> {
+        if let Db::Sqlite { write, .. } = self {
+            sqlx::query("PRAGMA incremental_vacuum")
+                .execute(write)
+                .await?;
+            let (busy, _, _): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(TRUNCATE)")
+                .fetch_one(write)
+                .await?;
+            if busy != 0 {
+                tracing::info!(
+                    "WAL checkpoint incomplete (readers busy); the next one finishes it"
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Which database this is, for logs.
@@ -879,6 +931,54 @@ mod tests {
         assert!(err.to_string().contains("dp3t-backend migrate"), "{err}");
         db.migrate().await.unwrap();
         db.check_schema().await.unwrap();
+        db.close().await;
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A file made before incremental auto-vacuum was set is converted once at connect.
+    #[tokio::test]
+    async fn an_existing_file_gets_incremental_auto_vacuum_and_secure_delete() {
+        use sqlx::ConnectOptions as _;
+        let dir = std::env::temp_dir().join(format!(
+            "dp3t-vacuum-{}-{}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("t.db").display());
+        let mut old = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true)
+            .connect()
+            .await
+            .unwrap();
+        sqlx::query("CREATE TABLE t (x BLOB)")
+            .execute(&mut old)
+            .await
+            .unwrap();
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+            .fetch_one(&mut old)
+            .await
+            .unwrap();
+        assert_eq!(mode, 0);
+        sqlx::Connection::close(old).await.unwrap();
+        let db = Db::connect(&url, 2).await.unwrap();
+        let Db::Sqlite { write, read } = &db else {
+            unreachable!()
+        };
+        for pool in [write, read] {
+            let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(mode, 2, "incremental");
+            let secure: i64 = sqlx::query_scalar("PRAGMA secure_delete")
+                .fetch_one(pool)
+                .await
+                .unwrap();
+            assert_eq!(secure, 1);
+        }
+        db.reclaim_deleted_space().await.unwrap();
         db.close().await;
         std::fs::remove_dir_all(&dir).unwrap();
     }
