@@ -33,6 +33,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use dp3t_core::time::{Day, UnixTime};
+use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
 use super::{bearer_token, ApiError, AppState};
@@ -198,10 +199,12 @@ pub(crate) fn auth_error(e: AuthError) -> ApiError {
 /// read, `408 request_timeout` when it has not arrived by `deadline`.
 async fn read_body(
     req: &HttpRequest,
-    payload: web::Payload,
+    payload: &mut web::Payload,
     limit: usize,
     deadline: Instant,
 ) -> Result<web::Bytes, ApiError> {
+    // Read chunk by chunk: a refused request's body is never read, and the connection's
+    // own back-pressure keeps what the client already sent out of memory.
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -217,18 +220,26 @@ async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    match tokio::time::timeout_at(deadline.into(), payload.to_bytes_limited(limit)).await {
+    let read = async {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| {
+                ApiError::bad_request("malformed_body", format!("could not read the body: {e}"))
+            })?;
+            if body.len() + chunk.len() > limit {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    };
+    match tokio::time::timeout_at(deadline.into(), read).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
             "request_timeout",
             "the body did not arrive in time",
         )),
-        Ok(Ok(Ok(b))) => Ok(b),
-        Ok(Ok(Err(e))) => Err(ApiError::bad_request(
-            "malformed_body",
-            format!("could not read the body: {e}"),
-        )),
-        Ok(Err(_)) => Err(too_large()),
+        Ok(r) => r,
     }
 }
 
@@ -251,7 +262,7 @@ pub(crate) fn authorize(
 async fn run(
     route: &UploadRoute,
     req: &HttpRequest,
-    payload: web::Payload,
+    payload: &mut web::Payload,
     state: &AppState,
     deadline: Instant,
 ) -> Result<Option<String>, ApiError> {
@@ -353,13 +364,13 @@ pub(crate) async fn process(
 pub(crate) async fn handle(
     route: &UploadRoute,
     req: HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let arrived = Instant::now();
     // At most `DP3T_MAX_UPLOADS_IN_FLIGHT` uploads are read and processed at once, so
     // memory stays bounded whatever clients do; beyond it, an immediate `503`.
-    let Ok(_permit) = state.uploads_in_flight.clone().try_acquire_owned() else {
+    let Ok(permit) = state.uploads_in_flight.clone().try_acquire_owned() else {
         state.metrics.upload_rejected("busy");
         return HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "1"))
@@ -368,7 +379,9 @@ pub(crate) async fn handle(
             .body(r#"{"error":"busy","message":"too many uploads in flight; retry later"}"#);
     };
     let deadline = arrived + state.request_timeout;
-    let outcome = run(route, &req, payload, &state, deadline).await;
+    let outcome = run(route, &req, &mut payload, &state, deadline).await;
+    // The body is gone: waiting out the delay holds no permit.
+    drop(permit);
     answer_after(arrived, &state, outcome).await
 }
 
