@@ -168,6 +168,11 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
         uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_uploads_in_flight)),
         bucket_seconds: config.release_bucket_seconds,
         retention_seconds: config.retention_seconds(),
+        sealed: api::sealed::SealedKeys::open(
+            &config.data_dir,
+            api::sealed::Rotation::default(),
+            unix_now(),
+        )?,
     });
     tracing::info!(
         database = state.db.kind(),

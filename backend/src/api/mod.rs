@@ -7,6 +7,8 @@
 //! * Downloads: [`gaen`] (v2), [`gaen_v1`] (the v1 day exports and bucket lists),
 //!   [`batches`] (the three designs).
 //! * [`ops`]: `/healthz`, `/openapi.yaml`, and `/metrics` on its own listener.
+//! * [`sealed`]: sealed uploads for every scheme (`POST /v2/sealed`) and the keys they are
+//!   sealed to (`GET /v2/sealed/key`).
 //!
 //! Every error is a JSON object `{"error": "<code>", "message": "<text>"}` with a fitting
 //! status code, including unknown routes (404) and wrong methods (405). No handler and no
@@ -18,6 +20,7 @@ pub mod gaen_v1;
 pub mod hybrid;
 pub mod lowcost;
 pub mod ops;
+pub mod sealed;
 pub mod unlinkable;
 pub mod upload;
 
@@ -66,6 +69,8 @@ pub struct AppState {
     pub bucket_seconds: u64,
     /// Retention in seconds.
     pub retention_seconds: u64,
+    /// The HPKE key pairs that open sealed uploads.
+    pub sealed: sealed::SealedKeys,
 }
 
 /// A JSON error answer.
@@ -275,6 +280,9 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
                 Design::Hybrid,
                 r("/v1/hybrid/exposed/{batchReleaseTime}"),
             ))
+            // Sealed uploads, for every scheme.
+            .service(r("/v2/sealed").route(web::post().to(sealed::upload)))
+            .service(r("/v2/sealed/key").route(web::get().to(sealed::keys)))
             // Operations.
             .service(r("/healthz").route(web::get().to(ops::healthz)))
             .service(r("/openapi.yaml").route(web::get().to(ops::openapi)))
