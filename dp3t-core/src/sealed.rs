@@ -433,6 +433,30 @@ fn hpke_open(
         .map_err(|_| SealedError::Open.into())
 }
 
+/// Single-shot HPKE base-mode seal (RFC 9180 §6.1, sequence number 0) of `pt` to `pk_r`
+/// with the ephemeral secret `sk_e`: `(enc, ciphertext)`. The building block of
+/// [`seal_upload`], public so that other implementations' vectors can be checked.
+pub fn hpke_base_seal(
+    sk_e: [u8; 32],
+    pk_r: &[u8; 32],
+    info: &[u8],
+    aad: &[u8],
+    pt: &[u8],
+) -> Result<([u8; 32], Vec<u8>)> {
+    hpke_seal(&StaticSecret::from(sk_e), pk_r, info, aad, pt)
+}
+
+/// Single-shot HPKE base-mode open with the recipient secret `sk_r`.
+pub fn hpke_base_open(
+    sk_r: [u8; 32],
+    enc: &[u8; 32],
+    info: &[u8],
+    aad: &[u8],
+    ct: &[u8],
+) -> Result<Zeroizing<Vec<u8>>> {
+    hpke_open(&StaticSecret::from(sk_r), enc, info, aad, ct)
+}
+
 // ------------------------------------------------------------------ envelopes
 
 /// Seal one upload to `key`: `token` and `body` for `route`, padded to `padded_len`

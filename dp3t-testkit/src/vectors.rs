@@ -38,7 +38,7 @@ use crate::{Error, Result};
 /// The `format` string of every vector file.
 pub const FORMAT: &str = "dp3t-spec-vectors/1";
 
-/// The seven schemes of §11.
+/// The eight schemes of §11.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Scheme {
     /// `gaen`: TEK → RPIK, AEMK, RPIs and AEMs.
@@ -55,11 +55,14 @@ pub enum Scheme {
     GaenExport,
     /// `exposure-score`: scans and a config → weighted minutes and exposed.
     ExposureScore,
+    /// `hpke-upload`: HPKE base mode (RFC 9180, X25519/HKDF-SHA256/ChaCha20-Poly1305) and
+    /// sealed upload envelopes (§14) that must or must not open.
+    HpkeUpload,
 }
 
 impl Scheme {
     /// Every scheme, in the order of §11.
-    pub const ALL: [Scheme; 7] = [
+    pub const ALL: [Scheme; 8] = [
         Scheme::Gaen,
         Scheme::LowCost,
         Scheme::Unlinkable,
@@ -67,6 +70,7 @@ impl Scheme {
         Scheme::Cuckoo,
         Scheme::GaenExport,
         Scheme::ExposureScore,
+        Scheme::HpkeUpload,
     ];
     /// The name used in files.
     pub fn name(self) -> &'static str {
@@ -78,6 +82,7 @@ impl Scheme {
             Scheme::Cuckoo => "dp3t-cuckoo",
             Scheme::GaenExport => "gaen-export",
             Scheme::ExposureScore => "exposure-score",
+            Scheme::HpkeUpload => "hpke-upload",
         }
     }
 }
@@ -213,6 +218,7 @@ pub fn verify(file: &VectorFile) -> Result<Report> {
             Scheme::Cuckoo => check_cuckoo(case, &mut c),
             Scheme::GaenExport => check_export(case, &mut c),
             Scheme::ExposureScore => check_score(case, &mut c),
+            Scheme::HpkeUpload => check_hpke(case, &mut c),
         };
         r.map_err(|e| match e {
             Error::Vectors(m) => Error::Vectors(format!("case {i}: {m}")),
@@ -1016,6 +1022,228 @@ fn gen_score(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
     })
 }
 
+// ---------------------------------------------------------------- hpke-upload
+
+/// A raw HPKE case: RFC 9180 base mode, sequence number 0.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct HpkeCase {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ikm_e: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ikm_r: Option<String>,
+    sk_e: String,
+    sk_r: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pk_r: Option<String>,
+    info: String,
+    aad: String,
+    pt: String,
+    enc: String,
+    ct: String,
+}
+
+/// A sealed upload envelope (§14): built from its inputs and opened (`valid`), or one
+/// that must not open.
+#[derive(Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct EnvelopeCase {
+    sk_r: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sk_e: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    padded_len: Option<usize>,
+    envelope: String,
+    valid: bool,
+}
+
+fn check_hpke(v: &Value, c: &mut Checker) -> Result<()> {
+    use dp3t_core::sealed;
+    if v.get("envelope").is_none() {
+        let h: HpkeCase = case(v)?;
+        let sk_e = input_hex::<32>(&h.sk_e, "sk_e")?;
+        let sk_r = input_hex::<32>(&h.sk_r, "sk_r")?;
+        let hexv = |s: &str, f: &str| {
+            hex::decode(s).map_err(|e| Error::Vectors(format!("{f}: not hex: {e}")))
+        };
+        let (info, aad, pt) = (
+            hexv(&h.info, "info")?,
+            hexv(&h.aad, "aad")?,
+            hexv(&h.pt, "pt")?,
+        );
+        if let Some(ikm) = &h.ikm_e {
+            c.hex(
+                "sk_e",
+                &h.sk_e,
+                sealed::derive_secret(&hexv(ikm, "ikm_e")?)?.as_ref(),
+            );
+        }
+        if let Some(ikm) = &h.ikm_r {
+            c.hex(
+                "sk_r",
+                &h.sk_r,
+                sealed::derive_secret(&hexv(ikm, "ikm_r")?)?.as_ref(),
+            );
+        }
+        let pk_r = sealed::OpeningKey::from_secret_bytes(sk_r, dp3t_core::time::UnixTime(0))
+            .sealing_key()
+            .public;
+        if let Some(pk) = &h.pk_r {
+            c.hex("pk_r", pk, &pk_r);
+        }
+        let (enc, ct) = sealed::hpke_base_seal(sk_e, &pk_r, &info, &aad, &pt)?;
+        c.hex("enc", &h.enc, &enc);
+        c.hex("ct", &h.ct, &ct);
+        // And the recipient opens the file's ciphertext to the plaintext.
+        let opened = hexv(&h.ct, "ct").ok().and_then(|ct| {
+            let enc: [u8; 32] = hex::decode(&h.enc).ok()?.try_into().ok()?;
+            sealed::hpke_base_open(sk_r, &enc, &info, &aad, &ct).ok()
+        });
+        c.hex(
+            "pt (opened)",
+            &h.pt,
+            opened.as_deref().map_or(&[][..], |p| &p[..]),
+        );
+        return Ok(());
+    }
+    let e: EnvelopeCase = case(v)?;
+    let sk_r = input_hex::<32>(&e.sk_r, "sk_r")?;
+    let key = sealed::OpeningKey::from_secret_bytes(sk_r, dp3t_core::time::UnixTime(u64::MAX));
+    if let Some(id) = &e.key_id {
+        c.hex("key_id", id, &key.sealing_key().key_id);
+    }
+    let envelope = input_b64(&e.envelope, "envelope")?;
+    let opened = sealed::open_upload(std::slice::from_ref(&key), &envelope);
+    c.eq("valid", e.valid, opened.is_ok());
+    if !e.valid {
+        return Ok(());
+    }
+    let (Some(sk_e), Some(route), Some(token), Some(body), Some(padded_len)) =
+        (&e.sk_e, e.route, &e.token, &e.body, e.padded_len)
+    else {
+        return Err(Error::Vectors(
+            "a valid envelope needs sk_e, route, token, body and padded_len".into(),
+        ));
+    };
+    let sk_e = input_hex::<32>(sk_e, "sk_e")?;
+    let route = sealed::SealedRoute::from_code(route)
+        .ok_or_else(|| Error::Vectors(format!("route: unknown code {route}")))?;
+    let body = input_b64(body, "body")?;
+    let built = sealed::seal_upload_with_ephemeral(
+        key.sealing_key(),
+        sk_e,
+        route,
+        token,
+        &body,
+        padded_len,
+    )?;
+    c.eq("envelope", e.envelope.trim().to_owned(), B64.encode(&built));
+    if let Ok(o) = opened {
+        c.eq("route (opened)", route.code(), o.route.code());
+        c.eq("token (opened)", token.clone(), o.token);
+        c.eq("body (opened)", B64.encode(&body), B64.encode(&o.body));
+    }
+    Ok(())
+}
+
+/// Case 0: RFC 9180 Appendix A.2.1 (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
+/// ChaCha20-Poly1305, base mode, sequence number 0). Then sealed upload envelopes, one in
+/// four of them damaged so that it must not open.
+fn gen_hpke(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
+    use dp3t_core::engine::Scheme as S;
+    use dp3t_core::sealed::{self, SealedRoute};
+    if i == 0 {
+        return to_value(HpkeCase {
+            ikm_e: Some("909a9b35d3dc4713a5e72a4da274b55d3d3821a37e5d099e74a647db583a904b".into()),
+            ikm_r: Some("1ac01f181fdf9f352797655161c58b75c656a6cc2716dcb66372da835542e1df".into()),
+            sk_e: "f4ec9b33b792c372c1d2c2063507b684ef925b8c75a42dbcbf57d63ccd381600".into(),
+            sk_r: "8057991eef8f1f1af18f4a9491d16a1ce333f695d4db8e38da75975c4478e0fb".into(),
+            pk_r: Some("4310ee97d88cc1f088a5576c77ab0cf5c3ac797f3d95139c6c84b5429c59662a".into()),
+            info: "4f6465206f6e2061204772656369616e2055726e".into(),
+            aad: "436f756e742d30".into(),
+            pt: "4265617574792069732074727574682c20747275746820626561757479".into(),
+            enc: "1afa08d3dec047a643885163f1180476fa7ddb54c6a8029ea33f95796bf2ac4a".into(),
+            ct: "1c5250d8034ec2b784ba2cfd69dbdb8af406cfe3ff938e131f0def8c8b60b4db21993c62ce81883d2dd1b51a28".into(),
+        });
+    }
+    let sk_r: [u8; 32] = rng.gen();
+    let sk_e: [u8; 32] = rng.gen();
+    let key = sealed::OpeningKey::from_secret_bytes(sk_r, dp3t_core::time::UnixTime(u64::MAX));
+    let route = SealedRoute::ALL[i % SealedRoute::ALL.len()];
+    // The low-cost and GAEN sizes keep the file small; the layout is the same for all.
+    let scheme = if i.is_multiple_of(3) { S::Gaen } else { S::LowCost };
+    let padded_len = sealed::padded_len(scheme, WindowMinutes::DEFAULT);
+    let token_len = rng.gen_range(0..900);
+    let token: String = (0..token_len)
+        .map(|_| {
+            char::from(
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_."
+                    [rng.gen_range(0..65)],
+            )
+        })
+        .collect();
+    let body_len = rng.gen_range(0..=600);
+    let mut body = vec![0u8; body_len];
+    rng.fill(&mut body[..]);
+    let mut envelope = sealed::seal_upload_with_ephemeral(
+        key.sealing_key(),
+        sk_e,
+        route,
+        &token,
+        &body,
+        padded_len,
+    )?;
+    let valid = !i.is_multiple_of(4);
+    if !valid {
+        match (i / 4) % 5 {
+            0 => {
+                let at = rng.gen_range(sealed::HEADER_LEN..envelope.len());
+                envelope[at] ^= 1 << rng.gen_range(0..8);
+            }
+            1 => envelope[0] = 2,
+            2 => envelope[1 + rng.gen_range(0..sealed::KEY_ID_LEN)] ^= 0x10,
+            3 => envelope.truncate(rng.gen_range(0..envelope.len())),
+            _ => {
+                // A well-sealed plaintext whose padding is not all zeros.
+                let mut pt = vec![route.code(), 0, 0, 0, 0, 0, 0];
+                pt.resize(padded_len, 0);
+                let last = pt.len() - 1;
+                pt[last] = 1;
+                let aad = &envelope[..1 + sealed::KEY_ID_LEN].to_vec();
+                let (enc, ct) = sealed::hpke_base_seal(
+                    sk_e,
+                    &key.sealing_key().public,
+                    sealed::INFO,
+                    aad,
+                    &pt,
+                )?;
+                envelope.truncate(1 + sealed::KEY_ID_LEN);
+                envelope.extend_from_slice(&enc);
+                envelope.extend_from_slice(&ct);
+            }
+        }
+    }
+    to_value(EnvelopeCase {
+        sk_r: hex::encode(sk_r),
+        key_id: Some(hex::encode(key.sealing_key().key_id)),
+        sk_e: valid.then(|| hex::encode(sk_e)),
+        route: valid.then(|| route.code()),
+        token: valid.then_some(token),
+        body: valid.then(|| B64.encode(&body)),
+        padded_len: valid.then_some(padded_len),
+        envelope: B64.encode(&envelope),
+        valid,
+    })
+}
+
 /// Generate a file of `count` deterministic cases of `scheme` from `seed`.
 pub fn generate(scheme: Scheme, count: usize, seed: u64) -> Result<VectorFile> {
     if count == 0 {
@@ -1030,6 +1258,7 @@ pub fn generate(scheme: Scheme, count: usize, seed: u64) -> Result<VectorFile> {
         Scheme::Cuckoo => gen_cuckoo,
         Scheme::GaenExport => gen_export,
         Scheme::ExposureScore => gen_score,
+        Scheme::HpkeUpload => gen_hpke,
     };
     let cases = (0..count).map(|i| g(&mut rng, i)).collect::<Result<_>>()?;
     Ok(VectorFile {
@@ -1157,6 +1386,21 @@ mod tests {
                 "{scheme}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn hpke_upload_vectors_catch_a_wrong_byte() {
+        let f = generate(Scheme::HpkeUpload, 9, 3).unwrap();
+        assert_eq!(verify(&f).unwrap().failed, 0);
+        // A flipped ciphertext byte in the RFC case, and a valid envelope said invalid.
+        let mut bad = f.clone();
+        let ct = bad.cases[0]["ct"].as_str().unwrap().replacen('1', "0", 1);
+        bad.cases[0]["ct"] = Value::String(ct);
+        bad.cases[1]["valid"] = Value::Bool(false);
+        let r = verify(&bad).unwrap();
+        assert_eq!(r.failed, 2, "{:?}", r.mismatches);
+        assert!(r.mismatches.iter().any(|m| m.field == "ct"));
+        assert!(r.mismatches.iter().any(|m| m.field == "valid"));
     }
 
     #[test]
