@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         verification_key_id: "fuzz".into(),
     };
     // What the reader accepted, the writer must write and the reader read back equal.
-    let again = write_export_zip(&batch, &info, &key).expect("a verified batch re-encodes");
+    let again = write_export_zip(&batch, &info, key).expect("a verified batch re-encodes");
     let back = parse_export_zip(&again)
         .and_then(|u| u.verify(&key.public_key()))
         .expect("a re-encoded batch parses and verifies");
