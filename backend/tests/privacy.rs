@@ -16,6 +16,7 @@ use common::*;
 on_both_databases!(
     every_upload_answer_has_the_same_size_on_the_wire,
     refusals_and_acceptances_leave_after_the_same_delay,
+    stored_rows_do_not_group_an_upload,
 );
 
 /// Send a raw HTTP/1.1 POST and return the whole answer as bytes, and how long it took.
@@ -270,4 +271,57 @@ fn ks_test_tells_different_distributions_apart() {
     let mut c: Vec<f64> = (0..40).map(|i| 1.0 + f64::from(i) * 0.001).collect();
     let mut d: Vec<f64> = (0..40).map(|i| 1.0005 + f64::from(i) * 0.001).collect();
     assert!(ks_p_value(&mut c, &mut d) > 0.5);
+}
+
+/// With a copy of the database, the keys of one upload must not be told apart from
+/// another's by their row ids (sequential ids put them next to each other).
+async fn stored_rows_do_not_group_an_upload(backend: Backend) {
+    use sqlx::{Connection as _, Row as _};
+    let h = Harness::start(backend, |_| {}).await;
+    let uploads: Vec<Vec<UploadKey>> = (0..4)
+        .map(|_| (0..6).map(|d| key_days_ago(2 + d)).collect())
+        .collect();
+    for keys in &uploads {
+        assert_eq!(
+            h.upload(&h.token(8, false), &padded(keys)).await.status(),
+            200
+        );
+    }
+    let url = h
+        .config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", h.data_dir.join("dp3t.db").display()));
+    let rows: Vec<Vec<u8>> = if url.starts_with("sqlite") {
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("SELECT key_data FROM gaen_keys ORDER BY id")
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    } else {
+        let mut c = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::query("SELECT key_data FROM gaen_keys ORDER BY id")
+            .fetch_all(&mut c)
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    assert_eq!(rows.len(), 24);
+    let upload_of = |k: &[u8]| {
+        uploads
+            .iter()
+            .position(|u| u.iter().any(|x| x.key_data[..] == *k))
+            .unwrap()
+    };
+    let order: Vec<usize> = rows.iter().map(|k| upload_of(k)).collect();
+    // In id order, neighbours from the same upload: 20 of 23 pairs with sequential ids;
+    // about 23 * 5/23 = 5 when the ids are random.
+    let same = order.windows(2).filter(|w| w[0] == w[1]).count();
+    assert!(same <= 14, "rows grouped by upload: {order:?}");
+    h.finish().await;
 }

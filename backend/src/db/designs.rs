@@ -94,8 +94,6 @@ pub struct DesignRetentionReport {
     pub buckets: u64,
 }
 
-pub(crate) const INSERT_UPLOAD: &str = "INSERT INTO design_uploads \
-     (design, entries, entry_count, received_at) VALUES ($1, $2, $3, $4)";
 const SELECT_STATE: &str =
     "SELECT claimed_until, released_until FROM design_release_state WHERE design = $1";
 const LOCK_STATE_PG: &str =
