@@ -374,9 +374,8 @@ fn insert_keys_sql(n: usize, numbered: bool) -> String {
 /// `INSERT` of `n` design records, one row each, with random ids (see
 /// [`insert_keys_sql`]): no row holds, or groups by its id, the entries of one upload.
 fn insert_design_records_sql(n: usize, numbered: bool) -> String {
-    let mut sql = String::from(
-        "INSERT INTO design_uploads (id, design, entries, entry_count, received_at) ",
-    );
+    let mut sql =
+        String::from("INSERT INTO design_uploads (id, design, entries, entry_count, received_at) ");
     if numbered {
         sql.push_str("OVERRIDING SYSTEM VALUE ");
     }
