@@ -148,7 +148,7 @@ impl From<CoreError> for Dp3tError {
             CoreError::State(_) => Dp3tError::CorruptState(message),
             CoreError::WrongScheme { .. } => Dp3tError::WrongScheme(message),
             CoreError::InvalidState(_) => Dp3tError::InvalidState(message),
-            CoreError::UploadTooLarge { .. } | CoreError::Ble(_) => {
+            CoreError::UploadTooLarge { .. } | CoreError::Ble(_) | CoreError::Sealed(_) => {
                 Dp3tError::InvalidInput(message)
             }
             // `Encode` (a bug), `Vectors`, and any variant added later: nothing the app
@@ -658,6 +658,45 @@ impl TracingEngine {
                 .lock()
                 .build_fake_upload(UnixTime(now_unix), &mut OsRng)?
                 .into())
+        })
+    }
+
+    /// A sealed upload (PROTOCOL.md §14): the real upload from the UTC day of
+    /// `onset_unix` (as [`TracingEngine::build_upload`]), or a fake one when `onset_unix`
+    /// is `None`, with its bearer `token`, sealed to the server's current key. `key_list`
+    /// and `key_list_signature` are the body and `Signature` header of
+    /// `GET /v2/sealed/key`, checked here with the engine's backend key at `now_unix`.
+    /// POST the returned bytes to `/v2/sealed` (`application/octet-stream`, no
+    /// `Authorization` header). Real and fake envelopes of a scheme have one size.
+    ///
+    /// Errors: [`Dp3tError::BadSignature`] if the key list's signature does not verify,
+    /// [`Dp3tError::InvalidInput`] if it lists no unexpired key or the token is too long,
+    /// or `onset_unix` is after `now_unix`.
+    pub fn build_sealed_upload(
+        &self,
+        onset_unix: Option<u64>,
+        token: String,
+        key_list: Vec<u8>,
+        key_list_signature: String,
+        now_unix: u64,
+    ) -> Result<Vec<u8>, Dp3tError> {
+        guarded("build_sealed_upload", || {
+            if onset_unix.is_some_and(|o| o > now_unix) {
+                return Err(Dp3tError::InvalidInput(format!(
+                    "onset {onset_unix:?} is after now {now_unix}"
+                )));
+            }
+            let now = UnixTime(now_unix);
+            let mut engine = self.lock();
+            let key = dp3t_core::sealed::verified_key_list(
+                &key_list,
+                &key_list_signature,
+                &engine.config().backend_public_key,
+                now,
+            )?
+            .ok_or_else(|| Dp3tError::InvalidInput("the key list has no unexpired key".into()))?;
+            let onset = onset_unix.map(|o| UnixTime(o).day());
+            Ok(engine.build_sealed_upload(onset, &token, &key, now, &mut OsRng)?)
         })
     }
 
