@@ -1,4 +1,4 @@
-//! Sealed uploads end to end (PROTOCOL.md §14, issue 12 item 11): the phone's core seals
+//! Sealed uploads end to end (PROTOCOL.md §16, issue 12 item 11): the phone's core seals
 //! to the key the server publishes (signed), the server opens the envelope, stores the
 //! keys, and they appear in the signed export; an envelope that does not open, or that
 //! replays a spent token, is answered with the same size on the wire and after the same

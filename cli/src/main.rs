@@ -31,7 +31,7 @@ Schemes (PROTOCOL.md §11):
   dp3t-cuckoo      DPCF Cuckoo filters: entries present and absent, and bytes to reject
   gaen-export      GAEN export zips that must or must not verify, and their contents
   exposure-score   attenuation scans and a config -> weighted minutes, exposed or not
-  hpke-upload      HPKE base mode (RFC 9180) and sealed upload envelopes (§14) to open or refuse";
+  hpke-upload      HPKE base mode (RFC 9180) and sealed upload envelopes (§16) to open or refuse";
 
 #[derive(Parser)]
 #[command(name = "dp3t", version, about = "DP-3T / GAEN reference tooling", long_about = None)]

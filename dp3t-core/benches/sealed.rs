@@ -1,4 +1,4 @@
-//! How fast the key server opens sealed uploads (PROTOCOL.md §14; BENCHMARKS.md): one
+//! How fast the key server opens sealed uploads (PROTOCOL.md §16; BENCHMARKS.md): one
 //! `open_upload` per envelope — X25519, the HPKE key schedule, ChaCha20-Poly1305 over the
 //! scheme's padded size, the plaintext checks — with two keys held, as during a rotation
 //! overlap. Single-threaded, so the figure is per core.

@@ -514,7 +514,7 @@ impl Engine {
         }
     }
 
-    /// A sealed upload (PROTOCOL.md §14) to `POST` to [`crate::sealed::UPLOAD_PATH`]: the
+    /// A sealed upload (PROTOCOL.md §16) to `POST` to [`crate::sealed::UPLOAD_PATH`]: the
     /// real upload after a positive test with onset `onset` ([`Engine::build_upload`],
     /// when `onset` is `Some`) or a fake one ([`Engine::build_fake_upload`], `None`),
     /// with its bearer `token`, sealed to the server's `key`. Real and fake envelopes of

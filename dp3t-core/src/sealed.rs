@@ -1,4 +1,4 @@
-//! Sealed uploads (PROTOCOL.md §14): the whole upload — which API, the bearer token and
+//! Sealed uploads (PROTOCOL.md §16): the whole upload — which API, the bearer token and
 //! the body — encrypted to the key server with HPKE, so that a TLS terminator, a CDN or a
 //! WAF in front of the server learns nothing but the size, and the size is the same for
 //! every sealed upload of a scheme, real or fake.

@@ -1,4 +1,4 @@
-//! Sealed uploads built by the engine (PROTOCOL.md §14): for every scheme, a real upload
+//! Sealed uploads built by the engine (PROTOCOL.md §16): for every scheme, a real upload
 //! with as many entries as one upload holds and a fake one seal to envelopes of the same
 //! size, which the server's key opens to the plain upload (route, token, body).
 

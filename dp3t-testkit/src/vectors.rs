@@ -56,7 +56,7 @@ pub enum Scheme {
     /// `exposure-score`: scans and a config → weighted minutes and exposed.
     ExposureScore,
     /// `hpke-upload`: HPKE base mode (RFC 9180, X25519/HKDF-SHA256/ChaCha20-Poly1305) and
-    /// sealed upload envelopes (§14) that must or must not open.
+    /// sealed upload envelopes (§16) that must or must not open.
     HpkeUpload,
 }
 
@@ -1043,7 +1043,7 @@ struct HpkeCase {
     ct: String,
 }
 
-/// A sealed upload envelope (§14): built from its inputs and opened (`valid`), or one
+/// A sealed upload envelope (§16): built from its inputs and opened (`valid`), or one
 /// that must not open.
 #[derive(Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -661,7 +661,7 @@ impl TracingEngine {
         })
     }
 
-    /// A sealed upload (PROTOCOL.md §14): the real upload from the UTC day of
+    /// A sealed upload (PROTOCOL.md §16): the real upload from the UTC day of
     /// `onset_unix` (as [`TracingEngine::build_upload`]), or a fake one when `onset_unix`
     /// is `None`, with its bearer `token`, sealed to the server's current key. `key_list`
     /// and `key_list_signature` are the body and `Signature` header of

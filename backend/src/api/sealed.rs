@@ -1,4 +1,4 @@
-//! Sealed uploads (PROTOCOL.md §14): `POST /v2/sealed` and `GET /v2/sealed/key`.
+//! Sealed uploads (PROTOCOL.md §16): `POST /v2/sealed` and `GET /v2/sealed/key`.
 //!
 //! A sealed upload is the whole upload — which API, the bearer token and the body —
 //! encrypted to this server with HPKE ([`dp3t_core::sealed`]), so that a TLS terminator,
