@@ -106,12 +106,26 @@ backend_bin="$(cd "$target_dir" && pwd)/debug/dp3t-backend"
 server_dir="$(mkdir -p "$target_dir/test-backend" && cd "$target_dir/test-backend" && pwd)"
 rm -rf "$server_dir"/*
 "$backend_bin" keygen --data-dir "$server_dir" >/dev/null
+# The health authority's service (authority/): its key pair first, so that the key server
+# trusts its public key (besides the dev key the engine stories mint tokens with).
+cargo build -q -p authority --bin dp3t-authority
+authority_bin="$(cd "$target_dir" && pwd)/debug/dp3t-authority"
+authority_dir="$(mkdir -p "$target_dir/test-authority" && cd "$target_dir/test-authority" && pwd)"
+rm -rf "$authority_dir"/*
+DP3T_AUTHORITY_DATA_DIR="$authority_dir" "$authority_bin" public-key >/dev/null 2>&1
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 DP3T_DATA_DIR="$server_dir" DP3T_BIND="127.0.0.1:$port" DP3T_RELEASE_BUCKET_SECONDS=2 \
+  DP3T_HA_PUBLIC_KEYS="$authority_dir/ha-signing-key.pub.pem" \
   DP3T_UPLOAD_DELAY_MS=200 "$backend_bin" serve >"$server_dir/server.log" 2>&1 &
 backend_pid=$!
 trap 'kill "$backend_pid" 2>/dev/null || true' EXIT
-python3 - "$port" <<'PY'
+auth_port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+DP3T_AUTHORITY_DATA_DIR="$authority_dir" DP3T_AUTHORITY_BIND="127.0.0.1:$auth_port" \
+  DP3T_AUTHORITY_ONSET_DELAY_MS=200 "$authority_bin" serve >"$authority_dir/server.log" 2>&1 &
+authority_pid=$!
+trap 'kill "$backend_pid" "$authority_pid" 2>/dev/null || true' EXIT
+for p in "$port" "$auth_port"; do
+python3 - "$p" <<'PY'
 import sys, time, urllib.request
 url = f"http://127.0.0.1:{sys.argv[1]}/healthz"
 for _ in range(150):
@@ -121,8 +135,12 @@ for _ in range(150):
                 sys.exit(0)
     except OSError:
         time.sleep(0.2)
-sys.exit("the test key server did not start")
+sys.exit(f"the test server on port {sys.argv[1]} did not start")
 PY
+done
+DP3T_TEST_AUTHORITY_KEY="$(DP3T_AUTHORITY_DATA_DIR="$authority_dir" "$authority_bin" apikey add stories 2>/dev/null)"
+export DP3T_TEST_AUTHORITY="http://127.0.0.1:$auth_port" DP3T_TEST_AUTHORITY_KEY
+echo "health authority on $DP3T_TEST_AUTHORITY (log: $authority_dir/server.log)"
 export DP3T_TEST_BACKEND="http://127.0.0.1:$port" DP3T_TEST_DATA_DIR="$server_dir" \
   DP3T_BACKEND_BIN="$backend_bin" DP3T_TEST_BUCKET_SECONDS=2
 echo "key server on $DP3T_TEST_BACKEND (log: $server_dir/server.log)"

@@ -5,8 +5,10 @@ The test does what an app does and nothing more: it moves bytes. Alice's phone a
 with an authorization code; both phones sync on their own schedule; Bob's status turns
 "exposed". All HTTP goes to a real `dp3t-backend` (started by run-bindings.sh on
 127.0.0.1 with 2-second release buckets, SQLite); the health authority's code exchange
-(`POST /v1/onset`, the CovidCode API) is answered here by minting tokens with
-`dp3t-backend token`, the development stand-in for the authority service. The phones'
+(`POST /v1/onset`, the CovidCode API) goes to the real `dp3t-authority` when
+DP3T_TEST_AUTHORITY is set (run-bindings.sh starts it and creates the code there, as a
+lab system does, with DP3T_TEST_AUTHORITY_KEY); without it, a stand-in answers by minting
+tokens with `dp3t-backend token`. The phones'
 fake reports (a fake exchange, then a fake upload with the fake token) run on their
 schedule during the same run, and go to the same servers.
 
@@ -47,6 +49,8 @@ needs_server = pytest.mark.skipif(
     not (BACKEND and DATA_DIR and BACKEND_BIN), reason="no test backend (run run-bindings.sh)"
 )
 CODE = "123456789012"
+AUTHORITY = os.environ.get("DP3T_TEST_AUTHORITY")
+AUTHORITY_KEY = os.environ.get("DP3T_TEST_AUTHORITY_KEY")
 STORAGE_KEY = bytes(range(32))
 
 
@@ -62,11 +66,26 @@ def mint_token(fake: bool) -> str:
     return out.stdout.strip()
 
 
-class Servers:
-    """The app's I/O: the real backend over HTTP, and a stand-in health authority."""
+def new_code() -> str:
+    """A code for today's onset: from the real authority (`POST /v1/authcode` with an API
+    key, as a lab system creates one), or the stand-in's fixed one."""
+    if not AUTHORITY:
+        return CODE
+    request = urllib.request.Request(
+        AUTHORITY + "/v1/authcode",
+        data=json.dumps({"onsetDate": today()}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": "Bearer " + AUTHORITY_KEY},
+    )
+    with urllib.request.urlopen(request, timeout=20) as resp:
+        return json.load(resp)["authorizationCode"]
 
-    def __init__(self) -> None:
-        self.codes = {CODE}
+
+class Servers:
+    """The app's I/O: the real backend over HTTP, and the health authority (the real
+    `dp3t-authority` when DP3T_TEST_AUTHORITY is set, else a stand-in)."""
+
+    def __init__(self, code: str = CODE) -> None:
+        self.codes = {code}
         self.exchanges: list[bool] = []  # fake flag of each code exchange
         self.fake_tokens: set[str] = set()
         self.uploads: list[tuple[bool, int, int]] = []  # (fake, status, body length)
@@ -79,6 +98,21 @@ class Servers:
         fake = body["fake"] == "1"
         assert len(body["authorizationCode"]) == 12
         self.exchanges.append(fake)
+        if AUTHORITY:
+            request = urllib.request.Request(
+                AUTHORITY + req.path,
+                data=bytes(req.body),
+                method="POST",
+                headers={h.name: h.value for h in req.headers},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=20) as resp:
+                    result = resp.status, list(resp.headers.items()), resp.read()
+            except urllib.error.HTTPError as e:
+                result = e.code, list(e.headers.items()), e.read()
+            if fake and result[0] == 200:
+                self.fake_tokens.add(json.loads(result[2])["accessToken"])
+            return result
         headers = [("Date", formatdate(usegmt=True)), ("Content-Type", "application/json")]
         if not fake:
             if body["authorizationCode"] not in self.codes:
@@ -152,7 +186,8 @@ def session_config(scheme: ffi.Scheme) -> ffi.SessionConfig:
 
 @needs_server
 def test_two_phones_through_the_session_against_the_real_backend():
-    servers = Servers()
+    code = new_code()
+    servers = Servers(code)
     if time.time() % 86_400 < 120:  # keep the contact on one UTC day
         time.sleep(121 - time.time() % 86_400)
     now = int(time.time())
@@ -175,10 +210,10 @@ def test_two_phones_through_the_session_against_the_real_backend():
     assert bob.status(now).sightings == 1
     assert listener.seen, "a sighting changes the status"
 
-    alice.report_infected(CODE, now, now)
+    alice.report_infected(code, now, now)
     assert alice.status(now).report == ffi.ReportPhase.EXCHANGING_CODE
     with pytest.raises(ffi.Dp3tError.InvalidState):
-        alice.report_infected(CODE, now, now)
+        alice.report_infected(code, now, now)
 
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -304,3 +339,61 @@ def test_ble_advertisement_vectors():
             ffi.parse_advertisement(bytes.fromhex(case["adBytes"]))
     with pytest.raises(ffi.Dp3tError.InvalidInput):
         ffi.advertisement(bytes(20))  # GAEN beacons are advertised by the OS
+
+
+@needs_server
+def test_a_sealed_upload_from_the_bindings_reaches_the_export():
+    """Issue 12 item 11: Alice seals her report to the key the server publishes (signed),
+    so nothing between her and the server reads the token or the keys; the server opens
+    it, publishes her key, and Bob, who met her yesterday, finds the exposure."""
+    now = int(time.time())
+    yesterday = (now // 86_400 - 1) * 86_400
+    pem = (Path(DATA_DIR) / "signing-key.pub.pem").read_text()
+    config = ffi.EngineConfig(scheme=ffi.Scheme.GAEN, backend_public_key_pem=pem)
+    alice, bob = ffi.TracingEngine(config), ffi.TracingEngine(config)
+    met = yesterday + 12 * 3600
+    for m in range(20):
+        t = met + 60 * m
+        bob.record_sighting(alice.current_beacon(t).payload, t, 50, 60)
+
+    with urllib.request.urlopen(BACKEND + "/v2/sealed/key", timeout=20) as resp:
+        key_list, signature = resp.read(), resp.headers["Signature"]
+    onset = time.strftime("%Y-%m-%d", time.gmtime(yesterday))
+    token = subprocess.run(
+        [BACKEND_BIN, "token", "--data-dir", DATA_DIR, "--onset", onset],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout.strip()
+    real = alice.build_sealed_upload(yesterday, token, key_list, signature, now)
+    fake = bob.build_sealed_upload(None, mint_token(True), key_list, signature, now)
+    assert len(real) == len(fake) == 8256  # PROTOCOL.md §16: every GAEN envelope
+    assert token.encode() not in real
+    with pytest.raises(ffi.Dp3tError.BadSignature):
+        alice.build_sealed_upload(None, token, key_list + b" ", signature, now)
+    for envelope in (real, fake):
+        req = urllib.request.Request(
+            BACKEND + "/v2/sealed",
+            data=envelope,
+            method="POST",
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            assert resp.status == 200
+
+    deadline = time.time() + 30
+    while True:
+        with urllib.request.urlopen(BACKEND + "/v2/gaen/exposed", timeout=20) as resp:
+            status, body = resp.status, resp.read()
+            sig, tag = resp.headers.get("Signature"), int(resp.headers["x-key-bundle-tag"])
+        if status == 200:
+            batch = ffi.PublishedBatch(
+                kind=ffi.BatchKind.GAEN_EXPORT_ZIP,
+                body=body,
+                release_time_unix=tag // 1000,
+                signature_header=sig,
+            )
+            if bob.ingest_at(batch, int(time.time())) > 0:
+                break
+        assert time.time() < deadline, "Alice's sealed upload never reached the export"
+        time.sleep(1)
+    days = bob.exposure_status(int(time.time())).exposed_days
+    assert [d.day for d in days] == [yesterday // 86_400]
