@@ -1179,7 +1179,11 @@ fn gen_hpke(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
     let key = sealed::OpeningKey::from_secret_bytes(sk_r, dp3t_core::time::UnixTime(u64::MAX));
     let route = SealedRoute::ALL[i % SealedRoute::ALL.len()];
     // The low-cost and GAEN sizes keep the file small; the layout is the same for all.
-    let scheme = if i.is_multiple_of(3) { S::Gaen } else { S::LowCost };
+    let scheme = if i.is_multiple_of(3) {
+        S::Gaen
+    } else {
+        S::LowCost
+    };
     let padded_len = sealed::padded_len(scheme, WindowMinutes::DEFAULT);
     let token_len = rng.gen_range(0..900);
     let token: String = (0..token_len)
