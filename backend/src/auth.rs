@@ -11,7 +11,6 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use base64::Engine;
 use dp3t_core::signing::SigningKey;
 use dp3t_core::time::{Day, UnixTime};
@@ -60,7 +59,7 @@ impl std::fmt::Debug for HaKeys {
 impl HaKeys {
     /// Add a PEM public key (SPKI EC P-256, or RSA as SPKI or PKCS#1). `source` names it
     /// in logs.
-    pub fn add_pem(&mut self, pem: &[u8], source: &str) -> anyhow::Result<()> {
+    pub fn add_pem(&mut self, pem: &[u8], source: &str) -> Result<(), crate::keys::KeyError> {
         if let Ok(key) = DecodingKey::from_ec_pem(pem) {
             self.ec.push(HaKey {
                 source: source.to_owned(),
@@ -68,8 +67,9 @@ impl HaKeys {
             });
             return Ok(());
         }
-        let key = DecodingKey::from_rsa_pem(pem).map_err(|e| {
-            anyhow::anyhow!("{source}: not an EC P-256 or RSA public key in PEM form ({e})")
+        let key = DecodingKey::from_rsa_pem(pem).map_err(|e| crate::keys::KeyError::HaKey {
+            source_name: source.to_owned(),
+            source: e,
         })?;
         self.rsa.push(HaKey {
             source: source.to_owned(),
@@ -79,9 +79,12 @@ impl HaKeys {
     }
 
     /// Add the PEM public key in file `path`.
-    pub fn add_file(&mut self, path: &Path) -> anyhow::Result<()> {
-        let pem = std::fs::read(path)
-            .with_context(|| format!("reading health-authority key {}", path.display()))?;
+    pub fn add_file(&mut self, path: &Path) -> Result<(), crate::keys::KeyError> {
+        let pem = std::fs::read(path).map_err(|source| crate::keys::KeyError::Io {
+            action: "reading health-authority key",
+            path: path.to_owned(),
+            source,
+        })?;
         self.add_pem(&pem, &path.display().to_string())
     }
 

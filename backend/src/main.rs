@@ -100,7 +100,7 @@ fn main() -> anyhow::Result<()> {
                 config.migrate = false;
             }
             init_logging(config.log_format);
-            actix_web::rt::System::new().block_on(server::serve(config))
+            Ok(actix_web::rt::System::new().block_on(server::serve(config))?)
         }
         Command::Migrate { config } => {
             let mut config = Config::load(config.as_deref())?;

@@ -12,12 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpServer};
-use anyhow::Context;
 
 use crate::api::{self, AppState};
 use crate::auth::HaKeys;
 use crate::config::Config;
-use crate::db::Db;
+use crate::db::{Db, DbError};
 use crate::keys;
 use crate::metrics::Metrics;
 use crate::publish::{bucket_floor, PublishSettings, Publisher};
@@ -26,6 +25,62 @@ use crate::writer::UploadWriter;
 
 /// How often data past retention is deleted.
 const RETENTION_INTERVAL_SECS: u64 = 3600;
+
+/// Why a server could not start or stopped with an error; the message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// A file system or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done (`binding 127.0.0.1:8080 (DP3T_BIND)`, …).
+        what: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A key file.
+    #[error(transparent)]
+    Key(#[from] crate::keys::KeyError),
+    /// `DP3T_REQUIRE_KEYS` is true and there is no signing key.
+    #[error(
+        "no signing key at {} and DP3T_REQUIRE_KEYS is true: provision it \
+         (docs/OPERATIONS.md, \"The signing key\"); the server generates none",
+        .0.display()
+    )]
+    SigningKeyRequired(std::path::PathBuf),
+    /// `--no-migrate` on a data directory without a database.
+    #[error(
+        "no database at {} and migrations are not to be applied \
+         (--no-migrate / DP3T_MIGRATE=false): run `dp3t-backend migrate` first",
+        .0.display()
+    )]
+    NoDatabase(std::path::PathBuf),
+    /// Applying the migrations failed.
+    #[error(
+        "applying migrations (a role that may not create tables serves with --no-migrate \
+         after the owner ran `dp3t-backend migrate`): {0}"
+    )]
+    Migrate(#[source] DbError),
+    /// The database.
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// Releasing or loading GAEN buckets.
+    #[error(transparent)]
+    Publish(#[from] crate::publish::PublishError),
+    /// Releasing or loading the designs' buckets.
+    #[error(transparent)]
+    Designs(#[from] crate::designs::DesignError),
+    /// Setting up the next-day tokens.
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// The server thread of [`start_in_thread`] ended before it started serving.
+    #[error("the server thread ended before starting")]
+    ThreadEnded,
+}
+
+fn io_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ServerError {
+    let what = what.into();
+    move |source| ServerError::Io { what, source }
+}
 
 /// A server ready to listen.
 #[derive(Debug)]
@@ -38,26 +93,21 @@ pub struct Prepared {
 
 /// Connect the database, then apply pending migrations, or with `config.migrate` false
 /// only check that the schema is this binary's (for a role that may not create tables).
-pub async fn open_database(config: &Config) -> anyhow::Result<Db> {
+pub async fn open_database(config: &Config) -> Result<Db, ServerError> {
     if config.database_url.is_none() {
         let path = config.data_dir.join(SQLITE_FILE);
         if !config.migrate && !path.exists() {
             // Connecting would create an empty file; say what is missing instead.
-            anyhow::bail!(
-                "no database at {} and migrations are not to be applied \
-                 (--no-migrate / DP3T_MIGRATE=false): run `dp3t-backend migrate` first",
-                path.display()
-            );
+            return Err(ServerError::NoDatabase(path));
         }
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).map_err(io_error(format!(
+            "creating data dir {}",
+            config.data_dir.display()
+        )))?;
     }
     let db = Db::connect(&config.effective_database_url(), config.db_max_connections).await?;
     if config.migrate {
-        db.migrate().await.context(
-            "applying migrations (a role that may not create tables serves with --no-migrate \
-             after the owner ran `dp3t-backend migrate`)",
-        )?;
+        db.migrate().await.map_err(ServerError::Migrate)?;
     } else {
         db.check_schema().await?;
         tracing::info!("schema is at the expected version (migrations not applied: --no-migrate)");
@@ -72,7 +122,7 @@ const SQLITE_FILE: &str = "dp3t.db";
 /// `require_keys`), then open and migrate the database, then create what is missing (the
 /// data directory, development keys), then load the released buckets. Nothing is written
 /// before the configuration, the key files and the database have been found usable.
-pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
+pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
     let mut ha_keys = HaKeys::default();
     for path in &config.ha_public_keys {
         ha_keys.add_file(path)?;
@@ -80,17 +130,15 @@ pub async fn prepare(config: Config) -> anyhow::Result<Prepared> {
     let key_path = config.data_dir.join(keys::SIGNING_KEY_FILE);
     let existing_key = keys::load_signing_key(&config.data_dir)?;
     if existing_key.is_none() && config.require_keys {
-        anyhow::bail!(
-            "no signing key at {} and DP3T_REQUIRE_KEYS is true: provision it (docs/OPERATIONS.md, \
-             \"The signing key\"); the server generates none",
-            key_path.display()
-        );
+        return Err(ServerError::SigningKeyRequired(key_path));
     }
 
     let db = open_database(&config).await?;
 
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    std::fs::create_dir_all(&config.data_dir).map_err(io_error(format!(
+        "creating data dir {}",
+        config.data_dir.display()
+    )))?;
     let signing_key = match existing_key {
         Some(key) => {
             tracing::info!(path = %key_path.display(), "loaded signing key");
@@ -271,11 +319,13 @@ pub struct Listeners {
 
 impl Listeners {
     /// Bind `config.bind` and `config.metrics_bind`.
-    pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
+    pub fn bind(config: &Config) -> Result<Listeners, ServerError> {
         let api = TcpListener::bind(&config.bind)
-            .with_context(|| format!("binding {} (DP3T_BIND)", config.bind))?;
-        let metrics = TcpListener::bind(&config.metrics_bind)
-            .with_context(|| format!("binding {} (DP3T_METRICS_BIND)", config.metrics_bind))?;
+            .map_err(io_error(format!("binding {} (DP3T_BIND)", config.bind)))?;
+        let metrics = TcpListener::bind(&config.metrics_bind).map_err(io_error(format!(
+            "binding {} (DP3T_METRICS_BIND)",
+            config.metrics_bind
+        )))?;
         Ok(Listeners { api, metrics })
     }
 }
@@ -311,12 +361,18 @@ pub fn run(prepared: &Prepared, listeners: Listeners, signals: bool) -> std::io:
 
 /// `dp3t-backend serve`: bind, prepare, print the URLs, serve until SIGINT/SIGTERM, then
 /// finish requests in flight and close the database.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config) -> Result<(), ServerError> {
     let listeners = Listeners::bind(&config)?;
-    let addr = listeners.api.local_addr()?;
-    let metrics_addr = listeners.metrics.local_addr()?;
+    let addr = listeners
+        .api
+        .local_addr()
+        .map_err(io_error("local address"))?;
+    let metrics_addr = listeners
+        .metrics
+        .local_addr()
+        .map_err(io_error("local address"))?;
     let prepared = prepare(config).await?;
-    let servers = run(&prepared, listeners, true)?;
+    let servers = run(&prepared, listeners, true).map_err(io_error("starting the HTTP server"))?;
     let ticker = actix_web::rt::spawn(ticker(prepared.state.clone()));
     tracing::info!(%addr, %metrics_addr, "listening");
     println!("dp3t-backend listening on http://{addr}");
@@ -325,7 +381,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     ticker.abort();
     prepared.state.db.close().await;
     tracing::info!("stopped");
-    result.context("HTTP server")
+    result.map_err(io_error("HTTP server"))
 }
 
 /// A server running on its own thread (tests, embedding).
@@ -383,7 +439,7 @@ impl Drop for RunningServer {
 /// Start the server described by `config` on its own thread, listening on `config.bind`
 /// and `config.metrics_bind` (use port 0 for free ports). Returns once it accepts
 /// connections.
-pub fn start_in_thread(config: Config) -> anyhow::Result<RunningServer> {
+pub fn start_in_thread(config: Config) -> Result<RunningServer, ServerError> {
     let (tx, rx) = std::sync::mpsc::channel();
     let thread = std::thread::Builder::new()
         .name("dp3t-backend".into())
@@ -392,10 +448,20 @@ pub fn start_in_thread(config: Config) -> anyhow::Result<RunningServer> {
             sys.block_on(async move {
                 let started = async {
                     let listeners = Listeners::bind(&config)?;
-                    let addrs = (listeners.api.local_addr()?, listeners.metrics.local_addr()?);
+                    let addrs = (
+                        listeners
+                            .api
+                            .local_addr()
+                            .map_err(io_error("local address"))?,
+                        listeners
+                            .metrics
+                            .local_addr()
+                            .map_err(io_error("local address"))?,
+                    );
                     let prepared = prepare(config).await?;
-                    let servers = run(&prepared, listeners, false)?;
-                    anyhow::Ok((prepared, addrs, servers))
+                    let servers = run(&prepared, listeners, false)
+                        .map_err(io_error("starting the HTTP server"))?;
+                    Ok::<_, ServerError>((prepared, addrs, servers))
                 }
                 .await;
                 match started {
@@ -412,9 +478,9 @@ pub fn start_in_thread(config: Config) -> anyhow::Result<RunningServer> {
                 }
             });
         })
-        .context("spawning the server thread")?;
+        .map_err(io_error("spawning the server thread"))?;
     let ((addr, metrics_addr), handle, state) =
-        rx.recv().context("server thread ended before starting")??;
+        rx.recv().map_err(|_| ServerError::ThreadEnded)??;
     Ok(RunningServer {
         addr,
         metrics_addr,
