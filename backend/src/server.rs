@@ -72,6 +72,9 @@ pub enum ServerError {
     /// Setting up the next-day tokens.
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    /// Loading or creating the keys of sealed uploads.
+    #[error("sealed-upload keys: {0}")]
+    SealedKeys(Box<dyn std::error::Error + Send + Sync>),
     /// The server thread of [`start_in_thread`] ended before it started serving.
     #[error("the server thread ended before starting")]
     ThreadEnded,
@@ -220,7 +223,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
             &config.data_dir,
             api::sealed::Rotation::default(),
             unix_now(),
-        )?,
+        )
+        .map_err(|e| ServerError::SealedKeys(e.into()))?,
     });
     tracing::info!(
         database = state.db.kind(),
