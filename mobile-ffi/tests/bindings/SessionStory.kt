@@ -19,6 +19,7 @@ import org.dp3t.mobile.Scheme
 import org.dp3t.mobile.Server
 import org.dp3t.mobile.SessionConfig
 import org.dp3t.mobile.StatusListener
+import org.dp3t.mobile.TracingEngine
 import org.dp3t.mobile.TracingSession
 import org.dp3t.mobile.TracingStatus
 import org.dp3t.mobile.advertisement
@@ -210,13 +211,51 @@ fun osKeysStory() {
     expectThat(status == 200) { "upload answered $status" }
 }
 
+/** A real and a fake upload, sealed to the server's signed key: one size, both accepted. */
+fun sealedStory() {
+    val now = epochNow()
+    val pem = File(dataDir, "signing-key.pub.pem").readText()
+    val alice = TracingEngine(EngineConfig(scheme = Scheme.GAEN, backendPublicKeyPem = pem))
+    alice.currentBeacon(now)
+    val http = HttpClient.newHttpClient()
+    val keys = http.send(
+        java.net.http.HttpRequest.newBuilder(URI.create("$backend/v2/sealed/key")).GET().build(),
+        java.net.http.HttpResponse.BodyHandlers.ofByteArray(),
+    )
+    expectThat(keys.statusCode() == 200) { "key list answered ${keys.statusCode()}" }
+    val keyList = keys.body()
+    val signature = keys.headers().firstValue("Signature").orElse("")
+    val io = Io()
+    val real = alice.buildSealedUpload(now, io.token(false), keyList, signature, now)
+    val fake = alice.buildSealedUpload(null, io.token(true), keyList, signature, now)
+    expectThat(real.size == 8256 && fake.size == real.size) { "envelopes of ${real.size} and ${fake.size} bytes" }
+    try {
+        alice.buildSealedUpload(null, io.token(true), keyList + " ".toByteArray(), signature, now)
+        throw AssertionError("a tampered key list was accepted")
+    } catch (e: Dp3tException.BadSignature) {
+    }
+    for (envelope in listOf(real, fake)) {
+        val req = java.net.http.HttpRequest.newBuilder(URI.create("$backend/v2/sealed"))
+            .header("Content-Type", "application/octet-stream")
+            .POST(java.net.http.HttpRequest.BodyPublishers.ofByteArray(envelope))
+            .build()
+        val status = http.send(req, java.net.http.HttpResponse.BodyHandlers.discarding()).statusCode()
+        expectThat(status == 200) { "sealed upload answered $status" }
+    }
+}
+
 fun main(@Suppress("UNUSED_PARAMETER") args: Array<String>) {
     if (backend.isEmpty() || dataDir.isEmpty() || backendBin.isEmpty()) {
         System.err.println("no test backend: run mobile-ffi/tests/run-bindings.sh")
         exitProcess(1)
     }
     var failed = 0
-    for ((name, body) in listOf("session story" to ::sessionStory, "OS keys upload" to ::osKeysStory)) {
+    val stories = listOf(
+        "session story" to ::sessionStory,
+        "OS keys upload" to ::osKeysStory,
+        "sealed uploads" to ::sealedStory,
+    )
+    for ((name, body) in stories) {
         try {
             body()
             println("ok   $name")
@@ -226,6 +265,6 @@ fun main(@Suppress("UNUSED_PARAMETER") args: Array<String>) {
             e.printStackTrace()
         }
     }
-    println("${2 - failed} passed, $failed failed")
+    println("${stories.size - failed} passed, $failed failed")
     exitProcess(if (failed == 0) 0 else 1)
 }
