@@ -137,6 +137,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
     }
 
     let db = open_database(&config).await?;
+    // The timing values, derived once and handed to every part below.
+    let timing = config.timing();
 
     std::fs::create_dir_all(&config.data_dir).map_err(io_error(format!(
         "creating data dir {}",
@@ -193,8 +195,8 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
         db.clone(),
         signing_key,
         PublishSettings {
-            bucket_seconds: config.release_bucket_seconds,
-            retention_seconds: config.retention_seconds(),
+            bucket_seconds: timing.bucket_seconds,
+            retention_seconds: timing.retention_seconds,
             min_keys: config.export_min_keys,
             region: config.region.clone(),
             key_id: config.signature_key_id.clone(),
@@ -214,11 +216,11 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
         ha_keys,
         next_day,
         metrics,
-        upload_delay: Duration::from_millis(config.upload_delay_ms),
+        upload_delay: timing.upload_delay,
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_uploads_in_flight)),
-        bucket_seconds: config.release_bucket_seconds,
-        retention_seconds: config.retention_seconds(),
+        bucket_seconds: timing.bucket_seconds,
+        retention_seconds: timing.retention_seconds,
         sealed: api::sealed::SealedKeys::open(
             &config.data_dir,
             api::sealed::Rotation::default(),
