@@ -27,7 +27,6 @@ use std::time::Instant;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use anyhow::Context as _;
 use base64::Engine as _;
 use dp3t_core::engine::Scheme;
 use dp3t_core::hybrid::WindowMinutes;
@@ -65,6 +64,34 @@ pub fn max_envelope_len() -> usize {
     .into_iter()
     .max()
     .map_or(0, envelope_len)
+}
+
+/// Why the key file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum SealedKeysError {
+    /// Reading, writing or replacing the file (or its temporary copy) failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// Which file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The file is not a key file of this server.
+    #[error("{path}: {detail}")]
+    Format {
+        /// Which file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SealedKeysError {
+    let path = path.to_path_buf();
+    move |source| SealedKeysError::Io { what, path, source }
 }
 
 /// When keys are made, published, kept and erased.
@@ -123,13 +150,20 @@ impl SealedKeys {
     /// Load the key pairs of `data_dir` (if any), erase those past their grace, and make
     /// a new one if none is current at `now` (writing the file back when anything
     /// changed).
-    pub fn open(data_dir: &Path, rotation: Rotation, now: UnixTime) -> anyhow::Result<Self> {
+    pub fn open(
+        data_dir: &Path,
+        rotation: Rotation,
+        now: UnixTime,
+    ) -> Result<Self, SealedKeysError> {
         let path = data_dir.join(SEALED_KEYS_FILE);
         let keys = match std::fs::read(&path) {
             Ok(bytes) => {
                 let bytes = Zeroizing::new(bytes);
-                let stored: StoredKeys = serde_json::from_slice(&bytes)
-                    .with_context(|| format!("reading {}", path.display()))?;
+                let stored: StoredKeys =
+                    serde_json::from_slice(&bytes).map_err(|e| SealedKeysError::Format {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    })?;
                 stored
                     .keys
                     .iter()
@@ -138,18 +172,19 @@ impl SealedKeys {
                             .decode(&k.secret)
                             .ok()
                             .and_then(|v| v.try_into().ok())
-                            .with_context(|| {
-                                format!("{}: a secret is not 32 bytes", path.display())
+                            .ok_or_else(|| SealedKeysError::Format {
+                                path: path.clone(),
+                                detail: "a secret is not base64 of 32 bytes".into(),
                             })?;
                         Ok(OpeningKey::from_secret_bytes(
                             secret,
                             UnixTime(k.expires_at),
                         ))
                     })
-                    .collect::<anyhow::Result<Vec<_>>>()?
+                    .collect::<Result<Vec<_>, SealedKeysError>>()?
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(io_error("reading", &path)(e)),
         };
         let store = SealedKeys {
             path,
@@ -162,7 +197,7 @@ impl SealedKeys {
 
     /// Erase keys past their grace and make a new key when the newest one has less than
     /// the overlap left; write the file if anything changed. Cheap when nothing is due.
-    pub fn rotate(&self, now: UnixTime) -> anyhow::Result<()> {
+    pub fn rotate(&self, now: UnixTime) -> Result<(), SealedKeysError> {
         let due = |keys: &[OpeningKey]| {
             let stale = keys.iter().any(|k| {
                 k.sealing_key()
@@ -215,7 +250,7 @@ impl SealedKeys {
     }
 
     /// Write `keys` to a temporary owner-only file and rename it over the old one.
-    fn write_file(&self, keys: &[OpeningKey]) -> anyhow::Result<()> {
+    fn write_file(&self, keys: &[OpeningKey]) -> Result<(), SealedKeysError> {
         let stored = StoredKeys {
             keys: keys
                 .iter()
@@ -226,7 +261,12 @@ impl SealedKeys {
                 })
                 .collect(),
         };
-        let json = Zeroizing::new(serde_json::to_vec_pretty(&stored)?);
+        let json = Zeroizing::new(serde_json::to_vec_pretty(&stored).map_err(|e| {
+            SealedKeysError::Format {
+                path: self.path.clone(),
+                detail: e.to_string(),
+            }
+        })?);
         let tmp = self.path.with_extension("json.tmp");
         let _ = std::fs::remove_file(&tmp);
         let mut opts = std::fs::OpenOptions::new();
@@ -236,14 +276,11 @@ impl SealedKeys {
             use std::os::unix::fs::OpenOptionsExt;
             opts.mode(0o600);
         }
-        let mut f = opts
-            .open(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f = opts.open(&tmp).map_err(io_error("creating", &tmp))?;
         std::io::Write::write_all(&mut f, &json)
             .and_then(|()| f.sync_all())
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &self.path)
-            .with_context(|| format!("replacing {}", self.path.display()))?;
+            .map_err(io_error("writing", &tmp))?;
+        std::fs::rename(&tmp, &self.path).map_err(io_error("replacing", &self.path))?;
         Ok(())
     }
 
