@@ -116,6 +116,9 @@ pub struct Config {
     pub retention_days: u32,
     /// Non-empty buckets are padded with random keys up to this many (`DP3T_EXPORT_MIN_KEYS`).
     pub export_min_keys: usize,
+    /// Bytes of built downloads (GAEN answers, design bucket bodies) kept in memory, least
+    /// recently used evicted first (`DP3T_DOWNLOAD_CACHE_BYTES`).
+    pub download_cache_bytes: usize,
     /// Region written into exports (`DP3T_REGION`).
     pub region: String,
     /// `verification_key_id` of the export signature (`DP3T_SIGNATURE_KEY_ID`).
@@ -165,6 +168,7 @@ impl Default for Config {
             max_uploads_in_flight: 1024,
             retention_days: 14,
             export_min_keys: 100,
+            download_cache_bytes: crate::cache::DEFAULT_CACHE_BYTES,
             region: "XX".to_owned(),
             signature_key_id: "dp3t-dev".to_owned(),
             signature_key_version: "v1".to_owned(),
@@ -412,6 +416,17 @@ pub static SETTINGS: &[Setting] = &[
         doc: "non-empty buckets are padded with random keys up to this count (0 = no padding), 0..=1000000",
         set: |c, v| {
             c.export_min_keys = num(v, 0..=1_000_000)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "download_cache_bytes",
+        env: "DP3T_DOWNLOAD_CACHE_BYTES",
+        default: Some("67108864"),
+        unset: "",
+        doc: "bytes of built downloads (GAEN answers, design bucket bodies) kept in memory, least recently used evicted first, 0..=68719476736",
+        set: |c, v| {
+            c.download_cache_bytes = num(v, 0..=(64usize << 30))?;
             Ok(())
         },
     },

@@ -48,7 +48,7 @@
 //! did) and loads the new rows. If the database is unreachable the node keeps serving its
 //! last state, which is still correct, just older.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Included};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -63,6 +63,7 @@ use dp3t_core::time::{Day, Enin, UnixTime, DAY_SECONDS};
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 
+use crate::cache::{Answer, AnswerKey, DownloadCache};
 use crate::designs::build::padded_count;
 
 use crate::db::{BucketRecord, BuiltBucket, Db, DbError, StoredKey};
@@ -153,6 +154,9 @@ pub enum PublishError {
     /// Encoding or signing failed.
     #[error("export: {0}")]
     Core(#[from] dp3t_core::Error),
+    /// Building an answer failed (the error as its waiters share it).
+    #[error("building a download: {0}")]
+    Build(String),
 }
 
 /// A download answer, cached and shared.
@@ -197,18 +201,24 @@ struct RangeKey {
 struct State {
     released_until: u64,
     buckets: BTreeMap<u64, Arc<Bucket>>,
-    responses: HashMap<RangeKey, Arc<ExportResponse>>,
-    /// GAEN v1 day exports, by key day and range.
-    day_responses: HashMap<(u32, RangeKey), Arc<ExportResponse>>,
+}
+
+/// What building an answer needs, shared with the blocking threads that build them.
+struct Signer {
+    key: SigningKey,
+    public: PublicKey,
+    settings: PublishSettings,
 }
 
 /// The publisher: owns the in-memory release state of this node.
 pub struct Publisher {
     db: Db,
-    key: SigningKey,
-    public: PublicKey,
+    signer: Arc<Signer>,
     settings: PublishSettings,
     metrics: Arc<Metrics>,
+    /// Answers built once and served many times, bounded in bytes (shared with the
+    /// designs).
+    cache: Arc<DownloadCache>,
     /// Mirror of `state.released_until`, read without a lock on every request.
     released: AtomicU64,
     state: RwLock<State>,
@@ -252,14 +262,24 @@ pub fn publish_at(now: u64, len: u64, rolling_start: u32, rolling_period: u32) -
 impl Publisher {
     /// A publisher over `db`, signing with `key`. Call [`Publisher::advance`] once before
     /// serving.
-    pub fn new(db: Db, key: SigningKey, settings: PublishSettings, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        db: Db,
+        key: SigningKey,
+        settings: PublishSettings,
+        metrics: Arc<Metrics>,
+        cache: Arc<DownloadCache>,
+    ) -> Self {
         let public = key.public_key();
         Publisher {
             db,
-            key,
-            public,
+            signer: Arc::new(Signer {
+                key,
+                public,
+                settings: settings.clone(),
+            }),
             settings,
             metrics,
+            cache,
             released: AtomicU64::new(0),
             state: RwLock::new(State::default()),
             advancing: tokio::sync::Mutex::new(None),
@@ -281,23 +301,6 @@ impl Publisher {
     /// `released_until` as this node knows it.
     pub fn released_until(&self) -> u64 {
         self.released.load(Ordering::Acquire)
-    }
-
-    fn claims(&self, body: &[u8], release: u64) -> ResponseClaims {
-        ResponseClaims::for_body(
-            body,
-            &self.settings.issuer,
-            release,
-            release.saturating_add(self.settings.retention_seconds),
-            Some(release.saturating_mul(1000)),
-        )
-    }
-
-    fn signature_info(&self) -> SignatureInfo {
-        SignatureInfo {
-            verification_key_version: self.settings.key_version.clone(),
-            verification_key_id: self.settings.key_id.clone(),
-        }
     }
 
     /// Turn the keys claimed for the bucket ending at `end` into its export: shuffled,
@@ -342,10 +345,10 @@ impl Publisher {
             keys,
             revised_keys: Vec::new(),
         };
-        let zip = write_export_zip(&batch, &self.signature_info(), &self.key)
+        let zip = write_export_zip(&batch, &self.signer.signature_info(), &self.signer.key)
             .map_err(|e| e.to_string())?;
-        let signature =
-            sign_response(&zip, &self.key, &self.claims(&zip, end)).map_err(|e| e.to_string())?;
+        let signature = sign_response(&zip, &self.signer.key, &self.signer.claims(&zip, end))
+            .map_err(|e| e.to_string())?;
         Ok(Some(BuiltBucket {
             start,
             real_keys: real as u64,
@@ -449,8 +452,16 @@ impl Publisher {
         }
         if released_until > st.released_until {
             st.released_until = released_until;
-            st.responses.clear();
-            st.day_responses.clear();
+            // Answers of earlier releases are never asked for again.
+            self.cache.retain(|k| match k {
+                AnswerKey::Union {
+                    released_until: r, ..
+                }
+                | AnswerKey::Day {
+                    released_until: r, ..
+                } => *r >= released_until,
+                AnswerKey::Design { .. } => true,
+            });
         }
         let oldest = st
             .released_until
@@ -471,7 +482,9 @@ impl Publisher {
         Ok(report)
     }
 
-    /// The answer to `GET /v2/gaen/exposed?lastKeyBundleTag=tag_ms` at `now`.
+    /// The answer to `GET /v2/gaen/exposed?lastKeyBundleTag=tag_ms` at `now`: from the
+    /// download cache, or built on a blocking thread (concurrent requests for the same
+    /// answer share one build) and cached.
     pub async fn export_since(
         &self,
         tag_ms: Option<u64>,
@@ -481,48 +494,41 @@ impl Publisher {
             // Serve the last released state; it is correct, only older.
             tracing::warn!(error = %e, "serving the last released state");
         }
-        let (key, buckets) = {
-            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
-            let key = self.range_key(&st, tag_ms);
-            if let Some(r) = st.responses.get(&key) {
-                return Ok(Arc::clone(r));
-            }
-            let buckets: Vec<Arc<Bucket>> = match key.first_end {
-                Some(first) => st
-                    .buckets
-                    .range((Included(first), Included(key.released_until)))
-                    .map(|(_, b)| Arc::clone(b))
-                    .collect(),
-                None => Vec::new(),
-            };
-            (key, buckets)
+        let (range, buckets) = self.range(tag_ms);
+        let key = AnswerKey::Union {
+            first_end: range.first_end,
+            released_until: range.released_until,
         };
-        let reuses_stored = matches!(&buckets[..], [only] if only.end == key.released_until);
-        let response = match self.build_response(key, &buckets) {
-            Ok(r) => Arc::new(r),
-            Err(e) => {
-                self.failing.store(true, Ordering::Relaxed);
-                return Err(e);
-            }
-        };
-        if !reuses_stored {
-            self.metrics.export_built();
-        }
-        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if st.released_until == key.released_until {
-            let entry = st.responses.entry(key).or_insert(response);
-            return Ok(Arc::clone(entry));
-        }
-        Ok(response)
+        let signer = Arc::clone(&self.signer);
+        let metrics = Arc::clone(&self.metrics);
+        let answer = self
+            .cache
+            .get_or_build(key, || async move {
+                let response = tokio::task::spawn_blocking(move || {
+                    let reuses_stored =
+                        matches!(&buckets[..], [only] if only.end == range.released_until);
+                    let r = signer.build_response(range, &buckets);
+                    if r.is_ok() && !reuses_stored {
+                        metrics.export_built();
+                    }
+                    r
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                Ok(Arc::new(Answer::Gaen(Arc::new(response))))
+            })
+            .await;
+        self.gaen_answer(answer)
     }
 
     /// The answer to the GAEN v1 `GET /v1/gaen/exposed/{day}?publishedafter=ms` at `now`:
     /// the keys of `day` (by their `rollingStartNumber`) in the buckets released after
     /// `published_after_ms` and up to `R`, which is the `X-PUBLISHED-UNTIL` the client
-    /// sends back next time. Padding keys copy the metadata of real keys, so a day's
-    /// padding comes with it. The export covers the day (`start_timestamp` its midnight,
+    /// sends back next time. Padding keys are dated like real ones, so a day's padding
+    /// comes with it. The export covers the day (`start_timestamp` its midnight,
     /// `end_timestamp` the next), is signed with the current key, and the answer is cached
-    /// until the next release. `body` is `None` (a `204`) when the day has no key.
+    /// like the others. `body` is `None` (a `204`) when the day has no key.
     pub async fn day_export(
         &self,
         day: Day,
@@ -532,60 +538,113 @@ impl Publisher {
         if let Err(e) = self.advance(now).await {
             tracing::warn!(error = %e, "serving the last released state");
         }
-        let (key, buckets) = {
-            let st = self.state.read().unwrap_or_else(|e| e.into_inner());
-            let range = self.range_key(&st, published_after_ms);
-            if let Some(r) = st.day_responses.get(&(day.0, range)) {
-                return Ok(Arc::clone(r));
-            }
-            let buckets: Vec<Arc<Bucket>> = match range.first_end {
-                Some(first) => st
-                    .buckets
-                    .range((Included(first), Included(range.released_until)))
-                    .map(|(_, b)| Arc::clone(b))
-                    .collect(),
-                None => Vec::new(),
-            };
-            (range, buckets)
+        let (range, buckets) = self.range(published_after_ms);
+        let key = AnswerKey::Day {
+            day: day.0,
+            first_end: range.first_end,
+            released_until: range.released_until,
         };
-        let r = key.released_until;
-        let mut keys = Vec::new();
-        for b in &buckets {
-            keys.extend(
-                self.bucket_keys(b)?
-                    .iter()
-                    .filter(|k| Enin(k.rolling_start_interval_number).day() == day)
-                    .cloned(),
-            );
-        }
-        let response = if keys.is_empty() {
-            ExportResponse {
-                signature: sign_response(b"", &self.key, &self.claims(b"", r))?,
-                body: None,
-                bundle_tag_ms: r.saturating_mul(1000),
-            }
-        } else {
-            keys.sort_by_key(|k| k.key_data);
-            let start = day.start().0;
-            self.signed_union(keys, start, start.saturating_add(DAY_SECONDS), r)?
+        let signer = Arc::clone(&self.signer);
+        let metrics = Arc::clone(&self.metrics);
+        let answer = self
+            .cache
+            .get_or_build(key, || async move {
+                let response = tokio::task::spawn_blocking(move || {
+                    let r = signer.build_day(day, range, &buckets);
+                    if r.is_ok() {
+                        metrics.export_built();
+                    }
+                    r
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+                Ok(Arc::new(Answer::Gaen(Arc::new(response))))
+            })
+            .await;
+        self.gaen_answer(answer)
+    }
+
+    /// The range of a tag, and the released buckets in it.
+    fn range(&self, tag_ms: Option<u64>) -> (RangeKey, Vec<Arc<Bucket>>) {
+        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let range = self.range_key(&st, tag_ms);
+        let buckets = match range.first_end {
+            Some(first) => st
+                .buckets
+                .range((Included(first), Included(range.released_until)))
+                .map(|(_, b)| Arc::clone(b))
+                .collect(),
+            None => Vec::new(),
         };
-        self.metrics.export_built();
-        let response = Arc::new(response);
-        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        if st.released_until == r {
-            let entry = st.day_responses.entry((day.0, key)).or_insert(response);
-            return Ok(Arc::clone(entry));
+        (range, buckets)
+    }
+
+    fn gaen_answer(
+        &self,
+        answer: Result<Arc<Answer>, String>,
+    ) -> Result<Arc<ExportResponse>, PublishError> {
+        match answer.as_deref() {
+            Ok(Answer::Gaen(r)) => Ok(Arc::clone(r)),
+            Ok(Answer::Design(_)) => Err(PublishError::Build("cache entry of another kind".into())),
+            Err(e) => {
+                self.failing.store(true, Ordering::Relaxed);
+                Err(PublishError::Build(e.clone()))
+            }
         }
-        Ok(response)
     }
 
     /// The `Signature` header for serving `body` at release `R` (as every other download).
     pub fn sign_body(&self, body: &[u8]) -> Result<String, PublishError> {
         Ok(sign_response(
             body,
-            &self.key,
-            &self.claims(body, self.released_until()),
+            &self.signer.key,
+            &self.signer.claims(body, self.released_until()),
         )?)
+    }
+
+    /// The download cache (shared with the designs).
+    pub fn cache(&self) -> &Arc<DownloadCache> {
+        &self.cache
+    }
+
+    fn range_key(&self, st: &State, tag_ms: Option<u64>) -> RangeKey {
+        let r = st.released_until;
+        let lower = tag_ms
+            .map(|ms| ms / 1000)
+            .unwrap_or(0)
+            .max(r.saturating_sub(self.settings.retention_seconds));
+        let first_end = if lower >= r {
+            None
+        } else {
+            st.buckets
+                .range((Excluded(lower), Included(r)))
+                .next()
+                .map(|(end, _)| *end)
+        };
+        RangeKey {
+            first_end,
+            released_until: r,
+        }
+    }
+}
+
+impl Signer {
+    fn claims(&self, body: &[u8], release: u64) -> ResponseClaims {
+        ResponseClaims::for_body(
+            body,
+            &self.settings.issuer,
+            release,
+            release.saturating_add(self.settings.retention_seconds),
+            Some(release.saturating_mul(1000)),
+        )
+    }
+
+    fn signature_info(&self) -> SignatureInfo {
+        SignatureInfo {
+            verification_key_version: self.settings.key_version.clone(),
+            verification_key_id: self.settings.key_id.clone(),
+        }
     }
 
     /// A stored bucket, parsed once. Its keys are taken as stored: the database is the
@@ -635,26 +694,6 @@ impl Publisher {
         })
     }
 
-    fn range_key(&self, st: &State, tag_ms: Option<u64>) -> RangeKey {
-        let r = st.released_until;
-        let lower = tag_ms
-            .map(|ms| ms / 1000)
-            .unwrap_or(0)
-            .max(r.saturating_sub(self.settings.retention_seconds));
-        let first_end = if lower >= r {
-            None
-        } else {
-            st.buckets
-                .range((Excluded(lower), Included(r)))
-                .next()
-                .map(|(end, _)| *end)
-        };
-        RangeKey {
-            first_end,
-            released_until: r,
-        }
-    }
-
     fn build_response(
         &self,
         key: RangeKey,
@@ -688,6 +727,35 @@ impl Publisher {
                 self.signed_union(keys, first.start, r, r)
             }
         }
+    }
+
+    /// The GAEN v1 day export of `day` over `buckets`, for release `range.released_until`.
+    fn build_day(
+        &self,
+        day: Day,
+        range: RangeKey,
+        buckets: &[Arc<Bucket>],
+    ) -> Result<ExportResponse, PublishError> {
+        let r = range.released_until;
+        let mut keys = Vec::new();
+        for b in buckets {
+            keys.extend(
+                self.bucket_keys(b)?
+                    .iter()
+                    .filter(|k| Enin(k.rolling_start_interval_number).day() == day)
+                    .cloned(),
+            );
+        }
+        if keys.is_empty() {
+            return Ok(ExportResponse {
+                signature: sign_response(b"", &self.key, &self.claims(b"", r))?,
+                body: None,
+                bundle_tag_ms: r.saturating_mul(1000),
+            });
+        }
+        keys.sort_by_key(|k| k.key_data);
+        let start = day.start().0;
+        self.signed_union(keys, start, start.saturating_add(DAY_SECONDS), r)
     }
 }
 

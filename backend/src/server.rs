@@ -181,11 +181,15 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
     }
 
     let metrics = Arc::new(Metrics::default());
+    let cache = Arc::new(crate::cache::DownloadCache::new(
+        config.download_cache_bytes,
+    ));
     let designs = Arc::new(
         crate::designs::DesignPublisher::open(
             db.clone(),
             signing_key.clone(),
             crate::designs::DesignSettings::from_config(&config),
+            Arc::clone(&cache),
             unix_now(),
         )
         .await?,
@@ -204,6 +208,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
             issuer: config.issuer.clone(),
         },
         Arc::clone(&metrics),
+        cache,
     ));
     publisher.enforce_retention(unix_now()).await?;
     db.reclaim_deleted_space().await?;

@@ -194,7 +194,10 @@ async fn release(
     let now = UnixTime(RELEASE + 1);
     let started = Instant::now();
     // Opening releases every ended bucket: claim, load, build, sign, store, install.
-    let publisher = DesignPublisher::open(db.clone(), key, settings, now).await?;
+    let cache = std::sync::Arc::new(backend::cache::DownloadCache::new(
+        backend::cache::DEFAULT_CACHE_BYTES,
+    ));
+    let publisher = DesignPublisher::open(db.clone(), key, settings, cache, now).await?;
     let release = started.elapsed();
     let bucket = publisher
         .bucket(Design::Unlinkable, RELEASE * 1000, now)

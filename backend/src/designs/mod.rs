@@ -32,27 +32,30 @@
 //!
 //! ## Serving
 //!
-//! A download is a map lookup: no database query and no signature on the hot path. The
-//! first request for a bucket that has ended but that this node has not yet released
+//! A download is a lookup in the node's download cache ([`crate::cache`]), bounded in
+//! bytes together with the GAEN answers: no database query and no signature on the hot
+//! path. A body that is not in memory (evicted, or never asked for) is loaded from the
+//! database, which holds every released bucket, on a miss; concurrent misses of one
+//! bucket share one load. The first request for a bucket that has ended but that this node has not yet released
 //! releases it (the background ticker normally has). Buckets older than the retention
 //! are deleted from the database and from memory; requests for them get 404, as do
 //! requests for buckets that have not ended.
 
 pub mod build;
 
-use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
-use dp3t_core::signing::{verify_response, PublicKey, SigningKey};
+use dp3t_core::signing::{verify_response, SigningKey};
 use dp3t_core::time::UnixTime;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
+use crate::cache::{Answer, AnswerKey, DownloadCache};
 use crate::config::Config;
 use crate::db::designs::{DesignBucketRecord, DesignRetentionReport};
 use crate::db::{Db, DbError};
@@ -61,9 +64,6 @@ use build::{build_body, BuildError, BuildParams, DatePrior, RealEntries};
 
 /// After a failed release, requests serve the last state for this long before retrying.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
-/// At most this many bodies of buckets without uploads are cached per design; past it the
-/// cache is emptied (they are cheap to recompute and always the same).
-const MAX_CACHED_EMPTY: usize = 4_096;
 /// How often the ticker deletes data past retention.
 const RETENTION_INTERVAL_SECS: u64 = 3_600;
 /// At most this many bucket ends are built by one release after downtime; older ones
@@ -170,6 +170,9 @@ pub enum DesignError {
     /// A build task panicked or was cancelled.
     #[error("bucket build task failed: {0}")]
     Task(String),
+    /// Building or loading a bucket failed (the error as its concurrent waiters share it).
+    #[error("{0}")]
+    Shared(String),
     /// A signature is not a valid header value (cannot happen with our signer).
     #[error("signature is not a valid header value")]
     Header,
@@ -276,20 +279,10 @@ impl DesignMetrics {
     }
 }
 
-/// In-memory release state of one design on this node.
-#[derive(Default)]
-struct DesignCache {
-    /// Stored buckets (with uploads), by end.
-    stored: BTreeMap<u64, Arc<PublishedBucket>>,
-    /// Computed bodies of released buckets without uploads, by end.
-    empty: HashMap<u64, Arc<PublishedBucket>>,
-}
-
 struct DesignState {
     design: Design,
-    /// Every bucket ending up to here is released and loaded into `cache`.
+    /// Every bucket ending up to here is released (stored in the database).
     released: AtomicU64,
-    cache: RwLock<DesignCache>,
     /// Serialises releases of this design on this node; holds the last failure time.
     advancing: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -301,6 +294,9 @@ pub struct DesignPublisher {
     settings: DesignSettings,
     states: [DesignState; 3],
     metrics: DesignMetrics,
+    /// Bodies served from memory, under the node's one byte bound (shared with GAEN);
+    /// the database holds every released bucket.
+    cache: Arc<DownloadCache>,
     /// The last release of some design failed (cleared when that design next succeeds).
     failing: [AtomicBool; 3],
 }
@@ -320,12 +316,12 @@ impl DesignPublisher {
         db: Db,
         key: SigningKey,
         settings: DesignSettings,
+        cache: Arc<DownloadCache>,
         now: UnixTime,
     ) -> Result<DesignPublisher, DesignError> {
         let state = |design| DesignState {
             design,
             released: AtomicU64::new(0),
-            cache: RwLock::new(DesignCache::default()),
             advancing: tokio::sync::Mutex::new(None),
         };
         let publisher = DesignPublisher {
@@ -338,6 +334,7 @@ impl DesignPublisher {
                 state(Design::Hybrid),
             ],
             metrics: DesignMetrics::default(),
+            cache,
             failing: Default::default(),
         };
         publisher.enforce_retention(now).await?;
@@ -443,6 +440,13 @@ impl DesignPublisher {
             for end in pending.difference(&stored).copied() {
                 let built = self.build_stored(st.design, end).await?;
                 self.db.insert_design_bucket(name, &built).await?;
+                // Likely asked for soon; what another node stored first is served instead.
+                self.cache.retain(|k| {
+                    *k != AnswerKey::Design {
+                        design: st.design,
+                        end,
+                    }
+                });
                 self.metrics.buckets_built[st.design.index()].fetch_add(1, Relaxed);
                 tracing::info!(
                     design = name,
@@ -458,13 +462,8 @@ impl DesignPublisher {
                 .await?;
             state.released_until = state.claimed_until;
         }
-        let known = st.released.load(Relaxed);
-        if state.released_until > known {
-            let rows = self
-                .db
-                .design_buckets_between(name, known, state.released_until)
-                .await?;
-            self.install(st, rows, state.released_until)?;
+        if state.released_until > st.released.load(Relaxed) {
+            st.released.store(state.released_until, Relaxed);
         }
         Ok(())
     }
@@ -522,41 +521,52 @@ impl DesignPublisher {
         Ok(prior)
     }
 
-    fn install(
-        &self,
-        st: &DesignState,
-        rows: Vec<DesignBucketRecord>,
-        released_until: u64,
-    ) -> Result<(), DesignError> {
-        let mut buckets = Vec::with_capacity(rows.len());
-        let public = self.key.public_key();
-        for r in rows {
-            let signature = self.current_signature(&public, &r)?;
-            let b =
-                PublishedBucket::new(r.end, r.body, &signature, r.real_entries, r.total_entries)?;
-            buckets.push((r.end, Arc::new(b)));
-        }
-        let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
-        cache.stored.extend(buckets);
-        if released_until > st.released.load(Relaxed) {
-            st.released.store(released_until, Relaxed);
-        }
-        Ok(())
-    }
-
     /// The stored `Signature` of a bucket if it verifies with the current key, else (a
     /// bucket released before a key rotation) the body signed anew with the current key
     /// and the same claims. The stored row keeps what it was released with.
     fn current_signature(
-        &self,
-        public: &PublicKey,
+        key: &SigningKey,
+        params: &BuildParams,
         r: &DesignBucketRecord,
     ) -> Result<String, DesignError> {
-        if verify_response(&r.body, &r.signature, public, UnixTime(r.end)).is_ok() {
+        if verify_response(&r.body, &r.signature, &key.public_key(), UnixTime(r.end)).is_ok() {
             return Ok(r.signature.clone());
         }
-        let params = self.settings.build_params(Design::LowCost);
-        Ok(build::sign_body(&r.body, r.end, &params, &self.key)?)
+        Ok(build::sign_body(&r.body, r.end, params, key)?)
+    }
+
+    /// The bucket of `design` ending at `end` (released) from the database, or (a bucket
+    /// no release built) built and stored now; the first stored copy wins on every node.
+    async fn load_bucket(&self, design: Design, end: u64) -> Result<Arc<Answer>, DesignError> {
+        let name = design.name();
+        let row = match self.db.design_bucket(name, end).await? {
+            Some(row) => row,
+            None => {
+                let built = self.build_stored(design, end).await?;
+                self.db.insert_design_bucket(name, &built).await?;
+                self.db
+                    .design_bucket(name, end)
+                    .await?
+                    .ok_or(DesignError::Db(DbError::Corrupt("stored bucket vanished")))?
+            }
+        };
+        let key = self.key.clone();
+        let params = self.settings.build_params(design);
+        // Hashing a large filter to check its signature takes a while: off the async
+        // workers.
+        let bucket = tokio::task::spawn_blocking(move || {
+            let signature = Self::current_signature(&key, &params, &row)?;
+            PublishedBucket::new(
+                end,
+                row.body,
+                &signature,
+                row.real_entries,
+                row.total_entries,
+            )
+        })
+        .await
+        .map_err(|e| DesignError::Task(e.to_string()))??;
+        Ok(Arc::new(Answer::Design(Arc::new(bucket))))
     }
 
     /// The published bucket of `design` released at `release_ms` (the path's
@@ -588,48 +598,21 @@ impl DesignPublisher {
                 return Err(BucketError::Unavailable(release_ms));
             }
         }
-        {
-            let cache = st.cache.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(b) = cache.stored.get(&end).or_else(|| cache.empty.get(&end)) {
-                return Ok(Arc::clone(b));
-            }
-        }
-        // Not in memory: the stored copy, or (a bucket no release built) build and store
-        // it now; the first stored copy wins on every node.
-        let name = design.name();
-        let row = match self
-            .db
-            .design_bucket(name, end)
+        let answer = self
+            .cache
+            .get_or_build(AnswerKey::Design { design, end }, || async move {
+                self.load_bucket(design, end)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
             .await
-            .map_err(DesignError::from)?
-        {
-            Some(row) => row,
-            None => {
-                let built = self.build_stored(design, end).await?;
-                self.db
-                    .insert_design_bucket(name, &built)
-                    .await
-                    .map_err(DesignError::from)?;
-                self.db
-                    .design_bucket(name, end)
-                    .await
-                    .map_err(DesignError::from)?
-                    .ok_or(DesignError::Db(DbError::Corrupt("stored bucket vanished")))?
-            }
-        };
-        let signature = self.current_signature(&self.key.public_key(), &row)?;
-        let bucket = Arc::new(PublishedBucket::new(
-            end,
-            row.body,
-            &signature,
-            row.real_entries,
-            row.total_entries,
-        )?);
-        let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
-        if cache.empty.len() >= MAX_CACHED_EMPTY {
-            cache.empty.clear();
+            .map_err(|e| BucketError::Internal(DesignError::Shared(e)))?;
+        match &*answer {
+            Answer::Design(b) => Ok(Arc::clone(b)),
+            Answer::Gaen(_) => Err(BucketError::Internal(DesignError::Shared(
+                "cache entry of another kind".into(),
+            ))),
         }
-        Ok(Arc::clone(cache.empty.entry(end).or_insert(bucket)))
     }
 
     /// Delete uploads and buckets past retention from the database and from memory.
@@ -639,11 +622,8 @@ impl DesignPublisher {
     ) -> Result<DesignRetentionReport, DesignError> {
         let cutoff = now.0.saturating_sub(self.settings.retention_seconds);
         let report = self.db.delete_design_data_older_than(cutoff).await?;
-        for st in &self.states {
-            let mut cache = st.cache.write().unwrap_or_else(|e| e.into_inner());
-            cache.stored = cache.stored.split_off(&cutoff);
-            cache.empty.retain(|end, _| *end >= cutoff);
-        }
+        self.cache
+            .retain(|k| !matches!(k, AnswerKey::Design { end, .. } if *end < cutoff));
         Ok(report)
     }
 
