@@ -407,7 +407,7 @@ const INSERT_TOKEN: &str = "INSERT INTO used_tokens (jti_hash, expires_at, body_
      VALUES ($1, $2, $3) ON CONFLICT (jti_hash) DO NOTHING";
 const SELECT_TOKEN_BODY: &str = "SELECT body_digest FROM used_tokens WHERE jti_hash = $1";
 const CLAIM_KEYS: &str = "UPDATE gaen_keys SET bucket_end = $1 \
-     WHERE bucket_end IS NULL AND publish_at <= $1 \
+     WHERE bucket_end IS NULL AND publish_at <= $1 AND rolling_start_number >= $2 \
      RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level, \
      days_since_onset";
 const INSERT_BUCKET: &str = "INSERT INTO published_buckets \
@@ -822,7 +822,10 @@ impl Db {
     /// and advance `released_until`, all in one transaction. `build` also gets a random
     /// sample (at most [`POPULATION_SAMPLE`]) of the real keys published in
     /// `(population_after, until]`, this bucket's included, each with the end of the
-    /// bucket that publishes it: the population padding is drawn from. Builders are serialised (the
+    /// bucket that publishes it: the population padding is drawn from. `population_after`
+    /// is also the retention start: a key whose validity began before it (counted from
+    /// its `rollingStartNumber`) is never claimed, and [`Db::delete_older_than`] deletes
+    /// it. Builders are serialised (the
     /// SQLite writer, or a row lock on PostgreSQL), so a bucket is built exactly once and
     /// buckets are committed in time order; keys committed after a claim simply go to the
     /// next bucket.
@@ -837,6 +840,7 @@ impl Db {
     {
         let until_i = to_i64(until)?;
         let after_i = to_i64(population_after)?;
+        let oldest_rsn = to_i64(population_after.div_ceil(600))?;
         let lock_sql = match self {
             Db::Sqlite { .. } => "SELECT released_until FROM release_state WHERE id = 1",
             Db::Postgres(_) => "SELECT released_until FROM release_state WHERE id = 1 FOR UPDATE",
@@ -849,7 +853,11 @@ impl Db {
                 tx.commit().await?;
                 return Ok(ReleaseOutcome { released_until: current, built_keys: None });
             }
-            let rows = sqlx::query(CLAIM_KEYS).bind(until_i).fetch_all(&mut *tx).await?;
+            let rows = sqlx::query(CLAIM_KEYS)
+                .bind(until_i)
+                .bind(oldest_rsn)
+                .fetch_all(&mut *tx)
+                .await?;
             let mut keys = Vec::with_capacity(rows.len());
             for r in rows {
                 keys.push(stored_key(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?);
@@ -917,13 +925,15 @@ impl Db {
         to_u64(v)
     }
 
-    /// Delete keys whose publication time, token records whose expiry, and buckets whose
-    /// release time lie before `cutoff` (unix seconds).
+    /// Delete keys whose publication time or whose own validity start (the reference
+    /// backend's rule: counted from `rollingStartNumber`), token records whose expiry, and
+    /// buckets whose release time lie before `cutoff` (unix seconds).
     pub async fn delete_older_than(&self, cutoff: u64) -> DbResult<RetentionReport> {
         let c = to_i64(cutoff)?;
+        let rsn = to_i64(cutoff.div_ceil(600))?;
         on_write!(self, p => {
-            let keys = sqlx::query("DELETE FROM gaen_keys WHERE publish_at < $1")
-                .bind(c).execute(p).await?.rows_affected();
+            let keys = sqlx::query("DELETE FROM gaen_keys WHERE publish_at < $1 OR rolling_start_number < $2")
+                .bind(c).bind(rsn).execute(p).await?.rows_affected();
             let tokens = sqlx::query("DELETE FROM used_tokens WHERE expires_at < $1")
                 .bind(c).execute(p).await?.rows_affected();
             let buckets = sqlx::query("DELETE FROM published_buckets WHERE bucket_end < $1")
@@ -1116,6 +1126,46 @@ mod tests {
             .unwrap();
         assert_eq!(out, StoreOutcome::Stored { inserted: 1 });
         assert_eq!(db.count_keys().await.unwrap(), 3);
+        db.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn keys_past_retention_by_their_own_date_are_neither_published_nor_kept() {
+        let (db, dir) = temp_db().await;
+        let day = 600 * 144;
+        let now = 2_000 * day;
+        let retention = 14 * day;
+        // Uploaded now, valid from 13 and from 15 days ago.
+        let key_of = |b: u8, days_ago: u64| NewKey {
+            rolling_start_number: ((now - days_ago * day) / 600) as u32,
+            ..key(b, now)
+        };
+        db.store_upload(&[1; 32], now, &[key_of(1, 13), key_of(2, 15)])
+            .await
+            .unwrap();
+        let build = |keys: Vec<StoredKey>, _: Vec<(StoredKey, u64)>| {
+            Ok(Some(BuiltBucket {
+                start: 0,
+                real_keys: keys.len() as u64,
+                total_keys: keys.len() as u64,
+                zip: keys.iter().map(|k| k.key_data[0]).collect(),
+                signature: "s".into(),
+            }))
+        };
+        let r = db.release(now, now - retention, build).await.unwrap();
+        assert_eq!(r.built_keys, Some(1));
+        assert_eq!(db.buckets_between(0, now).await.unwrap()[0].zip, vec![1]);
+        // Retention counted from the keys' own date: the 15-day-old key goes now, though
+        // it was uploaded today; the 13-day-old one two days later.
+        let gone = db.delete_older_than(now - retention).await.unwrap();
+        assert_eq!(gone.keys, 1);
+        assert_eq!(db.count_keys().await.unwrap(), 1);
+        let gone = db
+            .delete_older_than(now + 2 * day - retention)
+            .await
+            .unwrap();
+        assert_eq!(gone.keys, 1);
         db.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }
