@@ -71,8 +71,11 @@ use crate::metrics::Metrics;
 
 /// Seconds after a key's expiry before it may be published (§10).
 pub const EMBARGO_SECONDS: u64 = 2 * 3600;
-/// After a failed release, requests serve the last state for this long before retrying.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// After a failed release (of any scheme), requests serve the last state for this long
+/// before retrying.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+/// How often the ticker deletes data past retention (all schemes).
+pub const RETENTION_INTERVAL_SECS: u64 = 3_600;
 /// `report_type` written for every key (CONFIRMED_TEST).
 const REPORT_TYPE_CONFIRMED_TEST: i32 = 1;
 /// At most this many bucket ends are released one by one after downtime.

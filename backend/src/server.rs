@@ -19,12 +19,9 @@ use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::keys;
 use crate::metrics::Metrics;
-use crate::publish::{bucket_floor, PublishSettings, Publisher};
+use crate::publish::{bucket_floor, PublishSettings, Publisher, RETENTION_INTERVAL_SECS};
 use crate::unix_now;
 use crate::writer::UploadWriter;
-
-/// How often data past retention is deleted.
-const RETENTION_INTERVAL_SECS: u64 = 3600;
 
 /// Why a server could not start or stopped with an error; the message says what to do.
 #[derive(Debug, thiserror::Error)]
@@ -254,8 +251,8 @@ fn upload_writers(db: &Db) -> usize {
 
 /// Background task: release each bucket as soon as it ends, count keys, enforce retention.
 pub async fn ticker(state: web::Data<AppState>) {
-    // The DP-3T designs release on their own task, stopped with this one.
-    let _designs = crate::designs::spawn_ticker(Arc::clone(&state.designs));
+    // One ticker releases every scheme's buckets (GAEN and the three designs) and runs
+    // the one retention task.
     let len = state.bucket_seconds;
     let mut last_retention = unix_now().0;
     loop {
@@ -267,7 +264,11 @@ pub async fn ticker(state: web::Data<AppState>) {
             .saturating_sub(now)
             .saturating_add(Duration::from_millis(20));
         // Wake at least once a second while behind (a failed release is retried).
-        let behind = state.publisher.released_until() < bucket_floor(now.as_secs(), len);
+        let floor = bucket_floor(now.as_secs(), len);
+        let behind = state.publisher.released_until() < floor
+            || crate::designs::Design::ALL
+                .iter()
+                .any(|d| state.designs.released_until(*d) < floor);
         let wait = if behind {
             wait.min(Duration::from_secs(1))
         } else {
@@ -277,6 +278,7 @@ pub async fn ticker(state: web::Data<AppState>) {
         let now = unix_now();
         // A failure is logged and counted by the publisher, and retried on the next tick.
         let _ = state.publisher.advance(now).await;
+        state.designs.advance_all(now).await;
         if now.0 >= last_retention + RETENTION_INTERVAL_SECS {
             last_retention = now.0;
             match state.publisher.enforce_retention(now).await {
@@ -288,7 +290,12 @@ pub async fn ticker(state: web::Data<AppState>) {
                 ),
                 Err(e) => tracing::error!(error = %e, "retention failed"),
             }
-            // Also after the designs' own retention task, which runs on the same period.
+            match state.designs.enforce_retention(now).await {
+                Ok(r) => {
+                    tracing::info!(uploads = r.uploads, buckets = r.buckets, "design retention")
+                }
+                Err(e) => tracing::error!(error = %e, "design retention failed"),
+            }
             if let Err(e) = state.db.reclaim_deleted_space().await {
                 tracing::error!(error = %e, "reclaiming deleted space failed");
             }

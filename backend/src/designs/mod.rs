@@ -46,7 +46,7 @@ pub mod build;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
@@ -59,13 +59,9 @@ use crate::cache::{Answer, AnswerKey, DownloadCache};
 use crate::config::Config;
 use crate::db::designs::{DesignBucketRecord, DesignRetentionReport};
 use crate::db::{Db, DbError};
-use crate::publish::bucket_floor;
+use crate::publish::{bucket_floor, RETRY_AFTER_FAILURE};
 use build::{build_body, BuildError, BuildParams, DatePrior, RealEntries};
 
-/// After a failed release, requests serve the last state for this long before retrying.
-const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
-/// How often the ticker deletes data past retention.
-const RETENTION_INTERVAL_SECS: u64 = 3_600;
 /// At most this many bucket ends are built by one release after downtime; older ones
 /// are built on their first request.
 pub const MAX_CATCH_UP_BUCKETS: u64 = 256;
@@ -634,53 +630,4 @@ impl DesignPublisher {
             let _ = self.advance(d, now).await;
         }
     }
-}
-
-/// Aborts the design ticker when dropped.
-#[derive(Debug)]
-pub struct TickerGuard(tokio::task::JoinHandle<()>);
-
-impl Drop for TickerGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Spawn the designs' background task on the current tokio runtime: release each bucket
-/// as soon as it ends (so large filters are built before phones ask for them), and
-/// delete data past retention every hour. It stops when the returned guard is dropped.
-pub fn spawn_ticker(publisher: Arc<DesignPublisher>) -> TickerGuard {
-    TickerGuard(tokio::spawn(async move {
-        let len = publisher.settings.bucket_seconds;
-        let mut last_retention = crate::unix_now().0;
-        loop {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let next_end = bucket_floor(now.as_secs(), len).saturating_add(len);
-            let mut wait = Duration::from_secs(next_end)
-                .saturating_sub(now)
-                .saturating_add(Duration::from_millis(20));
-            let floor = bucket_floor(now.as_secs(), len);
-            if Design::ALL
-                .iter()
-                .any(|d| publisher.released_until(*d) < floor)
-            {
-                // Behind (a failed release): retry every second.
-                wait = wait.min(Duration::from_secs(1));
-            }
-            tokio::time::sleep(wait).await;
-            let now = crate::unix_now();
-            publisher.advance_all(now).await;
-            if now.0 >= last_retention + RETENTION_INTERVAL_SECS {
-                last_retention = now.0;
-                match publisher.enforce_retention(now).await {
-                    Ok(r) => {
-                        tracing::info!(uploads = r.uploads, buckets = r.buckets, "design retention")
-                    }
-                    Err(e) => tracing::error!(error = %e, "design retention failed"),
-                }
-            }
-        }
-    }))
 }
