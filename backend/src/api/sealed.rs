@@ -116,7 +116,7 @@ impl Default for Rotation {
 }
 
 #[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct StoredKey {
     /// The X25519 secret, base64.
     secret: String,
@@ -125,7 +125,6 @@ struct StoredKey {
 }
 
 #[derive(Serialize, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct StoredKeys {
     keys: Vec<StoredKey>,
 }
@@ -328,52 +327,14 @@ fn route_of(r: SealedRoute) -> &'static UploadRoute {
     }
 }
 
-/// Read the envelope: at most `limit` bytes (`413 too_large`), by `deadline`
-/// (`408 request_timeout`).
-async fn read_envelope(
-    req: &HttpRequest,
-    payload: web::Payload,
-    limit: usize,
-    deadline: Instant,
-) -> Result<web::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("a sealed upload is at most {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    match tokio::time::timeout_at(deadline.into(), payload.to_bytes_limited(limit)).await {
-        Err(_) => Err(ApiError::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
-            "the envelope did not arrive in time",
-        )),
-        Ok(Ok(Ok(b))) => Ok(b),
-        Ok(Ok(Err(e))) => Err(ApiError::bad_request(
-            "malformed_body",
-            format!("could not read the envelope: {e}"),
-        )),
-        Ok(Err(_)) => Err(too_large()),
-    }
-}
-
 /// Read, open, authorize and process one sealed upload.
 async fn run(
     req: &HttpRequest,
-    payload: web::Payload,
+    mut payload: web::Payload,
     state: &AppState,
     deadline: Instant,
 ) -> Result<Option<String>, ApiError> {
-    let envelope = read_envelope(req, payload, max_envelope_len(), deadline).await?;
+    let envelope = upload::read_body(req, &mut payload, max_envelope_len(), deadline).await?;
     let now = unix_now();
     let opened = state
         .sealed
@@ -390,20 +351,8 @@ pub async fn upload(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let arrived = Instant::now();
-    let Ok(permit) = state.uploads_in_flight.clone().try_acquire_owned() else {
-        state.metrics.upload_rejected("busy");
-        return HttpResponse::ServiceUnavailable()
-            .insert_header((header::RETRY_AFTER, "1"))
-            .insert_header((header::CACHE_CONTROL, "no-store"))
-            .content_type("application/json")
-            .body(r#"{"error":"busy","message":"too many uploads in flight; retry later"}"#);
-    };
-    let deadline = arrived + state.request_timeout;
-    let outcome = run(&req, payload, &state, deadline).await;
-    // The envelope is gone: waiting out the delay holds no permit.
-    drop(permit);
-    upload::answer_after(arrived, &state, outcome).await
+    let st: &AppState = &state;
+    upload::guarded(st, |deadline| run(&req, payload, st, deadline)).await
 }
 
 /// `GET /v2/sealed/key`: the keys to seal to, newest first, signed (`Signature`).

@@ -197,7 +197,7 @@ pub(crate) fn auth_error(e: AuthError) -> ApiError {
 /// Read a body of at most `limit` bytes: `413 too_large` when the declared
 /// `Content-Length` or the body itself is larger, `400 malformed_body` when it cannot be
 /// read, `408 request_timeout` when it has not arrived by `deadline`.
-async fn read_body(
+pub(crate) async fn read_body(
     req: &HttpRequest,
     payload: &mut web::Payload,
     limit: usize,
@@ -367,6 +367,21 @@ pub(crate) async fn handle(
     mut payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
+    let st: &AppState = &state;
+    guarded(st, |deadline| async move {
+        run(route, &req, &mut payload, st, deadline).await
+    })
+    .await
+}
+
+/// The frame of every upload handler (plain or sealed): take an in-flight permit (or
+/// answer `503 busy` at once), run `work` with the request deadline, release the permit,
+/// then answer after the constant delay ([`answer_after`]).
+pub(crate) async fn guarded<F, Fut>(state: &AppState, work: F) -> HttpResponse
+where
+    F: FnOnce(Instant) -> Fut,
+    Fut: std::future::Future<Output = Result<Option<String>, ApiError>>,
+{
     let arrived = Instant::now();
     // At most `DP3T_MAX_UPLOADS_IN_FLIGHT` uploads are read and processed at once, so
     // memory stays bounded whatever clients do; beyond it, an immediate `503`.
@@ -378,11 +393,10 @@ pub(crate) async fn handle(
             .content_type("application/json")
             .body(r#"{"error":"busy","message":"too many uploads in flight; retry later"}"#);
     };
-    let deadline = arrived + state.request_timeout;
-    let outcome = run(route, &req, &mut payload, &state, deadline).await;
+    let outcome = work(arrived + state.request_timeout).await;
     // The body is gone: waiting out the delay holds no permit.
     drop(permit);
-    answer_after(arrived, &state, outcome).await
+    answer_after(arrived, state, outcome).await
 }
 
 /// Step 7: count the outcome, wait until the constant delay since `arrived` has passed,
