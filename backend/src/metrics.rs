@@ -44,7 +44,6 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v2/gaen/exposed"),
     ("POST", "/v2/gaen/exposed"),
     ("GET", "/healthz"),
-    ("GET", "/metrics"),
     ("GET", "/openapi.yaml"),
     ("POST", "/v1/exposed"),
     ("GET", "/v1/exposed/{batchReleaseTime}"),
@@ -56,6 +55,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/gaen/exposednextday"),
     ("GET", "/v1/gaen/exposed/{keyDate}"),
     ("GET", "/v1/gaen/buckets/{day}"),
+    ("POST", "/v2/sealed"),
+    ("GET", "/v2/sealed/key"),
     ("OTHER", "other"),
 ];
 
