@@ -15,7 +15,8 @@
 //! response, stores both in `published_buckets`, and advances `released_until` to `T`.
 //! Builders are serialised, so each bucket is built exactly once, its bytes never change,
 //! and buckets are committed in time order. A key whose insert commits just after its
-//! bucket was claimed is not lost: it goes to the next bucket. Empty buckets store nothing.
+//! bucket was claimed is not lost: it goes to the next bucket. With padding on, every bucket
+//! has an export; with `DP3T_EXPORT_MIN_KEYS = 0` empty buckets store nothing.
 //!
 //! ## Downloads
 //!

@@ -101,6 +101,16 @@ const LOCK_STATE_PG: &str =
 const CLAIM: &str = "UPDATE design_uploads \
      SET bucket_end = CASE WHEN received_at > $2 THEN received_at ELSE $2 END \
      WHERE design = $1 AND bucket_end IS NULL AND received_at <= $3";
+/// [`CLAIM`] on PostgreSQL: the claimed rows are deleted and written again in random order
+/// by the claiming transaction, so that neither `xmin` nor the heap position (`ctid`)
+/// groups the records of one upload (see `CLAIM_KEYS_PG` in the parent module).
+const CLAIM_PG: &str = "WITH moved AS (DELETE FROM design_uploads \
+     WHERE design = $1 AND bucket_end IS NULL AND received_at <= $3 \
+     RETURNING id, design, entries, entry_count, received_at) \
+     INSERT INTO design_uploads (id, design, entries, entry_count, received_at, bucket_end) \
+     OVERRIDING SYSTEM VALUE \
+     SELECT id, design, entries, entry_count, received_at, \
+     CASE WHEN received_at > $2 THEN received_at ELSE $2 END FROM moved ORDER BY random()";
 const SET_CLAIMED: &str = "UPDATE design_release_state SET claimed_until = $2 WHERE design = $1";
 const PENDING: &str = "SELECT DISTINCT u.bucket_end FROM design_uploads u \
      WHERE u.design = $1 AND u.bucket_end > $2 AND u.bucket_end <= $3 \
@@ -230,7 +240,11 @@ impl Db {
                 return Ok(state);
             }
             let first = to_i64(next_end(state.claimed_until, bucket_seconds.max(1)))?;
-            sqlx::query(CLAIM)
+            let claim = match self {
+                Db::Sqlite { .. } => CLAIM,
+                Db::Postgres(_) => CLAIM_PG,
+            };
+            sqlx::query(claim)
                 .bind(design)
                 .bind(first)
                 .bind(target_i)

@@ -408,6 +408,25 @@ const CLAIM_KEYS: &str = "UPDATE gaen_keys SET bucket_end = $1 \
      WHERE bucket_end IS NULL AND publish_at <= $1 AND rolling_start_number >= $2 \
      RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level, \
      days_since_onset";
+/// [`CLAIM_KEYS`] on PostgreSQL: the claimed rows are deleted and written again, in random
+/// order, by the release transaction. Rows inserted by one transaction share its `xmin`
+/// and lie next to each other in the heap (`ctid`), and an `UPDATE` writes the new row
+/// versions in scan order, so without this a copy of the database would group the keys of
+/// one upload (PROTOCOL.md §8). After it, every live key row of a bucket carries the
+/// bucket's `xmin`, in shuffled places; the old versions are dead tuples, for VACUUM
+/// (docs/OPERATIONS.md, "Deleted data"). Ids are kept: they are random already. (A tuple
+/// deleted by the same transaction does not conflict with the re-inserted one.)
+const CLAIM_KEYS_PG: &str = "WITH moved AS (DELETE FROM gaen_keys \
+     WHERE bucket_end IS NULL AND publish_at <= $1 AND rolling_start_number >= $2 \
+     RETURNING id, key_data, rolling_start_number, rolling_period, transmission_risk_level, \
+     days_since_onset, received_at, publish_at) \
+     INSERT INTO gaen_keys (id, key_data, rolling_start_number, rolling_period, \
+     transmission_risk_level, days_since_onset, received_at, publish_at, bucket_end) \
+     OVERRIDING SYSTEM VALUE \
+     SELECT id, key_data, rolling_start_number, rolling_period, transmission_risk_level, \
+     days_since_onset, received_at, publish_at, $1 FROM moved ORDER BY random() \
+     RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level, \
+     days_since_onset";
 const INSERT_BUCKET: &str = "INSERT INTO published_buckets \
      (bucket_end, bucket_start, real_keys, total_keys, zip, signature) VALUES ($1, $2, $3, $4, $5, $6)";
 const SET_RELEASED: &str = "UPDATE release_state SET released_until = $1 WHERE id = 1";
@@ -851,7 +870,11 @@ impl Db {
                 tx.commit().await?;
                 return Ok(ReleaseOutcome { released_until: current, built_keys: None });
             }
-            let rows = sqlx::query(CLAIM_KEYS)
+            let claim = match self {
+                Db::Sqlite { .. } => CLAIM_KEYS,
+                Db::Postgres(_) => CLAIM_KEYS_PG,
+            };
+            let rows = sqlx::query(claim)
                 .bind(until_i)
                 .bind(oldest_rsn)
                 .fetch_all(&mut *tx)
