@@ -159,17 +159,18 @@ pub enum AuthError {
 
 impl AuthError {
     /// Short label for metrics and logs.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> crate::api::ErrorCode {
+        use crate::api::ErrorCode;
         match self {
-            AuthError::Missing => "auth_missing",
-            AuthError::Malformed(_) => "token_malformed",
-            AuthError::Algorithm(_) => "token_algorithm",
-            AuthError::Signature => "token_signature",
-            AuthError::Expired => "token_expired",
-            AuthError::NotYetValid => "token_not_yet_valid",
-            AuthError::Validity => "token_validity",
-            AuthError::Scope => "token_scope",
-            AuthError::Claim(_) => "token_claims",
+            AuthError::Missing => ErrorCode::AuthMissing,
+            AuthError::Malformed(_) => ErrorCode::TokenMalformed,
+            AuthError::Algorithm(_) => ErrorCode::TokenAlgorithm,
+            AuthError::Signature => ErrorCode::TokenSignature,
+            AuthError::Expired => ErrorCode::TokenExpired,
+            AuthError::NotYetValid => ErrorCode::TokenNotYetValid,
+            AuthError::Validity => ErrorCode::TokenValidity,
+            AuthError::Scope => ErrorCode::TokenScope,
+            AuthError::Claim(_) => ErrorCode::TokenClaims,
         }
     }
 }

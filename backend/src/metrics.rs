@@ -8,34 +8,37 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-/// Why an upload was refused; the `reason` label of `dp3t_uploads_rejected_total`.
-pub const REJECT_REASONS: &[&str] = &[
-    "content_type",
-    "too_large",
-    "malformed_body",
-    "key_count",
-    "key_data",
-    "rolling_period",
-    "fake_flag",
-    "auth_missing",
-    "token_malformed",
-    "token_algorithm",
-    "token_signature",
-    "token_expired",
-    "token_not_yet_valid",
-    "token_validity",
-    "token_scope",
-    "token_claims",
-    "token_replayed",
-    "entry_count",
-    "key_date",
-    "epoch",
-    "window",
-    "window_minutes",
-    "delayed_key_date",
-    "request_timeout",
-    "busy",
-    "internal",
+use crate::api::ErrorCode;
+
+/// The codes an upload can be refused with: the `reason` series of
+/// `dp3t_uploads_rejected_total`, in this order.
+pub const REJECT_REASONS: &[ErrorCode] = &[
+    ErrorCode::ContentType,
+    ErrorCode::TooLarge,
+    ErrorCode::MalformedBody,
+    ErrorCode::KeyCount,
+    ErrorCode::KeyData,
+    ErrorCode::RollingPeriod,
+    ErrorCode::FakeFlag,
+    ErrorCode::AuthMissing,
+    ErrorCode::TokenMalformed,
+    ErrorCode::TokenAlgorithm,
+    ErrorCode::TokenSignature,
+    ErrorCode::TokenExpired,
+    ErrorCode::TokenNotYetValid,
+    ErrorCode::TokenValidity,
+    ErrorCode::TokenScope,
+    ErrorCode::TokenClaims,
+    ErrorCode::TokenReplayed,
+    ErrorCode::EntryCount,
+    ErrorCode::KeyDate,
+    ErrorCode::Window,
+    ErrorCode::WindowMinutes,
+    ErrorCode::DelayedKeyDate,
+    ErrorCode::SealedEnvelope,
+    ErrorCode::RequestTimeout,
+    ErrorCode::Busy,
+    ErrorCode::Internal,
 ];
 
 /// The routes with their own latency histogram (method, path); anything else is `other`.
@@ -119,7 +122,7 @@ impl Default for Metrics {
     fn default() -> Self {
         Metrics {
             uploads_accepted: AtomicU64::new(0),
-            rejected: REJECT_REASONS.iter().map(|_| AtomicU64::new(0)).collect(),
+            rejected: ErrorCode::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
             buckets_built: AtomicU64::new(0),
             bucket_failures: AtomicU64::new(0),
             export_builds: AtomicU64::new(0),
@@ -135,22 +138,18 @@ impl Metrics {
         self.uploads_accepted.fetch_add(1, Relaxed);
     }
 
-    /// A refused upload; `reason` should be one of [`REJECT_REASONS`] (others count as
-    /// `internal`).
-    pub fn upload_rejected(&self, reason: &str) {
-        let i = REJECT_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(REJECT_REASONS.len() - 1);
-        self.rejected[i].fetch_add(1, Relaxed);
+    /// A refused upload. Codes outside [`REJECT_REASONS`] are counted but not rendered.
+    pub fn upload_rejected(&self, reason: ErrorCode) {
+        if let Some(c) = self.rejected.get(reason as usize) {
+            c.fetch_add(1, Relaxed);
+        }
     }
 
     /// Rejections counted so far for `reason`.
-    pub fn rejected_count(&self, reason: &str) -> u64 {
-        REJECT_REASONS
-            .iter()
-            .position(|r| *r == reason)
-            .map_or(0, |i| self.rejected[i].load(Relaxed))
+    pub fn rejected_count(&self, reason: ErrorCode) -> u64 {
+        self.rejected
+            .get(reason as usize)
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     /// A bucket was built and stored.
@@ -196,11 +195,11 @@ impl Metrics {
             "dp3t_uploads_rejected_total",
             "Uploads refused, by reason.",
         );
-        for (r, c) in REJECT_REASONS.iter().zip(&self.rejected) {
+        for r in REJECT_REASONS {
             let _ = writeln!(
                 s,
                 "dp3t_uploads_rejected_total{{reason=\"{r}\"}} {}",
-                c.load(Relaxed)
+                self.rejected_count(*r)
             );
         }
         counter(
@@ -268,8 +267,8 @@ mod tests {
         let m = Metrics::default();
         m.upload_answered();
         m.upload_answered();
-        m.upload_rejected("token_replayed");
-        m.upload_rejected("no such reason");
+        m.upload_rejected(ErrorCode::TokenReplayed);
+        m.upload_rejected(ErrorCode::Internal);
         let r = route_index("GET", "/v2/gaen/exposed");
         m.observe_request(r, Duration::from_micros(50));
         m.observe_request(r, Duration::from_millis(3));

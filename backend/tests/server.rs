@@ -291,7 +291,12 @@ async fn every_body_refusal(backend: Backend) {
     assert_eq!(h.key_rows().await, 0);
     assert_eq!(h.upload(&token, &good).await.status(), 200);
     assert_eq!(h.key_rows().await, 1);
-    assert_eq!(h.state().metrics.rejected_count("key_data"), 4);
+    assert_eq!(
+        h.state()
+            .metrics
+            .rejected_count(backend::api::ErrorCode::KeyData),
+        4
+    );
     h.finish().await;
 }
 

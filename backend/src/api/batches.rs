@@ -11,7 +11,7 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 use crate::designs::{BucketError, Design};
 use crate::unix_now;
 
@@ -22,7 +22,7 @@ pub const BATCH_CACHE_CONTROL: &str = "public, max-age=300";
 fn parse_release_ms(s: &str) -> Result<u64, ApiError> {
     let bad = || {
         ApiError::bad_request(
-            "batch_release_time",
+            ErrorCode::BatchReleaseTime,
             "batchReleaseTime must be a decimal number of milliseconds",
         )
     };
@@ -52,16 +52,16 @@ pub async fn download(
                     tracing::error!(design = design.name(), error = %err, "building a batch failed");
                     return ApiError::new(
                         StatusCode::SERVICE_UNAVAILABLE,
-                        "internal",
+                        ErrorCode::Internal,
                         "the batch could not be produced; retry later",
                     );
                 }
             };
             let code = match &e {
-                BucketError::NotOnBoundary(..) => "batch_release_time",
-                BucketError::InFuture(_) => "not_released",
-                BucketError::Expired(_) => "expired",
-                _ => "unavailable",
+                BucketError::NotOnBoundary(..) => ErrorCode::BatchReleaseTime,
+                BucketError::InFuture(_) => ErrorCode::NotReleased,
+                BucketError::Expired(_) => ErrorCode::Expired,
+                _ => ErrorCode::Unavailable,
             };
             ApiError::new(status, code, e.to_string())
         })?;

@@ -20,7 +20,7 @@ use dp3t_core::upload::{GaenNextDayUpload, GaenUpload, GaenUploadKey, GAEN_UPLOA
 use serde::Deserialize;
 
 use super::upload::{malformed, Entries, Parsed, UploadContext};
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 use crate::db::{days_since_onset, NewKey};
 use crate::publish::publish_at;
 use crate::unix_now;
@@ -79,7 +79,7 @@ fn parse_body(
             format!("{lo} to {hi}")
         };
         return Err(ApiError::bad_request(
-            "key_count",
+            ErrorCode::KeyCount,
             format!(
                 "gaenKeys must hold {want} keys (pad with fake keys), got {}",
                 body.gaen_keys.len()
@@ -111,13 +111,13 @@ fn parse_key(
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| {
             ApiError::bad_request(
-                "key_data",
+                ErrorCode::KeyData,
                 format!("{field}.keyData must be base64 of exactly 16 bytes"),
             )
         })?;
     if rule == RollingPeriodRule::Refuse && !(1..=144).contains(&k.rolling_period) {
         return Err(ApiError::bad_request(
-            "rolling_period",
+            ErrorCode::RollingPeriod,
             format!(
                 "{field}.rollingPeriod must be in 1..=144, got {}",
                 k.rolling_period
@@ -129,7 +129,7 @@ fn parse_key(
         .filter(|t| (0..=8).contains(t))
         .ok_or_else(|| {
             ApiError::bad_request(
-                "malformed_body",
+                ErrorCode::MalformedBody,
                 format!("{field}.transmissionRiskLevel must be in 0..=8"),
             )
         })?;
@@ -198,13 +198,14 @@ pub(crate) fn parse_v2(body: &[u8], ctx: &UploadContext) -> Result<Parsed, ApiEr
 /// Check a v1 `delayedKeyDate` (an ENIN): its UTC day must be yesterday, today or
 /// tomorrow at `now`, as the DP-3T backend requires.
 fn check_delayed_key_date(enin: Option<u32>, now: UnixTime) -> Result<u32, ApiError> {
-    let enin =
-        enin.ok_or_else(|| ApiError::bad_request("delayed_key_date", "delayedKeyDate is missing"))?;
+    let enin = enin.ok_or_else(|| {
+        ApiError::bad_request(ErrorCode::DelayedKeyDate, "delayedKeyDate is missing")
+    })?;
     let day = Enin(enin).day();
     let today = now.day();
     if day.0.saturating_add(1) < today.0 || day.0 > today.0.saturating_add(1) {
         return Err(ApiError::bad_request(
-            "delayed_key_date",
+            ErrorCode::DelayedKeyDate,
             format!("delayedKeyDate {enin} must be between yesterday and tomorrow"),
         ));
     }
@@ -265,14 +266,14 @@ pub async fn download(
             tracing::error!(error = %e, "building a download failed");
             ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
-                "internal",
+                ErrorCode::Internal,
                 "the export could not be produced; retry later",
             )
         })?;
     let signature = HeaderValue::from_str(&resp.signature).map_err(|_| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "bad signature header",
         )
     })?;

@@ -24,7 +24,7 @@ use actix_web::{web, HttpResponse};
 use dp3t_core::time::{Day, UnixTime};
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 use crate::date::{format_iso_date, parse_iso_date};
 use crate::unix_now;
 
@@ -49,7 +49,7 @@ pub struct DayQuery {
 }
 
 /// Parse a path segment of decimal milliseconds.
-fn parse_ms(s: &str, code: &'static str, what: &str) -> Result<u64, ApiError> {
+fn parse_ms(s: &str, code: ErrorCode, what: &str) -> Result<u64, ApiError> {
     let bad = || ApiError::bad_request(code, format!("{what} must be decimal milliseconds"));
     if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
@@ -57,7 +57,7 @@ fn parse_ms(s: &str, code: &'static str, what: &str) -> Result<u64, ApiError> {
     s.parse().map_err(|_| bad())
 }
 
-fn not_found(code: &'static str, message: String) -> ApiError {
+fn not_found(code: ErrorCode, message: String) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, code, message)
 }
 
@@ -65,7 +65,7 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
     tracing::error!(error = %e, "building a v1 download failed");
     ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "internal",
+        ErrorCode::Internal,
         "the export could not be produced; retry later",
     )
 }
@@ -76,7 +76,7 @@ fn check_published_after(ms: u64, now: UnixTime, state: &AppState) -> Result<u64
     let bucket_ms = state.bucket_seconds.saturating_mul(1000);
     if !ms.is_multiple_of(bucket_ms) {
         return Err(ApiError::bad_request(
-            "published_after",
+            ErrorCode::PublishedAfter,
             format!(
                 "publishedafter {ms} is not a release time (a multiple of {} ms)",
                 bucket_ms
@@ -86,7 +86,7 @@ fn check_published_after(ms: u64, now: UnixTime, state: &AppState) -> Result<u64
     let secs = ms / 1000;
     if secs > now.0 || secs < now.0.saturating_sub(state.retention_seconds) {
         return Err(not_found(
-            "published_after",
+            ErrorCode::PublishedAfter,
             format!("publishedafter {ms} is in the future or older than the retention"),
         ));
     }
@@ -99,9 +99,13 @@ pub async fn download_day(
     query: web::Query<DayQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let ms = parse_ms(&path, "key_date", "keyDate")?;
-    let day = Day::from_midnight_millis(ms)
-        .map_err(|_| not_found("key_date", format!("keyDate {ms} is not a UTC midnight")))?;
+    let ms = parse_ms(&path, ErrorCode::KeyDate, "keyDate")?;
+    let day = Day::from_midnight_millis(ms).map_err(|_| {
+        not_found(
+            ErrorCode::KeyDate,
+            format!("keyDate {ms} is not a UTC midnight"),
+        )
+    })?;
     let now = unix_now();
     let after = match query.publishedafter.or(query.published_after) {
         Some(pa) => Some(check_published_after(pa, now, &state)?),
@@ -159,7 +163,7 @@ pub async fn buckets(
 ) -> Result<HttpResponse, ApiError> {
     let day = parse_iso_date(&path).ok_or_else(|| {
         ApiError::bad_request(
-            "day",
+            ErrorCode::Day,
             format!("{:?} is not a YYYY-MM-DD date", path.as_str()),
         )
     })?;
@@ -167,7 +171,7 @@ pub async fn buckets(
     let start = day.start().0;
     if start >= now.0 || start <= now.0.saturating_sub(state.retention_seconds) {
         return Err(not_found(
-            "day",
+            ErrorCode::Day,
             format!(
                 "{} is in the future or outside the retention",
                 path.as_str()
@@ -214,12 +218,14 @@ mod tests {
     #[test]
     fn key_dates_are_decimal_milliseconds() {
         assert_eq!(
-            parse_ms("86400000", "key_date", "keyDate").unwrap(),
+            parse_ms("86400000", ErrorCode::KeyDate, "keyDate").unwrap(),
             86_400_000
         );
         for bad in ["", "-1", "1e3", "x"] {
             assert_eq!(
-                parse_ms(bad, "key_date", "keyDate").unwrap_err().code,
+                parse_ms(bad, ErrorCode::KeyDate, "keyDate")
+                    .unwrap_err()
+                    .code,
                 "key_date"
             );
         }

@@ -13,7 +13,7 @@ use dp3t_core::hybrid::WindowMinutes;
 use dp3t_core::upload::HybridUpload;
 
 use super::upload::{decode_fixed, malformed, Entries, Parsed, UploadContext};
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 use crate::designs::build::HybridRecord;
 use crate::designs::Design;
 
@@ -44,13 +44,13 @@ fn records(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
     let upload: HybridUpload = serde_json::from_slice(body).map_err(malformed)?;
     let Some(first) = upload.windows.first() else {
         return Err(ApiError::bad_request(
-            "entry_count",
+            ErrorCode::EntryCount,
             "windows must hold 14 * 1440 / W entries, got none",
         ));
     };
     let bad_w = |i: usize, w: u32| {
         ApiError::bad_request(
-            "window_minutes",
+            ErrorCode::WindowMinutes,
             format!("windows[{i}].windowMinutes {w} is not a multiple of 15 in 15..=1440"),
         )
     };
@@ -62,7 +62,7 @@ fn records(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
         }
         if w.window_minutes != minutes.get() {
             return Err(ApiError::bad_request(
-                "window_minutes",
+                ErrorCode::WindowMinutes,
                 format!(
                     "windows[{i}].windowMinutes {} differs from windows[0]'s {}: one length per upload",
                     w.window_minutes,
@@ -74,7 +74,7 @@ fn records(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
     let expected = minutes.upload_entries();
     if upload.windows.len() != expected {
         return Err(ApiError::bad_request(
-            "entry_count",
+            ErrorCode::EntryCount,
             format!(
                 "windows of {} minutes must hold exactly {expected} entries (pad with fake ones), got {}",
                 minutes.get(),
@@ -91,7 +91,7 @@ fn records(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
         let start = w.window_start / 1000;
         if w.window_start % 1000 != 0 || start % len != 0 {
             return Err(ApiError::bad_request(
-                "window",
+                ErrorCode::Window,
                 format!(
                     "windows[{i}].windowStart {} is not aligned to {} minutes",
                     w.window_start,

@@ -14,7 +14,7 @@ use dp3t_core::time::Day;
 use dp3t_core::upload::LowCostUpload;
 
 use super::upload::{decode_fixed, malformed, Entries, Parsed, UploadContext};
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 use crate::designs::build::LowCostRecord;
 use crate::designs::Design;
 
@@ -46,7 +46,7 @@ fn records(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
     let key: [u8; 32] = decode_fixed(&upload.key, "key")?;
     let day = Day::from_midnight_millis(upload.key_date).map_err(|_| {
         ApiError::bad_request(
-            "key_date",
+            ErrorCode::KeyDate,
             format!(
                 "keyDate {} is not the milliseconds of a UTC midnight",
                 upload.key_date

@@ -73,13 +73,202 @@ pub struct AppState {
     pub sealed: sealed::SealedKeys,
 }
 
+/// The stable machine-readable codes of error answers (`{"error": code, "message": …}`),
+/// also the `reason` label of the refused-uploads metric. docs/API.md lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// `Content-Type` is not `application/json` (415).
+    ContentType,
+    /// The upload body is over the route's limit (413).
+    TooLarge,
+    /// The body is not JSON of the route's shape: wrong types, missing or repeated fields.
+    MalformedBody,
+    /// A GAEN upload has the wrong number of keys.
+    KeyCount,
+    /// A key or entry is not base64 of the right length.
+    KeyData,
+    /// A GAEN key's `rollingPeriod` is out of range (v2).
+    RollingPeriod,
+    /// A 0/1 flag holds anything but 0, 1, true or false.
+    FakeFlag,
+    /// No bearer token (401).
+    AuthMissing,
+    /// The token is not a JWT (401).
+    TokenMalformed,
+    /// The token is signed with another algorithm than ES256 (401).
+    TokenAlgorithm,
+    /// The token's signature does not verify (401).
+    TokenSignature,
+    /// The token has expired (401).
+    TokenExpired,
+    /// The token is not valid yet (401).
+    TokenNotYetValid,
+    /// The token's validity is longer than allowed (401).
+    TokenValidity,
+    /// The token's scope is not this route's (403).
+    TokenScope,
+    /// A claim of the token is missing or out of range.
+    TokenClaims,
+    /// The token's `jti` was used before, with another body (409).
+    TokenReplayed,
+    /// A DP-3T design upload has the wrong number of entries.
+    EntryCount,
+    /// A low-cost `keyDate` (or a v1 day) is malformed.
+    KeyDate,
+    /// A hybrid window is malformed.
+    Window,
+    /// A hybrid window length is not one of the allowed lengths.
+    WindowMinutes,
+    /// A GAEN v1 `delayedKeyDate` is missing or not yesterday, today or tomorrow.
+    DelayedKeyDate,
+    /// A sealed upload does not open (unknown key id, tampered, truncated, wrong version).
+    SealedEnvelope,
+    /// The request did not arrive within `DP3T_REQUEST_TIMEOUT_MS` (408).
+    RequestTimeout,
+    /// Too many uploads in flight (503).
+    Busy,
+    /// The server could not do it; retry later (503).
+    Internal,
+    /// A query string could not be read (400).
+    BadQuery,
+    /// A design batch's `batchReleaseTime` is malformed or not on a bucket boundary (400).
+    BatchReleaseTime,
+    /// A GAEN v1 `publishedafter` is malformed (400), in the future or before the retention (404).
+    PublishedAfter,
+    /// A GAEN v1 day is malformed (400) or outside the retention (404).
+    Day,
+    /// The batch is not released yet (404).
+    NotReleased,
+    /// The batch is older than the retention (404).
+    Expired,
+    /// The batch cannot be read now (503).
+    Unavailable,
+    /// No such resource (404).
+    NotFound,
+    /// The database does not answer (503).
+    DatabaseUnavailable,
+    /// The path exists, the method does not (405).
+    MethodNotAllowed,
+}
+
+impl ErrorCode {
+    /// Every code, in a fixed order (the metric's series order).
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::ContentType,
+        ErrorCode::TooLarge,
+        ErrorCode::MalformedBody,
+        ErrorCode::KeyCount,
+        ErrorCode::KeyData,
+        ErrorCode::RollingPeriod,
+        ErrorCode::FakeFlag,
+        ErrorCode::AuthMissing,
+        ErrorCode::TokenMalformed,
+        ErrorCode::TokenAlgorithm,
+        ErrorCode::TokenSignature,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenNotYetValid,
+        ErrorCode::TokenValidity,
+        ErrorCode::TokenScope,
+        ErrorCode::TokenClaims,
+        ErrorCode::TokenReplayed,
+        ErrorCode::EntryCount,
+        ErrorCode::KeyDate,
+        ErrorCode::Window,
+        ErrorCode::WindowMinutes,
+        ErrorCode::DelayedKeyDate,
+        ErrorCode::SealedEnvelope,
+        ErrorCode::RequestTimeout,
+        ErrorCode::Busy,
+        ErrorCode::Internal,
+        ErrorCode::BadQuery,
+        ErrorCode::BatchReleaseTime,
+        ErrorCode::PublishedAfter,
+        ErrorCode::Day,
+        ErrorCode::NotReleased,
+        ErrorCode::Expired,
+        ErrorCode::Unavailable,
+        ErrorCode::NotFound,
+        ErrorCode::DatabaseUnavailable,
+        ErrorCode::MethodNotAllowed,
+    ];
+
+    /// The code as written in answers and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::ContentType => "content_type",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::MalformedBody => "malformed_body",
+            ErrorCode::KeyCount => "key_count",
+            ErrorCode::KeyData => "key_data",
+            ErrorCode::RollingPeriod => "rolling_period",
+            ErrorCode::FakeFlag => "fake_flag",
+            ErrorCode::AuthMissing => "auth_missing",
+            ErrorCode::TokenMalformed => "token_malformed",
+            ErrorCode::TokenAlgorithm => "token_algorithm",
+            ErrorCode::TokenSignature => "token_signature",
+            ErrorCode::TokenExpired => "token_expired",
+            ErrorCode::TokenNotYetValid => "token_not_yet_valid",
+            ErrorCode::TokenValidity => "token_validity",
+            ErrorCode::TokenScope => "token_scope",
+            ErrorCode::TokenClaims => "token_claims",
+            ErrorCode::TokenReplayed => "token_replayed",
+            ErrorCode::EntryCount => "entry_count",
+            ErrorCode::KeyDate => "key_date",
+            ErrorCode::Window => "window",
+            ErrorCode::WindowMinutes => "window_minutes",
+            ErrorCode::DelayedKeyDate => "delayed_key_date",
+            ErrorCode::SealedEnvelope => "sealed_envelope",
+            ErrorCode::RequestTimeout => "request_timeout",
+            ErrorCode::Busy => "busy",
+            ErrorCode::Internal => "internal",
+            ErrorCode::BadQuery => "bad_query",
+            ErrorCode::BatchReleaseTime => "batch_release_time",
+            ErrorCode::PublishedAfter => "published_after",
+            ErrorCode::Day => "day",
+            ErrorCode::NotReleased => "not_released",
+            ErrorCode::Expired => "expired",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn error_codes_are_listed_once_in_declaration_order() {
+    for (i, c) in ErrorCode::ALL.iter().enumerate() {
+        assert_eq!(*c as usize, i, "{c}");
+        assert_eq!(
+            ErrorCode::ALL
+                .iter()
+                .filter(|d| d.as_str() == c.as_str())
+                .count(),
+            1
+        );
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A JSON error answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable machine-readable code (also the metrics reason for upload refusals).
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human-readable explanation naming the problem.
     pub message: String,
 }
@@ -92,7 +281,7 @@ struct ErrorBody<'a> {
 
 impl ApiError {
     /// An error with the given status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -101,7 +290,7 @@ impl ApiError {
     }
 
     /// `400 Bad Request`.
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
@@ -109,7 +298,7 @@ impl ApiError {
     pub(crate) fn upload_not_stored() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "internal",
+            ErrorCode::Internal,
             "the upload could not be stored; retry later",
         )
     }
@@ -118,7 +307,7 @@ impl ApiError {
     pub(crate) fn token_replayed() -> Self {
         Self::new(
             StatusCode::CONFLICT,
-            "token_replayed",
+            ErrorCode::TokenReplayed,
             "this token (jti) has already been used",
         )
     }
@@ -133,7 +322,7 @@ impl ApiError {
             end -= 1;
         }
         serde_json::to_string(&ErrorBody {
-            error: self.code,
+            error: self.code.as_str(),
             message: &self.message[..end],
         })
         .unwrap_or_else(|_| format!("{{\"error\":\"{}\"}}", self.code))
@@ -155,7 +344,7 @@ impl ResponseError for ApiError {
         HttpResponse::build(self.status)
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(ErrorBody {
-                error: self.code,
+                error: self.code.as_str(),
                 message: &self.message,
             })
     }
@@ -243,7 +432,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
             |path: &'static str| web::resource(path).default_service(web::to(method_not_allowed));
         cfg.app_data(state)
             .app_data(web::QueryConfig::default().error_handler(|err, _req| {
-                ApiError::bad_request("bad_query", err.to_string()).into()
+                ApiError::bad_request(ErrorCode::BadQuery, err.to_string()).into()
             }))
             // GAEN, DP-3T SDK v2.
             .service(r("/v2/gaen").route(web::get().to(gaen::hello)))
@@ -293,7 +482,7 @@ pub fn configure(state: web::Data<AppState>) -> impl FnOnce(&mut web::ServiceCon
 async fn not_found(req: HttpRequest) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "not_found",
+        ErrorCode::NotFound,
         format!("no route for {}", req.path()),
     )
 }
@@ -301,7 +490,7 @@ async fn not_found(req: HttpRequest) -> ApiError {
 async fn method_not_allowed(req: HttpRequest) -> ApiError {
     ApiError::new(
         StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
+        ErrorCode::MethodNotAllowed,
         format!("{} is not allowed on {}", req.method(), req.path()),
     )
 }

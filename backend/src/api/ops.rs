@@ -10,7 +10,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, ErrorCode};
 
 /// The OpenAPI document of this server.
 pub const OPENAPI_YAML: &str = include_str!("../../../docs/openapi.yaml");
@@ -22,7 +22,7 @@ pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         tracing::warn!(error = %e, "health check failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
+            ErrorCode::DatabaseUnavailable,
             "the database does not answer",
         )
     })?;

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::upload::{self, UploadRoute};
-use super::{routes, ApiError, AppState};
+use super::{routes, ApiError, AppState, ErrorCode};
 use crate::unix_now;
 
 /// File of the HPKE key pairs in the data directory.
@@ -339,7 +339,7 @@ async fn run(
     let opened = state
         .sealed
         .open_envelope(&envelope, now)
-        .map_err(|e| ApiError::bad_request("sealed_envelope", e.to_string()))?;
+        .map_err(|e| ApiError::bad_request(ErrorCode::SealedEnvelope, e.to_string()))?;
     let route = route_of(opened.route);
     let grant = upload::authorize(&opened.token, route.token, state, now)?;
     upload::process(route, &grant, &opened.body, now, state).await
@@ -363,7 +363,8 @@ pub async fn keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> 
         tracing::error!(error = %e, "rotating the sealed-upload keys failed");
     }
     let body = key_list_json(&state.sealed.published(now));
-    let internal = |m: &str| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m);
+    let internal =
+        |m: &str| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorCode::Internal, m);
     let signature = state
         .publisher
         .sign_body(body.as_bytes())

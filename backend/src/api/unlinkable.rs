@@ -14,7 +14,7 @@ use dp3t_core::unlinkable::{EpochSeed, HashedObservation};
 use dp3t_core::upload::{UnlinkableUpload, UNLINKABLE_UPLOAD_ENTRIES};
 
 use super::upload::{decode_fixed, malformed, Entries, Parsed, UploadContext};
-use super::ApiError;
+use super::{ApiError, ErrorCode};
 use crate::designs::Design;
 
 /// The records of a body, before the pipeline decides whether it is fake.
@@ -44,7 +44,7 @@ fn records(body: &[u8], ctx: &UploadContext) -> Result<Records, ApiError> {
     let upload: UnlinkableUpload = serde_json::from_slice(body).map_err(malformed)?;
     if upload.seeds.len() != UNLINKABLE_UPLOAD_ENTRIES {
         return Err(ApiError::bad_request(
-            "entry_count",
+            ErrorCode::EntryCount,
             format!(
                 "seeds must hold exactly {UNLINKABLE_UPLOAD_ENTRIES} entries (pad with fake ones), got {}",
                 upload.seeds.len()

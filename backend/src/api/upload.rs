@@ -36,7 +36,7 @@ use dp3t_core::time::{Day, UnixTime};
 use futures_util::StreamExt as _;
 use sha2::{Digest as _, Sha256};
 
-use super::{bearer_token, ApiError, AppState};
+use super::{bearer_token, ApiError, AppState, ErrorCode};
 use crate::auth::{verify_upload_token, AuthError, UploadGrant};
 use crate::db::designs::DesignUploadRow;
 use crate::db::{NewKey, StoreOutcome, UploadRecord};
@@ -143,9 +143,9 @@ pub(crate) struct UploadRoute {
 pub(crate) fn malformed(e: serde_json::Error) -> ApiError {
     let message = format!("invalid upload body: {e}");
     let code = if message.contains(dp3t_core::upload::Flag::EXPECTED) {
-        "fake_flag"
+        ErrorCode::FakeFlag
     } else {
-        "malformed_body"
+        ErrorCode::MalformedBody
     };
     ApiError::bad_request(code, message)
 }
@@ -159,7 +159,7 @@ pub(crate) fn decode_fixed<const N: usize>(s: &str, field: &str) -> Result<[u8; 
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| {
             ApiError::bad_request(
-                "key_data",
+                ErrorCode::KeyData,
                 format!("{field} must be base64 of exactly {N} bytes"),
             )
         })
@@ -179,7 +179,7 @@ fn check_content_type(req: &HttpRequest) -> Result<(), ApiError> {
         let shown: String = ct.chars().take(64).collect();
         Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "content_type",
+            ErrorCode::ContentType,
             format!("Content-Type must be application/json, got {shown:?}"),
         ))
     }
@@ -205,13 +205,7 @@ pub(crate) async fn read_body(
 ) -> Result<web::Bytes, ApiError> {
     // Read chunk by chunk: a refused request's body is never read, and the connection's
     // own back-pressure keeps what the client already sent out of memory.
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("upload body must be at most {limit} bytes"),
-        )
-    };
+    let too_large = || body_too_large(limit);
     let declared = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -224,7 +218,10 @@ pub(crate) async fn read_body(
         let mut body = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {
             let chunk = chunk.map_err(|e| {
-                ApiError::bad_request("malformed_body", format!("could not read the body: {e}"))
+                ApiError::bad_request(
+                    ErrorCode::MalformedBody,
+                    format!("could not read the body: {e}"),
+                )
             })?;
             if body.len() + chunk.len() > limit {
                 return Err(too_large());
@@ -236,7 +233,7 @@ pub(crate) async fn read_body(
     match tokio::time::timeout_at(deadline.into(), read).await {
         Err(_) => Err(ApiError::new(
             StatusCode::REQUEST_TIMEOUT,
-            "request_timeout",
+            ErrorCode::RequestTimeout,
             "the body did not arrive in time",
         )),
         Ok(r) => r,
@@ -289,16 +286,12 @@ pub(crate) async fn process(
     state: &AppState,
 ) -> Result<Option<String>, ApiError> {
     if body.len() > route.limit {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            format!("upload body must be at most {} bytes", route.limit),
-        ));
+        return Err(body_too_large(route.limit));
     }
     grant
         .onset
         .first_enin()
-        .map_err(|_| ApiError::bad_request("token_claims", "onset is out of range"))?;
+        .map_err(|_| ApiError::bad_request(ErrorCode::TokenClaims, "onset is out of range"))?;
     let ctx = UploadContext {
         now,
         onset: grant.onset,
@@ -386,7 +379,7 @@ where
     // At most `DP3T_MAX_UPLOADS_IN_FLIGHT` uploads are read and processed at once, so
     // memory stays bounded whatever clients do; beyond it, an immediate `503`.
     let Ok(permit) = state.uploads_in_flight.clone().try_acquire_owned() else {
-        state.metrics.upload_rejected("busy");
+        state.metrics.upload_rejected(ErrorCode::Busy);
         return HttpResponse::ServiceUnavailable()
             .insert_header((header::RETRY_AFTER, "1"))
             .insert_header((header::CACHE_CONTROL, "no-store"))
@@ -408,7 +401,7 @@ pub(crate) async fn answer_after(
 ) -> HttpResponse {
     if let Err(e) = &outcome {
         state.metrics.upload_rejected(e.code);
-        tracing::debug!(reason = e.code, "upload refused");
+        tracing::debug!(reason = e.code.as_str(), "upload refused");
     } else {
         state.metrics.upload_answered();
     }
@@ -456,6 +449,116 @@ fn padded_answer(outcome: Result<Option<String>, ApiError>) -> HttpResponse {
     b.body(body)
 }
 
+/// `413 too_large` for a body over `limit` bytes.
+fn body_too_large(limit: usize) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorCode::TooLarge,
+        format!("upload body must be at most {limit} bytes"),
+    )
+}
+
+/// The upload routes whose bodies [`check_body`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyRoute {
+    /// `POST /v2/gaen/exposed`.
+    GaenV2,
+    /// `POST /v1/gaen/exposed`.
+    GaenV1,
+    /// `POST /v1/gaen/exposednextday`.
+    GaenV1NextDay,
+    /// `POST /v2/lowcost/exposed`.
+    LowCost,
+    /// `POST /v2/unlinkable/exposed`.
+    Unlinkable,
+    /// `POST /v2/hybrid/exposed`.
+    Hybrid,
+}
+
+impl BodyRoute {
+    /// Every route, in a fixed order.
+    pub const ALL: [BodyRoute; 6] = [
+        BodyRoute::GaenV2,
+        BodyRoute::GaenV1,
+        BodyRoute::GaenV1NextDay,
+        BodyRoute::LowCost,
+        BodyRoute::Unlinkable,
+        BodyRoute::Hybrid,
+    ];
+
+    fn route(self) -> &'static UploadRoute {
+        use super::routes;
+        match self {
+            BodyRoute::GaenV2 => &routes::GAEN_V2,
+            BodyRoute::GaenV1 => &routes::GAEN_V1,
+            BodyRoute::GaenV1NextDay => &routes::GAEN_V1_NEXT_DAY,
+            BodyRoute::LowCost => &routes::LOW_COST,
+            BodyRoute::Unlinkable => &routes::UNLINKABLE,
+            BodyRoute::Hybrid => &routes::HYBRID,
+        }
+    }
+
+    /// The route's body limit in bytes (a longer body is a `413` before any parsing).
+    pub fn limit(self) -> usize {
+        self.route().limit
+    }
+}
+
+/// What a body parser made of a body: what would be stored if the upload is real.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodySummary {
+    /// GAEN keys to store.
+    pub keys: Vec<NewKey>,
+    /// DP-3T design records to store: the design, the concatenated records and their count.
+    pub records: Option<(Design, Vec<u8>, u64)>,
+    /// The body says the upload is fake.
+    pub fake_body: bool,
+    /// GAEN v1: the `delayedKeyDate` the answer's next-day token binds.
+    pub next_day: Option<u32>,
+}
+
+/// Run the server's parser of `route` on `body` exactly as an upload would (the step 4
+/// of the module docs), at server time `now` for a token with onset day `onset` (and,
+/// for the next-day route, a token bound to `delayed_key_date`). Bodies over the route's
+/// limit are refused with `413 too_large`, as the pipeline would. For fuzzing
+/// (`fuzz/fuzz_targets/upload_bodies.rs`) and tests: no token, database or network.
+pub fn check_body(
+    route: BodyRoute,
+    body: &[u8],
+    now: UnixTime,
+    onset: Day,
+    delayed_key_date: Option<u32>,
+    bucket_seconds: u64,
+    retention_seconds: u64,
+) -> Result<BodySummary, ApiError> {
+    let r = route.route();
+    if body.len() > r.limit {
+        return Err(body_too_large(r.limit));
+    }
+    let ctx = UploadContext {
+        now,
+        onset,
+        delayed_key_date,
+        bucket_seconds: bucket_seconds.max(1),
+        retention_seconds,
+    };
+    let parsed = (r.parse)(body, &ctx)?;
+    let (keys, records) = match parsed.entries {
+        Entries::Keys(k) => (k, None),
+        Entries::Design {
+            design,
+            bytes,
+            count,
+        } => (Vec::new(), Some((design, bytes, count))),
+    };
+    Ok(BodySummary {
+        keys,
+        records,
+        fake_body: parsed.fake_body,
+        next_day: parsed.next_day,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -483,12 +586,51 @@ mod tests {
             padded_answer(Ok(None)),
             padded_answer(Ok(Some(token))),
             padded_answer(Err(ApiError::token_replayed())),
-            padded_answer(Err(ApiError::bad_request("key_data", "x".repeat(5000)))),
+            padded_answer(Err(ApiError::bad_request(
+                ErrorCode::KeyData,
+                "x".repeat(5000),
+            ))),
             padded_answer(Err(auth_error(AuthError::Signature))),
             padded_answer(Err(ApiError::upload_not_stored())),
         ];
         for a in answers {
             assert_eq!(variable_len(a), ANSWER_SIZE);
+        }
+    }
+
+    #[test]
+    fn check_body_runs_each_route_parser() {
+        let now = UnixTime(1_800_000_000);
+        let day = now.day();
+        let onset = Day(day.0 - 5);
+        let check =
+            |route, body: &[u8]| check_body(route, body, now, onset, None, 7200, 14 * 86_400);
+        // A v2 body of 30 keys: the keys from the onset to yesterday are kept.
+        let keys: Vec<String> = (0..30u32)
+            .map(|i| {
+                let rsn = (day.0 - 29 + i) * 144;
+                format!(
+                    r#"{{"keyData":"{}","rollingStartNumber":{rsn},"rollingPeriod":144,"fake":0}}"#,
+                    base64::Engine::encode(
+                        &base64::engine::general_purpose::STANDARD,
+                        [i as u8; 16]
+                    )
+                )
+            })
+            .collect();
+        let body = format!(r#"{{"gaenKeys":[{}],"fake":0}}"#, keys.join(","));
+        let s = check(BodyRoute::GaenV2, body.as_bytes()).unwrap();
+        assert_eq!(s.keys.len(), 6, "onset day to tomorrow");
+        assert!(!s.fake_body);
+        // Shape errors are 400s, for every route; bodies over the limit 413.
+        for route in BodyRoute::ALL {
+            let e = check(route, b"{").unwrap_err();
+            assert_eq!(e.status, StatusCode::BAD_REQUEST, "{route:?}");
+            let e = check(route, &vec![b' '; route.limit() + 1]).unwrap_err();
+            assert_eq!(
+                (e.status, e.code),
+                (StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::TooLarge)
+            );
         }
     }
 }
