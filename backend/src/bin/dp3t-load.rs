@@ -10,7 +10,7 @@
 //! dp3t-load download --url http://127.0.0.1:8080/v2/gaen/exposed?lastKeyBundleTag=… \
 //!                    --connections 64 --duration 10
 //! dp3t-load upload --url http://127.0.0.1:8080/v2/gaen/exposed --ha-key D/ha-dev-key.pem \
-//!                  --connections 32 --count 20000
+//!                  --connections 32 --count 20000 [--scheme lowcost|unlinkable|hybrid]
 //! ```
 //!
 //! Prints a human summary on stderr and one JSON object on stdout:
@@ -69,7 +69,88 @@ enum Mode {
         /// Number of uploads.
         #[arg(long, default_value_t = 20_000)]
         count: usize,
+        /// The scheme of the bodies: GAEN v2 (30 keys, to the URL's path) or a DP-3T
+        /// design (its own path): `lowcost` (the onset day's key), `unlinkable` (10 days
+        /// of 96 real epochs, padded to 1,344 entries), `hybrid` (10 days of 2-hour
+        /// windows, padded to 168).
+        #[arg(long, value_enum, default_value_t = UploadScheme::Gaen)]
+        scheme: UploadScheme,
     },
+}
+
+/// The upload bodies `dp3t-load upload` sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum UploadScheme {
+    /// `POST /v2/gaen/exposed`, 30 real keys.
+    Gaen,
+    /// The low-cost design.
+    Lowcost,
+    /// The unlinkable design.
+    Unlinkable,
+    /// The hybrid design.
+    Hybrid,
+}
+
+/// One real upload body of `scheme` with its path (`None`: the URL's path, GAEN).
+fn upload_body(
+    scheme: UploadScheme,
+    now: dp3t_core::time::UnixTime,
+    onset: dp3t_core::time::Day,
+    rng: &mut (impl rand::RngCore + rand::CryptoRng),
+) -> anyhow::Result<(Vec<u8>, Option<&'static str>)> {
+    use dp3t_core::time::{UnixTime, EPOCHS_PER_DAY, EPOCH_SECONDS};
+    use dp3t_core::upload as up;
+    let today = now.day().0;
+    let payload = match scheme {
+        UploadScheme::Gaen => {
+            let keys: Vec<_> = (0..30u32)
+                .map(|k| {
+                    let mut data = [0u8; 16];
+                    rng.fill_bytes(&mut data);
+                    serde_json::json!({
+                        "keyData": base64::engine::general_purpose::STANDARD.encode(data),
+                        "rollingStartNumber": (today - 1 - (k % 9)) * 144,
+                        "rollingPeriod": 144, "transmissionRiskLevel": 0, "fake": 0,
+                    })
+                })
+                .collect();
+            let body = serde_json::json!({"gaenKeys": keys, "withFederationGateway": false});
+            return Ok((serde_json::to_vec(&body)?, None));
+        }
+        UploadScheme::Lowcost => {
+            let mut key = [0u8; 32];
+            rng.fill_bytes(&mut key);
+            up::lowcost_upload(Some((&key, onset)), now, rng)?
+        }
+        UploadScheme::Unlinkable => {
+            let first = onset.0 * EPOCHS_PER_DAY;
+            let last = u32::try_from(now.0 / EPOCH_SECONDS)?;
+            let real: Vec<(u32, [u8; 32])> = (first..last)
+                .take(10 * EPOCHS_PER_DAY as usize)
+                .map(|e| {
+                    let mut seed = [0u8; 32];
+                    rng.fill_bytes(&mut seed);
+                    (e, seed)
+                })
+                .collect();
+            up::unlinkable_upload(&real, now, rng)?
+        }
+        UploadScheme::Hybrid => {
+            let w = dp3t_core::hybrid::WindowMinutes::new(120)?;
+            let start = onset.0 as u64 * 86_400;
+            let real: Vec<(UnixTime, [u8; 16])> = (0..120u64)
+                .map(|i| UnixTime(start + i * 7_200))
+                .filter(|t| t.0 + 7_200 <= now.0)
+                .map(|t| {
+                    let mut seed = [0u8; 16];
+                    rng.fill_bytes(&mut seed);
+                    (t, seed)
+                })
+                .collect();
+            up::hybrid_upload(&real, w, now, rng)?
+        }
+    };
+    Ok((payload.json.into_bytes(), Some(payload.path)))
 }
 
 /// `http://host:port/path` → (`host:port`, `/path`).
@@ -289,6 +370,7 @@ fn upload_requests(
     path: &str,
     ha_key: &std::path::Path,
     count: usize,
+    scheme: UploadScheme,
 ) -> anyhow::Result<Vec<Vec<u8>>> {
     let pem = std::fs::read(ha_key).with_context(|| format!("reading {}", ha_key.display()))?;
     let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).context("reading the HA key")?;
@@ -306,20 +388,9 @@ fn upload_requests(
             "iat": now.0, "exp": now.0 + 3600,
         });
         let token = jsonwebtoken::encode(&header, &claims, &key)?;
-        let keys: Vec<_> = (0..30u32)
-            .map(|k| {
-                let mut data = [0u8; 16];
-                rng.fill_bytes(&mut data);
-                serde_json::json!({
-                    "keyData": base64::engine::general_purpose::STANDARD.encode(data),
-                    "rollingStartNumber": (today - 1 - (k % 9)) * 144,
-                    "rollingPeriod": 144, "transmissionRiskLevel": 0, "fake": 0,
-                })
-            })
-            .collect();
-        let body = serde_json::to_vec(
-            &serde_json::json!({"gaenKeys": keys, "withFederationGateway": false}),
-        )?;
+        let (body, own_path) =
+            upload_body(scheme, now, dp3t_core::time::Day(today - 10), &mut rng)?;
+        let path = own_path.unwrap_or(path);
         let mut req = format!(
             "POST {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: dp3t-load\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
             body.len()
@@ -340,8 +411,9 @@ async fn upload(
     connections: usize,
     ha_key: std::path::PathBuf,
     count: usize,
+    scheme: UploadScheme,
 ) -> anyhow::Result<()> {
-    let requests = Arc::new(upload_requests(&addr, &path, &ha_key, count)?);
+    let requests = Arc::new(upload_requests(&addr, &path, &ha_key, count, scheme)?);
     let next = Arc::new(AtomicI64::new(0));
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -400,9 +472,14 @@ fn main() -> anyhow::Result<()> {
                 warmup,
             ))
         }
-        Mode::Upload { url, ha_key, count } => {
+        Mode::Upload {
+            url,
+            ha_key,
+            count,
+            scheme,
+        } => {
             let (addr, path) = split_url(&url)?;
-            rt.block_on(upload(addr, path, cli.connections, ha_key, count))
+            rt.block_on(upload(addr, path, cli.connections, ha_key, count, scheme))
         }
     }
 }
