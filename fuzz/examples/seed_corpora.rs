@@ -103,6 +103,7 @@ fn from_stories(out: &mut Corpora) -> Result<(), Box<dyn std::error::Error>> {
             bob.record_sighting(&beacon.payload, now, 45, 60)?;
         }
         let upload = alice.build_upload(start.day(), start.plus(3_600), &mut rng)?;
+        upload_body_seeds(scheme, &upload.json, out)?;
         let release = start.plus(86_400 + 7_200);
         let published = publish(scheme, &upload, release, &key)?;
         bob.ingest(&published.as_batch(), release.plus(60))?;
@@ -142,6 +143,36 @@ fn from_stories(out: &mut Corpora) -> Result<(), Box<dyn std::error::Error>> {
             format!("sealed-{name}"),
             [&[1, s as u8][..], &sealed].concat(),
         ));
+    }
+    Ok(())
+}
+
+/// Seeds of `upload_bodies`: `route byte, onset byte (2 days before the fixture time, the
+/// story's onset), body` for the story's real upload; for GAEN also as a v1 body (with a
+/// `delayedKeyDate`) and a next-day body made of its first key.
+fn upload_body_seeds(
+    scheme: Scheme,
+    json: &str,
+    out: &mut Corpora,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let name = format!("{scheme:?}").to_lowercase();
+    let seeds = out.entry("upload_bodies").or_default();
+    let seed = |route: u8, body: &[u8]| [&[route, 2][..], body].concat();
+    match scheme {
+        Scheme::Gaen => {
+            seeds.push((format!("story-{name}-v2"), seed(0, json.as_bytes())));
+            let mut v1: Value = serde_json::from_str(json)?;
+            let today = dp3t_fuzz::NOW.day().0 * 144;
+            v1["delayedKeyDate"] = today.into();
+            seeds.push((format!("story-{name}-v1"), seed(1, v1.to_string().as_bytes())));
+            let mut key = v1["gaenKeys"][0].clone();
+            key["rollingStartNumber"] = today.into();
+            let next_day = serde_json::json!({ "delayedKey": key, "fake": 0 });
+            seeds.push((format!("story-{name}-nextday"), seed(2, next_day.to_string().as_bytes())));
+        }
+        Scheme::LowCost => seeds.push((format!("story-{name}"), seed(3, json.as_bytes()))),
+        Scheme::Unlinkable => seeds.push((format!("story-{name}"), seed(4, json.as_bytes()))),
+        Scheme::Hybrid => seeds.push((format!("story-{name}"), seed(5, json.as_bytes()))),
     }
     Ok(())
 }

@@ -13,13 +13,14 @@ use rand::SeedableRng;
 use std::sync::OnceLock;
 
 /// The targets and their seed directories, in the order `fuzz/run-all.sh` runs them.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "export_zip",
     "dpcf",
     "published_lists",
     "signature_header",
     "vector_file",
     "engine_restore",
+    "upload_bodies",
 ];
 
 /// The server key every seed is signed with (made once: a P-256 key generation per run
