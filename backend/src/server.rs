@@ -210,6 +210,14 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
     publisher.enforce_retention(unix_now()).await?;
     db.reclaim_deleted_space().await?;
     publisher.advance(unix_now()).await?;
+    let sealed = api::sealed::SealedKeys::open(
+        db.clone(),
+        &config.data_dir,
+        api::sealed::Rotation::default(),
+        unix_now(),
+    )
+    .await
+    .map_err(|e| ServerError::SealedKeys(e.into()))?;
     let state = web::Data::new(AppState {
         writer: UploadWriter::spawn(db.clone(), upload_writers(&db)),
         db,
@@ -223,12 +231,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
         uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_uploads_in_flight)),
         bucket_seconds: timing.bucket_seconds,
         retention_seconds: timing.retention_seconds,
-        sealed: api::sealed::SealedKeys::open(
-            &config.data_dir,
-            api::sealed::Rotation::default(),
-            unix_now(),
-        )
-        .map_err(|e| ServerError::SealedKeys(e.into()))?,
+        sealed,
     });
     tracing::info!(
         database = state.db.kind(),

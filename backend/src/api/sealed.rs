@@ -10,17 +10,23 @@
 //! ([`super::upload::answer_after`]). An envelope that does not open — unknown key id,
 //! tampered, truncated, wrong version — is a refusal like any other, answered the same way.
 //!
-//! **Keys.** The server's X25519 key pairs live in `<data_dir>/sealed-keys.json`
-//! (owner-only, written atomically), each with its key id (SHA-256 of the public key,
-//! first 8 bytes) and an expiry. A key is published for [`KEY_LIFETIME_SECONDS`]; a new
-//! one is made [`ROTATION_OVERLAP_SECONDS`] before the current one expires, so two are
-//! published during the overlap and phones move to the newer one when they next fetch
-//! the list. A key still opens envelopes for [`OPEN_GRACE_SECONDS`] after its expiry (a
-//! phone may seal just before and send late), and is then erased from the file.
+//! **Keys.** The server's X25519 key pairs live in the database (`sealed_keys`, see
+//! [`crate::db::sealed`]), so every node of a deployment publishes and opens with the same
+//! keys. Each has its key id (SHA-256 of the public key, first 8 bytes) and an expiry. A
+//! key is published for [`KEY_LIFETIME_SECONDS`]; a new one is made
+//! [`ROTATION_OVERLAP_SECONDS`] before the current one expires (by whichever node finds it
+//! due, one node at a time), so two are published during the overlap and phones move to
+//! the newer one when they next fetch the list. A key still opens envelopes for
+//! [`OPEN_GRACE_SECONDS`] after its expiry (a phone may seal just before and send late),
+//! and is then deleted. A node reloads the keys at most every [`REFRESH_SECONDS`] when
+//! the list is asked for, and at once (at most every [`RELOAD_ON_UNKNOWN_SECONDS`]) when an
+//! envelope names a key id it does not hold: another node made it. A key file of an
+//! earlier version (`<data_dir>/sealed-keys.json`) is imported once and then removed.
 //! `GET /v2/sealed/key` lists the unexpired keys, newest first, signed with the response
 //! signing key in a `Signature` header like every download.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::Instant;
 
@@ -40,6 +46,8 @@ use zeroize::Zeroizing;
 
 use super::upload::{self, UploadRoute};
 use super::{routes, ApiError, AppState, ErrorCode};
+use crate::db::sealed::SealedKeyRow;
+use crate::db::Db;
 use crate::unix_now;
 
 /// File of the HPKE key pairs in the data directory.
@@ -50,6 +58,10 @@ pub const KEY_LIFETIME_SECONDS: u64 = 30 * 86_400;
 pub const ROTATION_OVERLAP_SECONDS: u64 = 7 * 86_400;
 /// How long after its expiry a key still opens envelopes: 1 day.
 pub const OPEN_GRACE_SECONDS: u64 = 86_400;
+/// A node reloads the keys from the database at most this often when the list is asked.
+pub const REFRESH_SECONDS: u64 = 60;
+/// ... and at most this often when an envelope names a key id it does not hold.
+pub const RELOAD_ON_UNKNOWN_SECONDS: u64 = 5;
 
 /// The largest envelope of any scheme (unlinkable, or hybrid with 15-minute windows):
 /// the body limit of `POST /v2/sealed`.
@@ -87,6 +99,9 @@ pub enum SealedKeysError {
         /// What is wrong.
         detail: String,
     },
+    /// Reading or rotating the keys in the database failed.
+    #[error("sealed-upload keys: {0}")]
+    Db(#[from] crate::db::DbError),
 }
 
 fn io_error(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> SealedKeysError {
@@ -129,158 +144,149 @@ struct StoredKeys {
     keys: Vec<StoredKey>,
 }
 
-/// The server's HPKE key pairs, newest first, kept in the data directory.
+/// The server's HPKE key pairs, newest first, as last loaded from the database.
 pub struct SealedKeys {
-    path: PathBuf,
+    db: Db,
     rotation: Rotation,
     keys: RwLock<Vec<OpeningKey>>,
+    /// Unix seconds of the last load.
+    loaded_at: AtomicU64,
+    /// Unix seconds of the last load caused by an envelope that did not open.
+    reloaded_for_unknown_at: AtomicU64,
 }
 
 impl std::fmt::Debug for SealedKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SealedKeys")
-            .field("path", &self.path)
             .field("rotation", &self.rotation)
             .finish_non_exhaustive()
     }
 }
 
+fn to_row(k: &OpeningKey) -> SealedKeyRow {
+    SealedKeyRow {
+        key_id: k.sealing_key().key_id.to_vec(),
+        secret: k.secret_bytes(),
+        expires_at: k.sealing_key().expires_at.0,
+    }
+}
+
+/// The keys of an earlier version's key file in `data_dir`, if there is one.
+fn read_legacy_file(path: &Path) -> Result<Vec<OpeningKey>, SealedKeysError> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => Zeroizing::new(bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_error("reading", path)(e)),
+    };
+    let stored: StoredKeys =
+        serde_json::from_slice(&bytes).map_err(|e| SealedKeysError::Format {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+    stored
+        .keys
+        .iter()
+        .map(|k| {
+            let secret: [u8; 32] = base64::engine::general_purpose::STANDARD
+                .decode(&k.secret)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| SealedKeysError::Format {
+                    path: path.to_path_buf(),
+                    detail: "a secret is not base64 of 32 bytes".into(),
+                })?;
+            Ok(OpeningKey::from_secret_bytes(
+                secret,
+                UnixTime(k.expires_at),
+            ))
+        })
+        .collect()
+}
+
 impl SealedKeys {
-    /// Load the key pairs of `data_dir` (if any), erase those past their grace, and make
-    /// a new one if none is current at `now` (writing the file back when anything
-    /// changed).
-    pub fn open(
+    /// Load the key pairs from `db` (importing, then removing, a key file of an earlier
+    /// version in `data_dir`), erase those past their grace, and make a new one if none
+    /// is current at `now`.
+    pub async fn open(
+        db: Db,
         data_dir: &Path,
         rotation: Rotation,
         now: UnixTime,
     ) -> Result<Self, SealedKeysError> {
-        let path = data_dir.join(SEALED_KEYS_FILE);
-        let keys = match std::fs::read(&path) {
-            Ok(bytes) => {
-                let bytes = Zeroizing::new(bytes);
-                let stored: StoredKeys =
-                    serde_json::from_slice(&bytes).map_err(|e| SealedKeysError::Format {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    })?;
-                stored
-                    .keys
-                    .iter()
-                    .map(|k| {
-                        let secret: [u8; 32] = base64::engine::general_purpose::STANDARD
-                            .decode(&k.secret)
-                            .ok()
-                            .and_then(|v| v.try_into().ok())
-                            .ok_or_else(|| SealedKeysError::Format {
-                                path: path.clone(),
-                                detail: "a secret is not base64 of 32 bytes".into(),
-                            })?;
-                        Ok(OpeningKey::from_secret_bytes(
-                            secret,
-                            UnixTime(k.expires_at),
-                        ))
-                    })
-                    .collect::<Result<Vec<_>, SealedKeysError>>()?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(io_error("reading", &path)(e)),
-        };
         let store = SealedKeys {
-            path,
+            db,
             rotation,
-            keys: RwLock::new(keys),
+            keys: RwLock::new(Vec::new()),
+            loaded_at: AtomicU64::new(0),
+            reloaded_for_unknown_at: AtomicU64::new(0),
         };
-        store.rotate(now)?;
+        let legacy = data_dir.join(SEALED_KEYS_FILE);
+        let import: Vec<SealedKeyRow> = read_legacy_file(&legacy)?.iter().map(to_row).collect();
+        store.load(now, &import).await?;
+        if !import.is_empty() {
+            std::fs::remove_file(&legacy).map_err(io_error("removing", &legacy))?;
+            tracing::info!(
+                keys = import.len(),
+                "imported the sealed-upload key file into the database"
+            );
+        }
         Ok(store)
     }
 
-    /// Erase keys past their grace and make a new key when the newest one has less than
-    /// the overlap left; write the file if anything changed. Cheap when nothing is due.
-    pub fn rotate(&self, now: UnixTime) -> Result<(), SealedKeysError> {
-        let due = |keys: &[OpeningKey]| {
-            let stale = keys.iter().any(|k| {
-                k.sealing_key()
-                    .expires_at
-                    .0
-                    .saturating_add(self.rotation.grace)
-                    <= now.0
-            });
-            let fresh = keys.iter().any(|k| {
-                k.sealing_key().expires_at.0 > now.0.saturating_add(self.rotation.overlap)
-            });
-            stale || !fresh
-        };
-        if !due(&self.read()) {
-            return Ok(());
-        }
-        let mut keys = self.keys.write().unwrap_or_else(|p| p.into_inner());
-        if !due(&keys) {
-            return Ok(());
-        }
-        let mut next = keys.clone();
-        next.retain(|k| {
-            k.sealing_key()
-                .expires_at
-                .0
-                .saturating_add(self.rotation.grace)
-                > now.0
-        });
-        if !next
+    /// Rotate in the database (erase keys past their grace; make a new key when none has
+    /// more than the overlap left) and load what is there.
+    async fn load(&self, now: UnixTime, import: &[SealedKeyRow]) -> Result<(), SealedKeysError> {
+        let candidate =
+            OpeningKey::generate(now.plus(self.rotation.lifetime), &mut rand::rngs::OsRng);
+        let rows = self
+            .db
+            .rotate_sealed_keys(
+                now.0.saturating_sub(self.rotation.grace),
+                now.0.saturating_add(self.rotation.overlap),
+                &to_row(&candidate),
+                import,
+            )
+            .await?;
+        if rows
             .iter()
-            .any(|k| k.sealing_key().expires_at.0 > now.0.saturating_add(self.rotation.overlap))
+            .any(|r| r.key_id == candidate.sealing_key().key_id)
         {
-            let key =
-                OpeningKey::generate(now.plus(self.rotation.lifetime), &mut rand::rngs::OsRng);
             tracing::info!(
-                key_id = %hex::encode(key.sealing_key().key_id),
-                expires_at = key.sealing_key().expires_at.0,
+                key_id = %hex::encode(candidate.sealing_key().key_id),
+                expires_at = candidate.sealing_key().expires_at.0,
                 "made a new sealed-upload key"
             );
-            next.push(key);
         }
-        next.sort_by_key(|k| std::cmp::Reverse(k.sealing_key().expires_at));
-        self.write_file(&next)?;
-        *keys = next;
+        let keys: Vec<OpeningKey> = rows
+            .iter()
+            .map(|r| OpeningKey::from_secret_bytes(*r.secret, UnixTime(r.expires_at)))
+            .collect();
+        *self.keys.write().unwrap_or_else(|p| p.into_inner()) = keys;
+        self.loaded_at.store(now.0, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// [`SealedKeys::load`] if the last load is `min_age` seconds old or more.
+    async fn load_if_older(&self, now: UnixTime, min_age: u64) -> Result<(), SealedKeysError> {
+        if now.0
+            >= self
+                .loaded_at
+                .load(Ordering::Relaxed)
+                .saturating_add(min_age)
+        {
+            self.load(now, &[]).await?;
+        }
+        Ok(())
+    }
+
+    /// Rotate and reload now (the list endpoint does it at most every
+    /// [`REFRESH_SECONDS`]; tests and operators' tools call this).
+    pub async fn rotate(&self, now: UnixTime) -> Result<(), SealedKeysError> {
+        self.load(now, &[]).await
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<OpeningKey>> {
         self.keys.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Write `keys` to a temporary owner-only file and rename it over the old one.
-    fn write_file(&self, keys: &[OpeningKey]) -> Result<(), SealedKeysError> {
-        let stored = StoredKeys {
-            keys: keys
-                .iter()
-                .map(|k| StoredKey {
-                    secret: base64::engine::general_purpose::STANDARD
-                        .encode(k.secret_bytes().as_ref()),
-                    expires_at: k.sealing_key().expires_at.0,
-                })
-                .collect(),
-        };
-        let json = Zeroizing::new(serde_json::to_vec_pretty(&stored).map_err(|e| {
-            SealedKeysError::Format {
-                path: self.path.clone(),
-                detail: e.to_string(),
-            }
-        })?);
-        let tmp = self.path.with_extension("json.tmp");
-        let _ = std::fs::remove_file(&tmp);
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            opts.mode(0o600);
-        }
-        let mut f = opts.open(&tmp).map_err(io_error("creating", &tmp))?;
-        std::io::Write::write_all(&mut f, &json)
-            .and_then(|()| f.sync_all())
-            .map_err(io_error("writing", &tmp))?;
-        std::fs::rename(&tmp, &self.path).map_err(io_error("replacing", &self.path))?;
-        Ok(())
     }
 
     /// The keys phones may seal to at `now`, newest first.
@@ -292,8 +298,36 @@ impl SealedKeys {
             .collect()
     }
 
-    /// Open `envelope` with a key that is within its grace at `now`.
-    pub fn open_envelope(
+    /// Open `envelope` with a key that is within its grace at `now`. An envelope that
+    /// does not open with the keys held makes the node reload them (at most every
+    /// [`RELOAD_ON_UNKNOWN_SECONDS`]: another node may have made a new key) and try again.
+    pub async fn open_envelope(
+        &self,
+        envelope: &[u8],
+        now: UnixTime,
+    ) -> Result<OpenedUpload, dp3t_core::Error> {
+        match self.open_with_held(envelope, now) {
+            Ok(opened) => Ok(opened),
+            Err(e) => {
+                let last = self.reloaded_for_unknown_at.load(Ordering::Relaxed);
+                if now.0 < last.saturating_add(RELOAD_ON_UNKNOWN_SECONDS)
+                    || self
+                        .reloaded_for_unknown_at
+                        .compare_exchange(last, now.0, Ordering::Relaxed, Ordering::Relaxed)
+                        .is_err()
+                {
+                    return Err(e);
+                }
+                if let Err(load) = self.load(now, &[]).await {
+                    tracing::error!(error = %load, "reloading the sealed-upload keys failed");
+                    return Err(e);
+                }
+                self.open_with_held(envelope, now)
+            }
+        }
+    }
+
+    fn open_with_held(
         &self,
         envelope: &[u8],
         now: UnixTime,
@@ -339,6 +373,7 @@ async fn run(
     let opened = state
         .sealed
         .open_envelope(&envelope, now)
+        .await
         .map_err(|e| ApiError::bad_request(ErrorCode::SealedEnvelope, e.to_string()))?;
     let route = route_of(opened.route);
     let grant = upload::authorize(&opened.token, route.token, state, now)?;
@@ -358,7 +393,7 @@ pub async fn upload(
 /// `GET /v2/sealed/key`: the keys to seal to, newest first, signed (`Signature`).
 pub async fn keys(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let now = unix_now();
-    if let Err(e) = state.sealed.rotate(now) {
+    if let Err(e) = state.sealed.load_if_older(now, REFRESH_SECONDS).await {
         // The keys already held still serve; the rotation is retried on the next request.
         tracing::error!(error = %e, "rotating the sealed-upload keys failed");
     }
@@ -393,8 +428,28 @@ mod tests {
         d
     }
 
-    #[test]
-    fn keys_rotate_with_an_overlap_and_are_erased_after_their_grace() {
+    async fn db(d: &Path) -> Db {
+        let url = format!("sqlite://{}?mode=rwc", d.join("dp3t.db").display());
+        let db = Db::connect(&url, 2).await.unwrap();
+        db.migrate().await.unwrap();
+        db
+    }
+
+    fn sealed_to(key: &SealingKey) -> Vec<u8> {
+        let n = padded_len(Scheme::LowCost, WindowMinutes::DEFAULT);
+        dp3t_core::sealed::seal_upload(
+            key,
+            SealedRoute::LowCost,
+            "t",
+            b"{}",
+            n,
+            &mut rand::rngs::OsRng,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn keys_rotate_with_an_overlap_and_are_erased_after_their_grace() {
         let d = dir();
         let rot = Rotation {
             lifetime: 100,
@@ -402,48 +457,71 @@ mod tests {
             grace: 10,
         };
         let t0 = UnixTime(1_000);
-        let store = SealedKeys::open(&d, rot, t0).unwrap();
+        let store = SealedKeys::open(db(&d).await, &d, rot, t0).await.unwrap();
         let first = store.published(t0);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].expires_at, UnixTime(1_100));
-        // Loading again keeps the same key.
-        let again = SealedKeys::open(&d, rot, UnixTime(1_050)).unwrap();
-        assert_eq!(again.published(UnixTime(1_050)), first);
+        // A second node on the same database has the same key.
+        let other = SealedKeys::open(db(&d).await, &d, rot, UnixTime(1_050))
+            .await
+            .unwrap();
+        assert_eq!(other.published(UnixTime(1_050)), first);
         // Within the overlap: a second key, published first; both open.
-        store.rotate(UnixTime(1_085)).unwrap();
+        store.rotate(UnixTime(1_085)).await.unwrap();
         let both = store.published(UnixTime(1_085));
         assert_eq!(both.len(), 2);
         assert_eq!(both[1], first[0]);
         assert_eq!(both[0].expires_at, UnixTime(1_185));
+        // The other node opens an envelope sealed to the new key (it reloads on an
+        // unknown key id), and does not make a key of its own.
+        let to_new = sealed_to(&both[0]);
+        assert!(other.open_envelope(&to_new, UnixTime(1_086)).await.is_ok());
+        assert_eq!(other.published(UnixTime(1_086)), both);
+        other.rotate(UnixTime(1_087)).await.unwrap();
+        assert_eq!(other.published(UnixTime(1_087)), both);
         // After the old key's expiry it is no longer published but still opens...
         assert_eq!(store.published(UnixTime(1_100)), vec![both[0].clone()]);
-        let mut rng = rand::rngs::OsRng;
-        let n = padded_len(Scheme::LowCost, WindowMinutes::DEFAULT);
-        let env = dp3t_core::sealed::seal_upload(
-            &first[0],
-            SealedRoute::LowCost,
-            "t",
-            b"{}",
-            n,
-            &mut rng,
-        )
-        .unwrap();
-        assert!(store.open_envelope(&env, UnixTime(1_105)).is_ok());
-        // ... until its grace ends; then it is erased from the file too.
-        assert!(store.open_envelope(&env, UnixTime(1_110)).is_err());
-        store.rotate(UnixTime(1_110)).unwrap();
-        let reloaded = SealedKeys::open(&d, rot, UnixTime(1_110)).unwrap();
+        let env = sealed_to(&first[0]);
+        assert!(store.open_envelope(&env, UnixTime(1_105)).await.is_ok());
+        // ... until its grace ends; then it is deleted from the database too.
+        assert!(store.open_envelope(&env, UnixTime(1_110)).await.is_err());
+        store.rotate(UnixTime(1_110)).await.unwrap();
+        let reloaded = SealedKeys::open(db(&d).await, &d, rot, UnixTime(1_110))
+            .await
+            .unwrap();
         assert_eq!(reloaded.published(UnixTime(1_110)), vec![both[0].clone()]);
-        assert!(reloaded.open_envelope(&env, UnixTime(1_105)).is_err());
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(d.join(SEALED_KEYS_FILE))
-                .unwrap()
-                .permissions()
-                .mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
+        assert!(reloaded.open_envelope(&env, UnixTime(1_105)).await.is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_key_file_of_an_earlier_version_is_imported_and_removed() {
+        let d = dir();
+        let old = OpeningKey::generate(UnixTime(5_000), &mut rand::rngs::OsRng);
+        let file = StoredKeys {
+            keys: vec![StoredKey {
+                secret: base64::engine::general_purpose::STANDARD
+                    .encode(old.secret_bytes().as_ref()),
+                expires_at: 5_000,
+            }],
+        };
+        std::fs::write(d.join(SEALED_KEYS_FILE), serde_json::to_vec(&file).unwrap()).unwrap();
+        let store = SealedKeys::open(db(&d).await, &d, Rotation::default(), UnixTime(1_000))
+            .await
+            .unwrap();
+        assert!(
+            !d.join(SEALED_KEYS_FILE).exists(),
+            "the file is removed once imported"
+        );
+        // Envelopes sealed to the old key still open; a fresh key is published too.
+        let env = sealed_to(old.sealing_key());
+        assert!(store.open_envelope(&env, UnixTime(1_001)).await.is_ok());
+        assert!(store.published(UnixTime(1_001)).contains(old.sealing_key()));
+        // A file that is not a key file is refused, and left alone.
+        std::fs::write(d.join(SEALED_KEYS_FILE), b"{").unwrap();
+        let e = SealedKeys::open(db(&d).await, &d, Rotation::default(), UnixTime(1_000)).await;
+        assert!(matches!(e, Err(SealedKeysError::Format { .. })), "{e:?}");
+        assert!(d.join(SEALED_KEYS_FILE).exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -313,6 +313,9 @@ macro_rules! on_read {
     };
 }
 
+// After the macros, which it uses.
+pub mod sealed;
+
 fn to_i64(v: u64) -> DbResult<i64> {
     i64::try_from(v).map_err(|_| DbError::Corrupt("value above i64::MAX"))
 }

@@ -53,6 +53,8 @@ pub struct Harness {
     pub public_key: PublicKey,
     pub ha_pem: String,
     pg_database: Option<(String, String)>,
+    /// A second node ([`Harness::another_node`]) leaves the data dir to the first.
+    owns_data_dir: bool,
 }
 
 fn unique(prefix: &str) -> String {
@@ -138,7 +140,16 @@ impl Harness {
             public_key,
             ha_pem,
             pg_database,
+            owns_data_dir: true,
         }
+    }
+
+    /// A second server node on the same data dir and database (a deployment of two
+    /// instances). Finish it before the first.
+    pub async fn another_node(&self) -> Harness {
+        let mut node = Self::start_with(self.config.clone(), None).await;
+        node.owns_data_dir = false;
+        node
     }
 
     /// Stop the server and start a new one on the same data dir and database.
@@ -164,7 +175,9 @@ impl Harness {
                 .unwrap();
             conn.close().await.unwrap();
         }
-        let _ = std::fs::remove_dir_all(&self.data_dir);
+        if self.owns_data_dir {
+            let _ = std::fs::remove_dir_all(&self.data_dir);
+        }
     }
 
     pub fn state(&self) -> &backend::api::AppState {
