@@ -83,6 +83,8 @@ use zeroize::Zeroizing;
 
 mod session;
 pub use session::*;
+mod transport;
+pub use transport::*;
 
 uniffi::setup_scaffolding!();
 

@@ -5,17 +5,21 @@
 #
 #   1. installs what is missing (idempotent; everything but Debian packages goes under
 #      target/tools/): Python's `cryptography` and `pytest`, a JDK, npm, `kotlinc` from the
-#      npm package `kotlin-compiler`, and the JNA jar from Maven Central;
+#      npm package `kotlin-compiler`, and the JNA and kotlinx-coroutines jars from Maven
+#      Central (pinned by SHA-256);
 #   2. builds the library and generates the Kotlin, Swift and Python bindings
 #      (mobile-ffi/generate-bindings.sh, debug build);
 #   3. starts a test key server (the real dp3t-backend, SQLite, 2-second release buckets,
 #      on a free 127.0.0.1 port; stopped on exit) and runs the Python stories: the engine
 #      for all four schemes (tests/bindings/test_story.py) and two phones driven through
-#      the TracingSession against that server (tests/bindings/test_session.py), pytest;
+#      the TracingSession against that server (tests/bindings/test_session.py), and the
+#      one-call TracingClient through a Python HttpTransport under asyncio
+#      (tests/bindings/test_transport.py), pytest;
 #   4. compiles and runs the Kotlin stories on the JVM: the engine for GAEN and low-cost
 #      (tests/bindings/TestStory.kt), with the Kotlin example of docs/MOBILE.md compiled
 #      in and its offline steps run, and two phones through the TracingSession against
-#      the test key server (tests/bindings/SessionStory.kt);
+#      the test key server (tests/bindings/SessionStory.kt), and TracingClient's suspend
+#      calls through a Kotlin HttpTransport (tests/bindings/TransportStory.kt);
 #   5. checks that the Swift bindings exist and declare the API. Swift is not compiled
 #      here: there is no Swift toolchain on these machines.
 #
@@ -27,6 +31,8 @@ cd "$(dirname "$0")/../.."
 KOTLIN_VERSION=2.4.20
 JNA_VERSION=5.19.1
 JNA_SHA256=4fb141dd8ef6b0585ffceea4bc49602fbc6312fa977e2c488794ea3e6aafecae
+COROUTINES_VERSION=1.10.2
+COROUTINES_SHA256=5ca175b38df331fd64155b35cd8cae1251fa9ee369709b36d42e0a288ccce3fd
 
 target_dir="${CARGO_TARGET_DIR:-target}"
 tools="$target_dir/tools"
@@ -73,24 +79,35 @@ if ! [ -x "$kotlinc" ] || ! grep -q "\"version\": \"$KOTLIN_VERSION\"" "$tools/k
 fi
 "$kotlinc" -version 2>&1 | grep -i kotlinc
 
-jna="$tools/jna/jna-$JNA_VERSION.jar"
-if ! [ -f "$jna" ] || ! echo "$JNA_SHA256  $jna" | sha256sum -c --status; then
-  mkdir -p "$tools/jna"
-  rm -f "$jna"
-  if command -v mvn >/dev/null 2>&1; then
-    timeout 600 mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
-      -Dartifact="net.java.dev.jna:jna:$JNA_VERSION" -DoutputDirectory="$tools/jna" >/dev/null 2>&1 || true
+# A jar from Maven Central, checked against its pinned SHA-256: maven_jar GROUP ARTIFACT
+# VERSION SHA256 DIR (prints the path).
+maven_jar() {
+  local group="$1" artifact="$2" version="$3" sha="$4" dir="$5"
+  local jar="$dir/$artifact-$version.jar"
+  if ! [ -f "$jar" ] || ! echo "$sha  $jar" | sha256sum -c --status; then
+    mkdir -p "$dir"
+    rm -f "$jar"
+    if command -v mvn >/dev/null 2>&1; then
+      timeout 600 mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
+        -Dartifact="$group:$artifact:$version" -DoutputDirectory="$dir" >/dev/null 2>&1 || true
+    fi
+    if ! [ -f "$jar" ]; then
+      command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates >&2
+      curl -fsSL --retry 3 -o "$jar" \
+        "https://repo1.maven.org/maven2/${group//.//}/$artifact/$version/$artifact-$version.jar"
+    fi
+    echo "$sha  $jar" | sha256sum -c --status || {
+      echo "checksum mismatch: $jar" >&2
+      exit 1
+    }
   fi
-  if ! [ -f "$jna" ]; then
-    command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
-    curl -fsSL --retry 3 -o "$jna" \
-      "https://repo1.maven.org/maven2/net/java/dev/jna/jna/$JNA_VERSION/jna-$JNA_VERSION.jar"
-  fi
-  echo "$JNA_SHA256  $jna" | sha256sum -c --status || {
-    echo "JNA jar checksum mismatch: $jna" >&2
-    exit 1
-  }
-fi
+  echo "$jar"
+}
+jna="$(maven_jar net.java.dev.jna jna "$JNA_VERSION" "$JNA_SHA256" "$tools/jna")"
+# The bindings' `suspend` functions (TracingClient) run on kotlinx.coroutines.
+coroutines="$(maven_jar org.jetbrains.kotlinx kotlinx-coroutines-core-jvm "$COROUTINES_VERSION" \
+  "$COROUTINES_SHA256" "$tools/coroutines")"
+echo "kotlinx-coroutines $COROUTINES_VERSION"
 echo "jna $JNA_VERSION"
 echo "tools ready after $((SECONDS - started)) s"
 
@@ -149,7 +166,7 @@ echo "key server on $DP3T_TEST_BACKEND (log: $server_dir/server.log)"
 step "Python: the engine story for all four schemes; two phones through the session"
 DP3T_PYTHON_BINDINGS="$bindings/python" timeout 600 \
   python3 -m pytest -q -p no:cacheprovider mobile-ffi/tests/bindings/test_story.py \
-  mobile-ffi/tests/bindings/test_session.py
+  mobile-ffi/tests/bindings/test_session.py mobile-ffi/tests/bindings/test_transport.py
 
 # ------------------------------------------------------------------------------ Kotlin
 step "Kotlin (JVM, JNA): the story for GAEN and low-cost"
@@ -157,7 +174,8 @@ out="$target_dir/kotlin-story"
 rm -rf "$out"
 mkdir -p "$out"
 # The guide's Kotlin example is compiled (and partly run) with the story.
-python3 - docs/MOBILE.md "$out/MobileGuideExample.kt" "$out/SessionGuideExample.kt" <<'PY'
+python3 - docs/MOBILE.md "$out/MobileGuideExample.kt" "$out/SessionGuideExample.kt" \
+  "$out/TransportGuideExample.kt" <<'PY'
 import sys
 text = open(sys.argv[1]).read()
 section = text.split("## The app flow in Kotlin", 1)[1]
@@ -167,15 +185,22 @@ open(sys.argv[2], "w").write("// Extracted from docs/MOBILE.md by run-bindings.s
 section = text.split("## The tracing session in Kotlin", 1)[1]
 code = section.split("```kotlin\n", 1)[1].split("```", 1)[0]
 open(sys.argv[3], "w").write("// Extracted from docs/MOBILE.md by run-bindings.sh.\n" + code)
+# And the TracingClient example (suspend functions over an HttpTransport).
+section = text.split("## One call: `TracingClient` and an `HttpTransport`", 1)[1]
+code = section.split("```kotlin\n", 1)[1].split("```", 1)[0]
+open(sys.argv[4], "w").write("// Extracted from docs/MOBILE.md by run-bindings.sh.\n" + code)
 PY
-timeout 900 "$kotlinc" -nowarn -include-runtime -cp "$jna" -d "$out/story.jar" \
+timeout 900 "$kotlinc" -nowarn -include-runtime -cp "$jna:$coroutines" -d "$out/story.jar" \
   mobile-ffi/tests/bindings/TestStory.kt mobile-ffi/tests/bindings/SessionStory.kt \
-  "$out/MobileGuideExample.kt" "$out/SessionGuideExample.kt" \
-  "$bindings/kotlin/org/dp3t/mobile/dp3t_mobile_ffi.kt"
-timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna" TestStoryKt
+  mobile-ffi/tests/bindings/TransportStory.kt "$out/MobileGuideExample.kt" "$out/SessionGuideExample.kt" \
+  "$out/TransportGuideExample.kt" "$bindings/kotlin/org/dp3t/mobile/dp3t_mobile_ffi.kt"
+timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna:$coroutines" TestStoryKt
 
 step "Kotlin (JVM, JNA): two phones through the TracingSession against the test key server"
-timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna" SessionStoryKt
+timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna:$coroutines" SessionStoryKt
+
+step "Kotlin (JVM, JNA, coroutines): TracingClient through an HttpTransport, suspend calls"
+timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna:$coroutines" TransportStoryKt
 
 # ------------------------------------------------------------------------------ Swift
 step "Swift: generated (not compiled: no Swift toolchain here)"
@@ -188,7 +213,9 @@ for decl in 'open class TracingEngine' 'public struct EngineConfig' 'public stru
   'public func verifyResponseSignature' 'public func exposureDaysFromWindows' \
   'func ingest(batch: PublishedBatch)' 'func currentBeacon(nowUnix: UInt64)' \
   'open class TracingSession' 'func nextActions(nowUnix: UInt64)' 'public protocol StatusListener' \
-  'public enum TracingError' 'public func advertisement' 'public func gaenUploadFromOsKeys'; do
+  'public enum TracingError' 'public func advertisement' 'public func gaenUploadFromOsKeys' \
+  'public protocol HttpTransport' 'func send(request: HttpRequest) async throws' 'open class TracingClient' \
+  'func sync() async throws' 'func reportInfected(code: String, onsetUnix: UInt64) async throws'; do
   grep -q "$decl" "$swift/Dp3tMobile.swift" || { echo "Swift bindings lack: $decl" >&2; exit 1; }
 done
 grep -q 'module Dp3tMobileFFI' "$swift/Dp3tMobileFFI.modulemap"

@@ -345,25 +345,27 @@ def test_ble_advertisement_vectors():
 def test_a_sealed_upload_from_the_bindings_reaches_the_export():
     """Issue 12 item 11: Alice seals her report to the key the server publishes (signed),
     so nothing between her and the server reads the token or the keys; the server opens
-    it, publishes her key, and Bob, who met her yesterday, finds the exposure."""
+    it, publishes her key, and Bob, who met her two days ago, finds the exposure. (Two days,
+    not one: yesterday's key is embargoed until 02:00 UTC today, 2 h after it expired, so
+    a contact yesterday cannot be published between 00:00 and 02:00 UTC.)"""
     now = int(time.time())
-    yesterday = (now // 86_400 - 1) * 86_400
+    contact_day = (now // 86_400 - 2) * 86_400  # its key is out of embargo at any hour
     pem = (Path(DATA_DIR) / "signing-key.pub.pem").read_text()
     config = ffi.EngineConfig(scheme=ffi.Scheme.GAEN, backend_public_key_pem=pem)
     alice, bob = ffi.TracingEngine(config), ffi.TracingEngine(config)
-    met = yesterday + 12 * 3600
+    met = contact_day + 12 * 3600
     for m in range(20):
         t = met + 60 * m
         bob.record_sighting(alice.current_beacon(t).payload, t, 50, 60)
 
     with urllib.request.urlopen(BACKEND + "/v2/sealed/key", timeout=20) as resp:
         key_list, signature = resp.read(), resp.headers["Signature"]
-    onset = time.strftime("%Y-%m-%d", time.gmtime(yesterday))
+    onset = time.strftime("%Y-%m-%d", time.gmtime(contact_day))
     token = subprocess.run(
         [BACKEND_BIN, "token", "--data-dir", DATA_DIR, "--onset", onset],
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout.strip()
-    real = alice.build_sealed_upload(yesterday, token, key_list, signature, now)
+    real = alice.build_sealed_upload(contact_day, token, key_list, signature, now)
     fake = bob.build_sealed_upload(None, mint_token(True), key_list, signature, now)
     assert len(real) == len(fake) == 8256  # PROTOCOL.md §16: every GAEN envelope
     assert token.encode() not in real
@@ -396,4 +398,4 @@ def test_a_sealed_upload_from_the_bindings_reaches_the_export():
         assert time.time() < deadline, "Alice's sealed upload never reached the export"
         time.sleep(1)
     days = bob.exposure_status(int(time.time())).exposed_days
-    assert [d.day for d in days] == [yesterday // 86_400]
+    assert [d.day for d in days] == [contact_day // 86_400]
