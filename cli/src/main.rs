@@ -4,6 +4,7 @@
 //! * `dp3t vectors generate --scheme S --count N [--seed X] [--out FILE]` writes them.
 //! * `dp3t bench match …` measures local matching at national scale.
 //! * `dp3t export verify ZIP --public-key PEM` checks and prints a GAEN export.
+//! * `dp3t simulate [--preset P] …` simulates a population (docs/SIMULATION.md).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,6 +22,7 @@ macro_rules! outln {
 }
 
 mod bench;
+mod simulate;
 
 const SCHEMES_HELP: &str = "\
 Schemes (PROTOCOL.md §11):
@@ -51,6 +53,10 @@ enum Cmd {
     /// Inspect GAEN export files.
     #[command(subcommand)]
     Export(ExportCmd),
+    /// Simulate a population: real engines on a sample of phones, a contact model for
+    /// the rest; bandwidth, server storage, matching time, precision and recall per
+    /// scheme (docs/SIMULATION.md).
+    Simulate(simulate::SimulateArgs),
 }
 
 #[derive(Subcommand)]
@@ -116,6 +122,7 @@ fn main() -> ExitCode {
         }) => generate(&scheme, count, seed, out),
         Cmd::Bench(BenchCmd::Match(args)) => bench::run_match(&args),
         Cmd::Export(ExportCmd::Verify { zip, public_key }) => export_verify(&zip, &public_key),
+        Cmd::Simulate(args) => simulate::run_cli(&args),
     }
 }
 
