@@ -3,10 +3,10 @@
 #
 #   bash mobile-ffi/tests/run-bindings.sh
 #
-#   1. installs what is missing (idempotent; everything but Debian packages goes under
-#      target/tools/): Python's `cryptography` and `pytest`, a JDK, npm, `kotlinc` from the
-#      npm package `kotlin-compiler`, and the JNA and kotlinx-coroutines jars from Maven
-#      Central (pinned by SHA-256);
+#   1. installs what is missing (idempotent): Python's `cryptography` and `pytest` (pip, or
+#      Debian), a JDK and Maven (Debian); Maven
+#      fetches the Kotlin compiler plugin, JNA, kotlinx-coroutines and JUnit from Maven
+#      Central (strict checksums) into ~/.m2;
 #   2. builds the library and generates the Kotlin, Swift and Python bindings
 #      (mobile-ffi/generate-bindings.sh, debug build);
 #   3. starts a test key server (the real dp3t-backend, SQLite, 2-second release buckets,
@@ -15,7 +15,9 @@
 #      the TracingSession against that server (tests/bindings/test_session.py), and the
 #      one-call TracingClient through a Python HttpTransport under asyncio
 #      (tests/bindings/test_transport.py), pytest;
-#   4. compiles and runs the Kotlin stories on the JVM: the engine for GAEN and low-cost
+#   4. builds the Kotlin bindings as a Maven module (mobile-ffi/kotlin/pom.xml: a jar with
+#      the linux-x86_64 library as its JNA resource) and runs, by `mvn package` (its test
+#      phase: tests/bindings/StoriesTest.kt), the Kotlin stories: the engine for GAEN and low-cost
 #      (tests/bindings/TestStory.kt), with the Kotlin example of docs/MOBILE.md compiled
 #      in and its offline steps run, and two phones through the TracingSession against
 #      the test key server (tests/bindings/SessionStory.kt), and TracingClient's suspend
@@ -23,19 +25,13 @@
 #   5. checks that the Swift bindings exist and declare the API. Swift is not compiled
 #      here: there is no Swift toolchain on these machines.
 #
-# Needs the network for the first run only (PyPI, npm, Maven Central, Debian), and root
+# Needs the network for the first run only (PyPI, Maven Central, Debian), and root
 # only if Debian packages are missing. Exits non-zero on the first failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-KOTLIN_VERSION=2.4.20
-JNA_VERSION=5.19.1
-JNA_SHA256=4fb141dd8ef6b0585ffceea4bc49602fbc6312fa977e2c488794ea3e6aafecae
-COROUTINES_VERSION=1.10.2
-COROUTINES_SHA256=5ca175b38df331fd64155b35cd8cae1251fa9ee369709b36d42e0a288ccce3fd
 
 target_dir="${CARGO_TARGET_DIR:-target}"
-tools="$target_dir/tools"
 bindings="$target_dir/bindings"
 export PYTHONDONTWRITEBYTECODE=1
 
@@ -70,45 +66,10 @@ if ! command -v java >/dev/null 2>&1; then
 fi
 java -version 2>&1 | head -1
 
-kotlinc="$tools/kotlin/node_modules/kotlin-compiler/bin/kotlinc"
-if ! [ -x "$kotlinc" ] || ! grep -q "\"version\": \"$KOTLIN_VERSION\"" "$tools/kotlin/node_modules/kotlin-compiler/package.json"; then
-  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
-  mkdir -p "$tools/kotlin"
-  timeout 600 npm install --prefix "$tools/kotlin" --no-audit --no-fund --no-save --loglevel=error \
-    "kotlin-compiler@$KOTLIN_VERSION" >/dev/null
+if ! command -v mvn >/dev/null 2>&1; then
+  apt_install maven
 fi
-"$kotlinc" -version 2>&1 | grep -i kotlinc
-
-# A jar from Maven Central, checked against its pinned SHA-256: maven_jar GROUP ARTIFACT
-# VERSION SHA256 DIR (prints the path).
-maven_jar() {
-  local group="$1" artifact="$2" version="$3" sha="$4" dir="$5"
-  local jar="$dir/$artifact-$version.jar"
-  if ! [ -f "$jar" ] || ! echo "$sha  $jar" | sha256sum -c --status; then
-    mkdir -p "$dir"
-    rm -f "$jar"
-    if command -v mvn >/dev/null 2>&1; then
-      timeout 600 mvn -q -B org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy \
-        -Dartifact="$group:$artifact:$version" -DoutputDirectory="$dir" >/dev/null 2>&1 || true
-    fi
-    if ! [ -f "$jar" ]; then
-      command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates >&2
-      curl -fsSL --retry 3 -o "$jar" \
-        "https://repo1.maven.org/maven2/${group//.//}/$artifact/$version/$artifact-$version.jar"
-    fi
-    echo "$sha  $jar" | sha256sum -c --status || {
-      echo "checksum mismatch: $jar" >&2
-      exit 1
-    }
-  fi
-  echo "$jar"
-}
-jna="$(maven_jar net.java.dev.jna jna "$JNA_VERSION" "$JNA_SHA256" "$tools/jna")"
-# The bindings' `suspend` functions (TracingClient) run on kotlinx.coroutines.
-coroutines="$(maven_jar org.jetbrains.kotlinx kotlinx-coroutines-core-jvm "$COROUTINES_VERSION" \
-  "$COROUTINES_SHA256" "$tools/coroutines")"
-echo "kotlinx-coroutines $COROUTINES_VERSION"
-echo "jna $JNA_VERSION"
+mvn -v 2>&1 | sed -n 1p
 echo "tools ready after $((SECONDS - started)) s"
 
 # ------------------------------------------------------------------------------ bindings
@@ -169,7 +130,7 @@ DP3T_PYTHON_BINDINGS="$bindings/python" timeout 600 \
   mobile-ffi/tests/bindings/test_session.py mobile-ffi/tests/bindings/test_transport.py
 
 # ------------------------------------------------------------------------------ Kotlin
-step "Kotlin (JVM, JNA): the story for GAEN and low-cost"
+step "Kotlin (JVM, JNA, coroutines): the stories by mvn package (StoriesTest.kt)"
 out="$target_dir/kotlin-story"
 rm -rf "$out"
 mkdir -p "$out"
@@ -190,17 +151,17 @@ section = text.split("## One call: `TracingClient` and an `HttpTransport`", 1)[1
 code = section.split("```kotlin\n", 1)[1].split("```", 1)[0]
 open(sys.argv[4], "w").write("// Extracted from docs/MOBILE.md by run-bindings.sh.\n" + code)
 PY
-timeout 900 "$kotlinc" -nowarn -include-runtime -cp "$jna:$coroutines" -d "$out/story.jar" \
-  mobile-ffi/tests/bindings/TestStory.kt mobile-ffi/tests/bindings/SessionStory.kt \
-  mobile-ffi/tests/bindings/TransportStory.kt "$out/MobileGuideExample.kt" "$out/SessionGuideExample.kt" \
-  "$out/TransportGuideExample.kt" "$bindings/kotlin/org/dp3t/mobile/dp3t_mobile_ffi.kt"
-timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna:$coroutines" TestStoryKt
-
-step "Kotlin (JVM, JNA): two phones through the TracingSession against the test key server"
-timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna:$coroutines" SessionStoryKt
-
-step "Kotlin (JVM, JNA, coroutines): TracingClient through an HttpTransport, suspend calls"
-timeout 300 java -Djna.library.path="$bindings/kotlin" -cp "$out/story.jar:$jna:$coroutines" TransportStoryKt
+abs() { (cd "$1" && pwd); }
+# The stories run in the test phase; the jar comes after, with the native library in it.
+timeout 900 mvn -B -C --no-transfer-progress package -f mobile-ffi/kotlin/pom.xml \
+  -Dbindings.dir="$(abs "$bindings")" -Dexamples.dir="$(abs "$out")" -Dbuild.dir="$(abs "$target_dir")/maven"
+python3 - "$target_dir/maven/dp3t-mobile-0.1.0.jar" <<'PY'
+import sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+for want in ("linux-x86-64/libdp3t_mobile_ffi.so", "org/dp3t/mobile/TracingClient.class"):
+    assert want in names, f"{sys.argv[1]} lacks {want}"
+print("jar:", sys.argv[1], len(names), "entries, the native library included")
+PY
 
 # ------------------------------------------------------------------------------ Swift
 step "Swift: generated (not compiled: no Swift toolchain here)"

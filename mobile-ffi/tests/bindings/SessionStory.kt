@@ -244,10 +244,11 @@ fun sealedStory() {
     }
 }
 
-fun main(@Suppress("UNUSED_PARAMETER") args: Array<String>) {
+/** The session stories against the test key server; true when all passed. */
+fun sessionStories(): Boolean {
     if (backend.isEmpty() || dataDir.isEmpty() || backendBin.isEmpty()) {
         System.err.println("no test backend: run mobile-ffi/tests/run-bindings.sh")
-        exitProcess(1)
+        return false
     }
     var failed = 0
     val stories = listOf(
@@ -266,5 +267,9 @@ fun main(@Suppress("UNUSED_PARAMETER") args: Array<String>) {
         }
     }
     println("${stories.size - failed} passed, $failed failed")
-    exitProcess(if (failed == 0) 0 else 1)
+    return failed == 0
+}
+
+fun main(@Suppress("UNUSED_PARAMETER") args: Array<String>) {
+    exitProcess(if (sessionStories()) 0 else 1)
 }

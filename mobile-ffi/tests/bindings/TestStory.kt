@@ -295,7 +295,8 @@ fun story(scheme: Scheme) {
     listOf(alice, bob, carol, dave).forEach { it.close() }
 }
 
-fun main() {
+/** Every engine story; true when all passed (run by StoriesTest under `mvn test`). */
+fun engineStories(): Boolean {
     story(Scheme.GAEN)
     story(Scheme.LOW_COST)
 
@@ -355,5 +356,9 @@ fun main() {
     }
 
     println("$passed passed, $failed failed")
-    exitProcess(if (failed == 0 && passed > 0) 0 else 1)
+    return failed == 0 && passed > 0
+}
+
+fun main() {
+    exitProcess(if (engineStories()) 0 else 1)
 }
