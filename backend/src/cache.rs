@@ -100,6 +100,11 @@ struct Inner<K, V, E> {
 pub struct ByteCache<K, V, E> {
     capacity: usize,
     inner: Mutex<Inner<K, V, E>>,
+    /// Builds of different keys that may run at once: one per core. Builds are CPU-bound,
+    /// so more would not answer sooner; what they would do is hold more transient
+    /// buffers at once (answers of a whole retention are megabytes), on more threads,
+    /// each with its own allocator arena that keeps freed memory.
+    builds: tokio::sync::Semaphore,
 }
 
 impl<K, V, E> std::fmt::Debug for ByteCache<K, V, E> {
@@ -122,8 +127,10 @@ where
 {
     /// An empty cache holding at most `capacity` bytes.
     pub fn new(capacity: usize) -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         ByteCache {
             capacity,
+            builds: tokio::sync::Semaphore::new(cores),
             inner: Mutex::new(Inner {
                 entries: HashMap::new(),
                 order: BTreeMap::new(),
@@ -223,8 +230,8 @@ where
     }
 
     /// The value of `key`: cached, or built by `build` and cached. Concurrent calls for
-    /// the same missing key run one build and share its result; a failed build is not
-    /// cached.
+    /// the same missing key run one build and share its result; builds of different keys
+    /// run at most one per core at a time; a failed build is not cached.
     pub async fn get_or_build<F, Fut>(&self, key: K, build: F) -> Result<Arc<V>, E>
     where
         F: FnOnce() -> Fut,
@@ -237,7 +244,14 @@ where
             let mut inner = self.lock();
             Arc::clone(inner.in_flight.entry(key.clone()).or_default())
         };
-        let result = flight.get_or_init(build).await.clone();
+        let result = flight
+            .get_or_init(|| async {
+                // Never closed, so acquiring only waits; an error would mean "build now".
+                let _permit = self.builds.acquire().await.ok();
+                build().await
+            })
+            .await
+            .clone();
         let mut inner = self.lock();
         let ours = inner
             .in_flight

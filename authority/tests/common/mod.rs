@@ -251,7 +251,8 @@ impl KeyServer {
         let key = |data: [u8; 16], fake: u8| {
             serde_json::json!({
                 "keyData": base64::engine::general_purpose::STANDARD.encode(data),
-                "rollingStartNumber": (today() - 1) * 144,
+                // The day before yesterday: yesterday's key is embargoed until 02:00 UTC.
+                "rollingStartNumber": (today() - 2) * 144,
                 "rollingPeriod": 144,
                 "transmissionRiskLevel": 0,
                 "fake": fake,
@@ -275,9 +276,10 @@ impl KeyServer {
     /// GAEN v1 upload (`POST /v1/gaen/exposed`, 14 keys, `delayedKeyDate` of today):
     /// the status and the next-day token the key server answers with.
     pub async fn upload_v1(&self, token: &str, real: &[[u8; 16]]) -> (u16, Option<String>) {
-        let mut keys: Vec<_> = real.iter().map(|k| gaen_key(*k, today() - 1, 0)).collect();
+        // The day before yesterday: yesterday's key is embargoed until 02:00 UTC.
+        let mut keys: Vec<_> = real.iter().map(|k| gaen_key(*k, today() - 2, 0)).collect();
         while keys.len() < 14 {
-            keys.push(gaen_key(rand::random(), today() - 1, 1));
+            keys.push(gaen_key(rand::random(), today() - 2, 1));
         }
         let resp = self
             .client
