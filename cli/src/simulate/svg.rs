@@ -22,8 +22,8 @@ fn esc(s: &str) -> String {
 
 /// A line chart with axes, ticks, labels and a legend.
 pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let (w, h) = (720.0, 440.0);
-    let (l, r, t, b) = (80.0, 180.0, 40.0, 60.0);
+    let (w, h) = (840.0, 440.0);
+    let (l, r, t, b) = (80.0, 260.0, 40.0, 60.0);
     let pts = series
         .iter()
         .flat_map(|s| s.points.iter())
