@@ -1,8 +1,10 @@
 // Two phones driven through TracingSession only, on the JVM, against the real key server
 // that run-bindings.sh starts (DP3T_TEST_BACKEND, DP3T_TEST_DATA_DIR, DP3T_BACKEND_BIN).
-// The test is the app's I/O layer: java.net.http for the backend, and a stand-in health
-// authority that answers the code exchange (POST /v1/onset) with tokens minted by
-// `dp3t-backend token`. Alice advertises (BLE format), Bob hears her, Alice reports with a
+// The test is the app's I/O layer: java.net.http for the backend, and for the health
+// authority: the real `dp3t-authority` when DP3T_TEST_AUTHORITY is set (run-bindings.sh
+// starts it and creates the code there with DP3T_TEST_AUTHORITY_KEY, as a lab system
+// does), else a stand-in that answers the code exchange (POST /v1/onset) with tokens
+// minted by `dp3t-backend token`. Alice advertises (BLE format), Bob hears her, Alice reports with a
 // code, both sync on their own schedule, Bob ends up exposed; fake exchanges and uploads
 // run on their schedule in the same run. Plus the padded upload of OS keys.
 
@@ -40,6 +42,25 @@ private val dataDir = System.getenv("DP3T_TEST_DATA_DIR") ?: ""
 private val backendBin = System.getenv("DP3T_BACKEND_BIN") ?: ""
 private val bucket = (System.getenv("DP3T_TEST_BUCKET_SECONDS") ?: "2").toULong()
 private const val CODE = "123456789012"
+private val authorityUrl = System.getenv("DP3T_TEST_AUTHORITY") ?: ""
+private val authorityKey = System.getenv("DP3T_TEST_AUTHORITY_KEY") ?: ""
+
+/** A code for today's onset: from the real authority (`POST /v1/authcode` with an API
+ *  key, as a lab system creates one), or the stand-in's fixed one. */
+fun newCode(): String {
+    if (authorityUrl.isEmpty()) return CODE
+    val today = ZonedDateTime.now(ZoneOffset.UTC).toLocalDate().toString()
+    val request = java.net.http.HttpRequest.newBuilder(URI.create("$authorityUrl/v1/authcode"))
+        .timeout(Duration.ofSeconds(20))
+        .header("Content-Type", "application/json")
+        .header("Authorization", "Bearer $authorityKey")
+        .POST(java.net.http.HttpRequest.BodyPublishers.ofString("{\"onsetDate\":\"$today\"}"))
+        .build()
+    val resp = HttpClient.newHttpClient()
+        .send(request, java.net.http.HttpResponse.BodyHandlers.ofString())
+    expectThat(resp.statusCode() == 200) { "authcode: ${resp.statusCode()} ${resp.body()}" }
+    return Regex("\"authorizationCode\"\\s*:\\s*\"([0-9]+)\"").find(resp.body())!!.groupValues[1]
+}
 
 private fun epochNow(): ULong = (System.currentTimeMillis() / 1000).toULong()
 
@@ -74,6 +95,19 @@ class Io {
         val code = Regex("\"authorizationCode\":\"([0-9A-Za-z]+)\"").find(body)!!.groupValues[1]
         expectThat(code.length == 12) { "code $code" }
         exchanges += fake
+        if (authorityUrl.isNotEmpty()) {
+            val builder = java.net.http.HttpRequest.newBuilder(URI.create(authorityUrl + req.path))
+                .timeout(Duration.ofSeconds(20))
+            for (h in req.headers) builder.header(h.name, h.value)
+            builder.POST(java.net.http.HttpRequest.BodyPublishers.ofByteArray(req.body))
+            val resp = http.send(builder.build(), java.net.http.HttpResponse.BodyHandlers.ofByteArray())
+            val headers = resp.headers().map().flatMap { (k, vs) -> vs.map { HttpHeader(k, it) } }
+            if (fake && resp.statusCode() == 200) {
+                val token = Regex("\"accessToken\"\\s*:\\s*\"([^\"]+)\"").find(String(resp.body()))!!.groupValues[1]
+                fakeTokens += token
+            }
+            return Triple(resp.statusCode(), headers, resp.body())
+        }
         val date = DateTimeFormatter.RFC_1123_DATE_TIME.format(ZonedDateTime.now(ZoneOffset.UTC))
         val headers = listOf(HttpHeader("Date", date), HttpHeader("Content-Type", "application/json"))
         if (!fake && !codes.remove(code)) return Triple(404, headers, ByteArray(0))
@@ -150,9 +184,10 @@ fun sessionStory() {
     // that publishes the key is released (anything later would be a replay).
     repeat(30) { bob.onSighting(heard, now - 60uL, 45, 60u) }
 
-    alice.reportInfected(CODE, now, now)
+    val code = newCode()
+    alice.reportInfected(code, now, now)
     try {
-        alice.reportInfected(CODE, now, now)
+        alice.reportInfected(code, now, now)
         throw AssertionError("a second report must be refused")
     } catch (e: Dp3tException.InvalidState) {
     }
