@@ -98,18 +98,29 @@ const SELECT_STATE: &str =
     "SELECT claimed_until, released_until FROM design_release_state WHERE design = $1";
 const LOCK_STATE_PG: &str =
     "SELECT claimed_until, released_until FROM design_release_state WHERE design = $1 FOR UPDATE";
-const CLAIM: &str = "UPDATE design_uploads \
-     SET bucket_end = CASE WHEN received_at > $2 THEN received_at ELSE $2 END \
-     WHERE design = $1 AND bucket_end IS NULL AND received_at <= $3";
-/// [`CLAIM`] on PostgreSQL: the claimed rows are deleted and written again in random order
-/// by the claiming transaction, so that neither `xmin` nor the heap position (`ctid`)
-/// groups the records of one upload (see `CLAIM_KEYS_PG` in the parent module).
+/// The claim of a design's records received up to `$3`, each to the bucket
+/// `max(received_at, $2)`: deleted and written again **in random order** with new ids (see
+/// `CLAIM_KEYS_SQLITE` in the parent module): until the claim, the records of one upload
+/// sit together in arrival order; afterwards nothing groups them. SQLite through a
+/// temporary table in memory, PostgreSQL in one statement.
+const CLAIM_SQLITE: [&str; 5] = [
+    "CREATE TEMP TABLE IF NOT EXISTS claimed_records (design TEXT, entries BLOB, \
+     entry_count INTEGER, received_at INTEGER)",
+    "INSERT INTO temp.claimed_records SELECT design, entries, entry_count, received_at \
+     FROM design_uploads WHERE design = $1 AND bucket_end IS NULL AND received_at <= $2",
+    "DELETE FROM design_uploads WHERE design = $1 AND bucket_end IS NULL AND received_at <= $2",
+    "INSERT INTO design_uploads (design, entries, entry_count, received_at, bucket_end) \
+     SELECT design, entries, entry_count, received_at, \
+     CASE WHEN received_at > $1 THEN received_at ELSE $1 END \
+     FROM temp.claimed_records ORDER BY random()",
+    "DELETE FROM temp.claimed_records",
+];
+/// [`CLAIM_SQLITE`] on PostgreSQL.
 const CLAIM_PG: &str = "WITH moved AS (DELETE FROM design_uploads \
      WHERE design = $1 AND bucket_end IS NULL AND received_at <= $3 \
-     RETURNING id, design, entries, entry_count, received_at) \
-     INSERT INTO design_uploads (id, design, entries, entry_count, received_at, bucket_end) \
-     OVERRIDING SYSTEM VALUE \
-     SELECT id, design, entries, entry_count, received_at, \
+     RETURNING design, entries, entry_count, received_at) \
+     INSERT INTO design_uploads (design, entries, entry_count, received_at, bucket_end) \
+     SELECT design, entries, entry_count, received_at, \
      CASE WHEN received_at > $2 THEN received_at ELSE $2 END FROM moved ORDER BY random()";
 const SET_CLAIMED: &str = "UPDATE design_release_state SET claimed_until = $2 WHERE design = $1";
 const PENDING: &str = "SELECT DISTINCT u.bucket_end FROM design_uploads u \
@@ -224,6 +235,7 @@ impl Db {
             Db::Sqlite { .. } => SELECT_STATE,
             Db::Postgres(_) => LOCK_STATE_PG,
         };
+        let postgres = matches!(self, Db::Postgres(_));
         design_write!(self, p => {
             let mut tx = p.begin().await?;
             let row = sqlx::query(lock)
@@ -240,16 +252,21 @@ impl Db {
                 return Ok(state);
             }
             let first = to_i64(next_end(state.claimed_until, bucket_seconds.max(1)))?;
-            let claim = match self {
-                Db::Sqlite { .. } => CLAIM,
-                Db::Postgres(_) => CLAIM_PG,
-            };
-            sqlx::query(claim)
-                .bind(design)
-                .bind(first)
-                .bind(target_i)
-                .execute(&mut *tx)
-                .await?;
+            if postgres {
+                sqlx::query(CLAIM_PG)
+                    .bind(design)
+                    .bind(first)
+                    .bind(target_i)
+                    .execute(&mut *tx)
+                    .await?;
+            } else {
+                let [create, copy, delete, insert, clear] = CLAIM_SQLITE;
+                sqlx::query(create).execute(&mut *tx).await?;
+                sqlx::query(copy).bind(design).bind(target_i).execute(&mut *tx).await?;
+                sqlx::query(delete).bind(design).bind(target_i).execute(&mut *tx).await?;
+                sqlx::query(insert).bind(first).execute(&mut *tx).await?;
+                sqlx::query(clear).execute(&mut *tx).await?;
+            }
             sqlx::query(SET_CLAIMED).bind(design).bind(target_i).execute(&mut *tx).await?;
             tx.commit().await?;
             state.claimed_until = target;
