@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use futures_util::future::join_all;
 
 use crate::session::{HttpHeader, HttpRequest, ReportPhase, TracingSession, TracingStatus};
-use crate::Dp3tError;
+use crate::{Dp3tError, PublishedBatch, TracingEngine};
 
 /// What came back for an [`HttpRequest`].
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -76,33 +76,32 @@ fn now_unix() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// A timer future without a runtime: a thread sleeps and wakes the task.
-struct Sleep {
-    duration: Duration,
-    shared: Arc<Mutex<(bool, Option<Waker>)>>,
-    started: bool,
+/// A future without a runtime that runs `work` on a thread of its own and wakes the task
+/// when it is done: the timer, and the heavy calls (matching a downloaded batch), so that
+/// they never block the app's coroutine or task thread.
+struct OffThread<T> {
+    work: Option<Box<dyn FnOnce() -> T + Send>>,
+    shared: Arc<Mutex<(Option<T>, Option<Waker>)>>,
 }
 
-impl Future for Sleep {
-    type Output = ();
+impl<T: Send + 'static> Future for OffThread<T> {
+    type Output = T;
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
         {
             let mut shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
-            if shared.0 {
-                return Poll::Ready(());
+            if let Some(done) = shared.0.take() {
+                return Poll::Ready(done);
             }
             shared.1 = Some(cx.waker().clone());
         }
-        if !self.started {
-            self.started = true;
+        if let Some(work) = self.work.take() {
             let shared = Arc::clone(&self.shared);
-            let duration = self.duration;
             std::thread::spawn(move || {
-                std::thread::sleep(duration);
+                let done = work();
                 let waker = {
                     let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-                    s.0 = true;
+                    s.0 = Some(done);
                     s.1.take()
                 };
                 if let Some(w) = waker {
@@ -114,12 +113,21 @@ impl Future for Sleep {
     }
 }
 
-fn sleep(duration: Duration) -> Sleep {
-    Sleep {
-        duration,
-        shared: Arc::new(Mutex::new((false, None))),
-        started: false,
+// `work` is only ever moved, never shared: the future is Unpin whatever `T` is.
+impl<T> Unpin for OffThread<T> {}
+
+/// Run `work` on its own thread; the future resolves to its result.
+pub(crate) fn off_thread<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> impl Future<Output = T> {
+    OffThread {
+        work: Some(Box::new(work)),
+        shared: Arc::new(Mutex::new((None, None))),
     }
+}
+
+fn sleep(duration: Duration) -> impl Future<Output = ()> {
+    off_thread(move || std::thread::sleep(duration))
 }
 
 /// A [`TracingSession`] with an [`HttpTransport`]: the one-call flows. The session stays
@@ -160,13 +168,20 @@ impl TracingClient {
             .await;
             for (id, answer) in answers {
                 match answer {
-                    Ok(resp) => self.session.on_response(
-                        id,
-                        resp.status,
-                        resp.headers,
-                        resp.body,
-                        now_unix(),
-                    )?,
+                    // Off this thread: an answer may be a batch to verify and match.
+                    Ok(resp) => {
+                        let session = Arc::clone(&self.session);
+                        off_thread(move || {
+                            session.on_response(
+                                id,
+                                resp.status,
+                                resp.headers,
+                                resp.body,
+                                now_unix(),
+                            )
+                        })
+                        .await?
+                    }
                     Err(TransportError::Network { .. }) => {
                         self.session.on_network_error(id, now_unix())?
                     }
@@ -270,6 +285,16 @@ impl TracingClient {
             .report_infected_with_token(token, onset_unix, now_unix())?;
         self.drive(Goal::ReportSettled).await?;
         Ok(self.session.status(now_unix()))
+    }
+}
+
+#[uniffi::export]
+impl TracingEngine {
+    /// [`TracingEngine::ingest`] on a thread of its own: `suspend` in Kotlin,
+    /// `async` in Swift and Python, so that verifying and matching a large batch never
+    /// blocks the caller's thread (the engine stays locked while it runs).
+    pub async fn ingest_async(self: Arc<Self>, batch: PublishedBatch) -> Result<u32, Dp3tError> {
+        off_thread(move || self.ingest(batch)).await
     }
 }
 
@@ -393,5 +418,38 @@ mod tests {
     fn the_timer_wakes_its_task() {
         block_on(sleep(Duration::from_millis(5)));
         block_on(sleep(Duration::ZERO));
+    }
+
+    #[test]
+    fn ingest_async_is_ingest_off_the_callers_thread() {
+        let key = SigningKey::generate(&mut ChaCha20Rng::seed_from_u64(2));
+        let engine = crate::TracingEngine::new(EngineConfig {
+            scheme: Scheme::LowCost,
+            backend_public_key_pem: key.public_key().to_pem().unwrap(),
+            scoring: None,
+            retention_days: None,
+        })
+        .unwrap();
+        let batch = crate::PublishedBatch {
+            kind: crate::BatchKind::LowCostList,
+            body: vec![1, 2, 3],
+            release_time_unix: now_unix(),
+            signature_header: Some("not.a.jws".into()),
+        };
+        let sync = engine.ingest(batch.clone()).unwrap_err();
+        let caller = std::thread::current().id();
+        let on = Arc::new(Mutex::new(None));
+        let seen = Arc::clone(&on);
+        let asynchronous = block_on(async move {
+            *seen.lock().unwrap() = Some(std::thread::current().id());
+            Arc::clone(&engine).ingest_async(batch).await
+        })
+        .unwrap_err();
+        assert_eq!(format!("{sync:?}"), format!("{asynchronous:?}"));
+        assert_eq!(
+            *on.lock().unwrap(),
+            Some(caller),
+            "the future is polled by its caller"
+        );
     }
 }

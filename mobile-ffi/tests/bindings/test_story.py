@@ -15,6 +15,7 @@ from `$DP3T_PYTHON_BINDINGS` (default `target/bindings/python`).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import sys
@@ -139,6 +140,21 @@ def test_close_contact_is_one_exposure_day(story: Story) -> None:
     assert status_days(story.bob, story.now) == [(DAY, 30.0)]
     # Ten days on, the contact no longer counts.
     assert status_days(story.bob, at(DAY + 10, 1)) == []
+
+
+def test_ingest_async_matches_like_ingest(story: Story) -> None:
+    # The async form (a coroutine here, `suspend` in Kotlin, `async` in Swift) runs the
+    # match on a thread of its own, with the same result as the blocking call: two copies
+    # of Bob before he ingested (his saved state), one ingesting each way.
+    w = story.world
+    erin, frank = (
+        ffi.TracingEngine.restore(story.bob_saved, STORAGE_KEY, w.config) for _ in range(2)
+    )
+    new = asyncio.run(erin.ingest_async(story.batch))
+    assert new > 0
+    assert new == frank.ingest(story.batch)
+    assert status_days(erin, story.now) == status_days(frank, story.now) == [(DAY, 30.0)]
+    assert asyncio.run(erin.ingest_async(story.batch)) == 0
 
 
 @pytest.mark.parametrize("who", ["carol", "dave"])
