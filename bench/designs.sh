@@ -81,7 +81,7 @@ fi
 # --- 3. HTTP downloads from the cache -----------------------------------------------------
 DATA=$WORK/data
 "$BIN" keygen --data-dir "$DATA" >/dev/null
-env DP3T_DATA_DIR="$DATA" DP3T_BIND="127.0.0.1:$PORT" DP3T_RELEASE_BUCKET_SECONDS=7200 RUST_LOG=warn \
+env DP3T_DATA_DIR="$DATA" DP3T_BIND="127.0.0.1:$PORT" DP3T_METRICS_BIND="127.0.0.1:0" DP3T_RELEASE_BUCKET_SECONDS=7200 RUST_LOG=warn \
   "$BIN" serve >"$WORK/server.out" 2>"$WORK/server.err" &
 SERVER_PID=$!
 for _ in $(seq 1 100); do

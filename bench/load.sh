@@ -62,7 +62,7 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 start_server() {
   local name=$1
   shift
-  env "$@" DP3T_BIND="127.0.0.1:$PORT" DP3T_UPLOAD_DELAY_MS=0 RUST_LOG=warn \
+  env "$@" DP3T_BIND="127.0.0.1:$PORT" DP3T_METRICS_BIND="127.0.0.1:0" DP3T_UPLOAD_DELAY_MS=0 RUST_LOG=warn \
     "$BIN" serve >"$WORK/$name.out" 2>"$WORK/$name.err" &
   SERVER_PID=$!
   for _ in $(seq 1 100); do

@@ -44,7 +44,7 @@ trap cleanup EXIT
 start_server() { # NAME VAR=VALUE...
   local name=$1
   shift
-  env "$@" DP3T_BIND="127.0.0.1:$PORT" DP3T_UPLOAD_DELAY_MS=0 RUST_LOG=warn \
+  env "$@" DP3T_BIND="127.0.0.1:$PORT" DP3T_METRICS_BIND="127.0.0.1:0" DP3T_UPLOAD_DELAY_MS=0 RUST_LOG=warn \
     DP3T_RELEASE_BUCKET_SECONDS=7200 "$BIN" serve >"$WORK/$name.out" 2>"$WORK/$name.err" &
   SERVER_PID=$!
   for _ in $(seq 1 100); do

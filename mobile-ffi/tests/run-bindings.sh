@@ -92,7 +92,8 @@ authority_dir="$(mkdir -p "$target_dir/test-authority" && cd "$target_dir/test-a
 rm -rf "$authority_dir"/*
 DP3T_AUTHORITY_DATA_DIR="$authority_dir" "$authority_bin" public-key >/dev/null 2>&1
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-DP3T_DATA_DIR="$server_dir" DP3T_BIND="127.0.0.1:$port" DP3T_RELEASE_BUCKET_SECONDS=2 \
+DP3T_DATA_DIR="$server_dir" DP3T_BIND="127.0.0.1:$port" DP3T_METRICS_BIND="127.0.0.1:0" \
+  DP3T_RELEASE_BUCKET_SECONDS=2 \
   DP3T_HA_PUBLIC_KEYS="$authority_dir/ha-signing-key.pub.pem" \
   DP3T_UPLOAD_DELAY_MS=200 "$backend_bin" serve >"$server_dir/server.log" 2>&1 &
 backend_pid=$!
