@@ -23,18 +23,39 @@ fuzz_target!(|data: &[u8]| {
     let delayed = Some(now.day().0 * 144);
     let run = || check_body(route, body, now, onset, delayed, 7_200, 14 * 86_400);
     let first = run();
-    assert_eq!(format!("{first:?}"), format!("{:?}", run()), "deterministic");
+    assert_eq!(
+        format!("{first:?}"),
+        format!("{:?}", run()),
+        "deterministic"
+    );
     match first {
-        Err(e) => assert!(e.status.is_client_error(), "{route:?}: {} {}", e.status, e.code),
+        Err(e) => assert!(
+            e.status.is_client_error(),
+            "{route:?}: {} {}",
+            e.status,
+            e.code
+        ),
         Ok(s) => {
             let mut seen = HashSet::new();
             for k in &s.keys {
                 assert!((1..=144).contains(&k.rolling_period), "{k:?}");
-                assert!(k.rolling_start_number >= onset.0 * 144, "{k:?} before the onset");
-                assert!(Enin(k.rolling_start_number).day() <= now.day().next(), "{k:?}");
+                assert!(
+                    k.rolling_start_number >= onset.0 * 144,
+                    "{k:?} before the onset"
+                );
+                assert!(
+                    Enin(k.rolling_start_number).day() <= now.day().next(),
+                    "{k:?}"
+                );
                 assert!((-14..=14).contains(&k.days_since_onset), "{k:?}");
-                assert!(k.received_at > now.0 && k.publish_at >= k.received_at, "{k:?}");
-                assert!(seen.insert((k.key_data, k.rolling_start_number)), "duplicate {k:?}");
+                assert!(
+                    k.received_at > now.0 && k.publish_at >= k.received_at,
+                    "{k:?}"
+                );
+                assert!(
+                    seen.insert((k.key_data, k.rolling_start_number)),
+                    "duplicate {k:?}"
+                );
             }
             if let Some((_, bytes, count)) = &s.records {
                 // No record (a day out of range, dropped): the pipeline stores nothing.
