@@ -503,27 +503,11 @@ impl Publisher {
             first_end: range.first_end,
             released_until: range.released_until,
         };
-        let signer = Arc::clone(&self.signer);
-        let metrics = Arc::clone(&self.metrics);
-        let answer = self
-            .cache
-            .get_or_build(key, || async move {
-                let response = tokio::task::spawn_blocking(move || {
-                    let reuses_stored =
-                        matches!(&buckets[..], [only] if only.end == range.released_until);
-                    let r = signer.build_response(range, &buckets);
-                    if r.is_ok() && !reuses_stored {
-                        metrics.export_built();
-                    }
-                    r
-                })
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|e| e.to_string())?;
-                Ok(Arc::new(Answer::Gaen(Arc::new(response))))
-            })
-            .await;
-        self.gaen_answer(answer)
+        let reuses_stored = matches!(&buckets[..], [only] if only.end == range.released_until);
+        self.cached_export(key, !reuses_stored, move |signer| {
+            signer.build_response(range, &buckets)
+        })
+        .await
     }
 
     /// The answer to the GAEN v1 `GET /v1/gaen/exposed/{day}?publishedafter=ms` at `now`:
@@ -548,14 +532,29 @@ impl Publisher {
             first_end: range.first_end,
             released_until: range.released_until,
         };
+        self.cached_export(key, true, move |signer| {
+            signer.build_day(day, range, &buckets)
+        })
+        .await
+    }
+
+    /// A GAEN answer from the download cache, or built by `build` on a blocking thread
+    /// (concurrent requests for it share one build) and cached; `counts` says whether a
+    /// successful build is a new export for the metrics.
+    async fn cached_export(
+        &self,
+        key: AnswerKey,
+        counts: bool,
+        build: impl FnOnce(&Signer) -> Result<ExportResponse, PublishError> + Send + 'static,
+    ) -> Result<Arc<ExportResponse>, PublishError> {
         let signer = Arc::clone(&self.signer);
         let metrics = Arc::clone(&self.metrics);
         let answer = self
             .cache
             .get_or_build(key, || async move {
                 let response = tokio::task::spawn_blocking(move || {
-                    let r = signer.build_day(day, range, &buckets);
-                    if r.is_ok() {
+                    let r = build(&signer);
+                    if r.is_ok() && counts {
                         metrics.export_built();
                     }
                     r
