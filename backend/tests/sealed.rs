@@ -105,22 +105,7 @@ async fn a_sealed_upload_from_the_core_reaches_the_export(backend: Backend) {
         .unwrap();
     assert_eq!(opened.route, SealedRoute::GaenV2);
     let body: serde_json::Value = serde_json::from_slice(&opened.body).unwrap();
-    let expected: BTreeSet<[u8; 16]> = body["gaenKeys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["fake"] == 0)
-        // Not yesterday's: until 02:00 UTC it is still under the 2-hour embargo.
-        .filter(|k| k["rollingStartNumber"].as_u64().unwrap() < u64::from(today.0 - 1) * 144)
-        .map(|k| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD
-                .decode(k["keyData"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap()
-        })
-        .collect();
+    let expected = published_real_keys(&body);
     assert_eq!(expected.len(), 3);
 
     let (answer, _) = tokio::task::block_in_place(|| raw_post(&h, sealed::UPLOAD_PATH, &envelope));
@@ -250,22 +235,7 @@ async fn two_nodes_share_their_keys_and_rotations(backend: Backend) {
         .await
         .unwrap();
     let body: serde_json::Value = serde_json::from_slice(&opened.body).unwrap();
-    let expected: BTreeSet<[u8; 16]> = body["gaenKeys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["fake"] == 0)
-        // Not yesterday's: until 02:00 UTC it is still under the 2-hour embargo.
-        .filter(|k| k["rollingStartNumber"].as_u64().unwrap() < u64::from(now().day().0 - 1) * 144)
-        .map(|k| {
-            use base64::Engine as _;
-            base64::engine::general_purpose::STANDARD
-                .decode(k["keyData"].as_str().unwrap())
-                .unwrap()
-                .try_into()
-                .unwrap()
-        })
-        .collect();
+    let expected = published_real_keys(&body);
     assert_eq!(expected.len(), 2);
     let (answer, _) = tokio::task::block_in_place(|| raw_post(&b, sealed::UPLOAD_PATH, &envelope));
     assert_eq!(status_of(&answer), 200);
@@ -276,4 +246,24 @@ async fn two_nodes_share_their_keys_and_rotations(backend: Backend) {
     assert_eq!(b.state().sealed.published(later), at_a);
     b.finish().await;
     a.finish().await;
+}
+
+/// The real keys of a GAEN upload body that the server publishes now: not yesterday's,
+/// which the 2-hour embargo holds back until 02:00 UTC, nor today's.
+fn published_real_keys(body: &serde_json::Value) -> BTreeSet<[u8; 16]> {
+    use base64::Engine as _;
+    body["gaenKeys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["fake"] == 0)
+        .filter(|k| k["rollingStartNumber"].as_u64().unwrap() < u64::from(now().day().0 - 1) * 144)
+        .map(|k| {
+            base64::engine::general_purpose::STANDARD
+                .decode(k["keyData"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect()
 }
