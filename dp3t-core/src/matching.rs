@@ -16,7 +16,7 @@
 
 use crate::cuckoo::CuckooFilter;
 use crate::exposure::AttenuationSeconds;
-use crate::gaen::{derive_rpis_into, Block};
+use crate::gaen::{derive_rpis_many, Block, LANES};
 use crate::published::{HybridEntry, LowCostEntry};
 use crate::store::Sighting;
 use crate::time::{Day, UnixTime, ENIN_SECONDS};
@@ -229,27 +229,37 @@ pub fn match_gaen(
         return Vec::new();
     }
     for_each_chunk(keys, |chunk, out| {
-        let mut buf = [Block::default(); 144];
-        for k in chunk {
-            let rpis = derive_rpis_into(&k.key_data, k.rolling_start, k.rolling_period, &mut buf);
-            // A branch-free first pass over the pre-filter (about 3% of RPIs pass), then
-            // the full lookups for the few candidates.
-            let mut candidates = [0u8; 144];
-            let mut n = 0;
-            for (j, rpi) in rpis.iter().enumerate() {
-                candidates[n] = j as u8;
-                n += usize::from(index.maybe_contains(rpi.as_ref()));
+        // The keys are derived LANES at a time (their HKDFs and AES passes interleaved),
+        // then each key's RPIs are looked up.
+        let mut bufs = [[Block::default(); 144]; LANES];
+        let mut batch = [([0u8; 16], 0u32); LANES];
+        for group in chunk.chunks(LANES) {
+            for (b, k) in batch.iter_mut().zip(group) {
+                *b = (k.key_data, k.rolling_start);
             }
-            if n == 0 {
-                continue;
-            }
-            let from =
-                (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
-            let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period)) * ENIN_SECONDS
-                + TOLERANCE_SECONDS)
-                .min(release_time.0);
-            for &j in &candidates[..n] {
-                index.collect(rpis[usize::from(j)].as_ref(), from, until, out);
+            derive_rpis_many(&batch[..group.len()], &mut bufs);
+            for (k, buf) in group.iter().zip(&bufs) {
+                let rpis = &buf[..k.rolling_period.min(144) as usize];
+                // A branch-free first pass over the pre-filter (about 3% of RPIs pass),
+                // then the full lookups for the few candidates.
+                let mut candidates = [0u8; 144];
+                let mut n = 0;
+                for (j, rpi) in rpis.iter().enumerate() {
+                    candidates[n] = j as u8;
+                    n += usize::from(index.maybe_contains(rpi.as_ref()));
+                }
+                if n == 0 {
+                    continue;
+                }
+                let from =
+                    (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
+                let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period))
+                    * ENIN_SECONDS
+                    + TOLERANCE_SECONDS)
+                    .min(release_time.0);
+                for &j in &candidates[..n] {
+                    index.collect(rpis[usize::from(j)].as_ref(), from, until, out);
+                }
             }
         }
     })

@@ -293,10 +293,16 @@ fn encrypt_regs<const N: usize>(k: &[__m512i; 11], ctr: &mut __m512i) -> [__m512
 #[target_feature(enable = "aes,sse2,avx512f,vaes")]
 #[inline]
 fn encrypt_vaes(key: __m128i, start: u32, out: &mut [Block]) {
-    let rk = expand_key(key);
+    encrypt_vaes_rk(&expand_key(key), start, out);
+}
+
+/// `encrypt_padded` with the key already expanded.
+#[target_feature(enable = "sse2,avx512f,vaes")]
+#[inline]
+fn encrypt_vaes_rk(rk: &[__m128i; 11], start: u32, out: &mut [Block]) {
     let mut k = [_mm512_setzero_si512(); 11];
     for (k, r) in k.iter_mut().zip(rk) {
-        *k = _mm512_broadcast_i32x4(r);
+        *k = _mm512_broadcast_i32x4(*r);
     }
     // Four padded blocks "EN-RPI" || 0^6 || LE32(start + q), q = 0..3, as little-endian
     // 32-bit lanes: "EN-R", "PI\0\0", 0, start + q.
@@ -342,4 +348,198 @@ fn encrypt_padded_vaes(rpik: &[u8; 16], start: u32, out: &mut [Block]) {
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1,aes,avx512f,vaes")]
 fn derive_rpis_fused(tek: &[u8; 16], start: u32, out: &mut [Block]) {
     encrypt_vaes(rpik_vec(tek), start, out);
+}
+
+// ---------------------------------------------------------------------------------------
+// Several keys at once: the matching hot path.
+// ---------------------------------------------------------------------------------------
+
+/// [`super::derive_rpis_many`] with both kernels when this CPU has them, keys in groups of
+/// [`super::LANES`] and the tail in one smaller group; `false` when the portable path must
+/// do the work. `keys` and `out` have the same length (the caller trims them).
+#[inline]
+pub(super) fn derive_rpis_many(keys: &[([u8; 16], u32)], out: &mut [super::DayBlocks]) -> bool {
+    let cpu = cpu();
+    if !(cpu.sha_ni && cpu.vaes512) {
+        return false;
+    }
+    let mut keys = keys.chunks_exact(4);
+    let mut outs = out.chunks_exact_mut(4);
+    for (k, o) in (&mut keys).zip(&mut outs) {
+        if let (Ok(k), Ok(o)) = (k.try_into(), o.try_into()) {
+            // SAFETY: `cpu()` found every feature `derive_lanes` is compiled for.
+            unsafe { derive_lanes::<4>(k, o) };
+        }
+    }
+    let (k, o) = (keys.remainder(), outs.into_remainder());
+    // SAFETY (all three arms): `cpu()` found every feature `derive_lanes` is compiled for.
+    match (k.len(), o.len()) {
+        (3, 3) => {
+            if let (Ok(k), Ok(o)) = (k.try_into(), o.try_into()) {
+                // SAFETY: as above, the features were detected.
+                unsafe { derive_lanes::<3>(k, o) };
+            }
+        }
+        (2, 2) => {
+            if let (Ok(k), Ok(o)) = (k.try_into(), o.try_into()) {
+                // SAFETY: as above, the features were detected.
+                unsafe { derive_lanes::<2>(k, o) };
+            }
+        }
+        (1, 1) => {
+            if let (Ok(k), Ok(o)) = (k.try_into(), o.try_into()) {
+                // SAFETY: as above, the features were detected.
+                unsafe { derive_lanes::<1>(k, o) };
+            }
+        }
+        _ => {}
+    }
+    true
+}
+
+/// The first message block of `PRK = HMAC(0^32, TEK)`'s inner hash: the 16 key bytes,
+/// `0x80`, zeros, and the length `(64 + 16) * 8` bits.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn tek_msg(tek: &[u8; 16]) -> Msg {
+    let w = |j: usize| u32::from_be_bytes([tek[j], tek[j + 1], tek[j + 2], tek[j + 3]]) as i32;
+    [
+        _mm_set_epi32(w(12), w(8), w(4), w(0)),
+        _mm_set_epi32(0, 0, 0, 0x8000_0000u32 as i32),
+        _mm_setzero_si128(),
+        _mm_set_epi32((64 + 16) * 8, 0, 0, 0),
+    ]
+}
+
+/// Two sets of `N` independent compressions, all `2N` interleaved four rounds at a time.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn compress2<const N: usize>(
+    a0: [State; N],
+    mut ma: [Msg; N],
+    b0: [State; N],
+    mut mb: [Msg; N],
+) -> ([State; N], [State; N]) {
+    let (mut a, mut b) = (a0, b0);
+    macro_rules! groups {
+        ($($i:literal)*) => { $(
+            group::<$i, N>(&mut a, &mut ma);
+            group::<$i, N>(&mut b, &mut mb);
+        )* };
+    }
+    groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    for n in 0..N {
+        a[n].abef = _mm_add_epi32(a[n].abef, a0[n].abef);
+        a[n].cdgh = _mm_add_epi32(a[n].cdgh, a0[n].cdgh);
+        b[n].abef = _mm_add_epi32(b[n].abef, b0[n].abef);
+        b[n].cdgh = _mm_add_epi32(b[n].cdgh, b0[n].cdgh);
+    }
+    (a, b)
+}
+
+/// `N` compressions of the same constant block (`W_t + K_t` in `wk`), interleaved.
+#[target_feature(enable = "sha,sse2")]
+#[inline]
+fn compress_const_lanes<const N: usize>(s0: [State; N], wk: &[u32; 64]) -> [State; N] {
+    let mut s = s0;
+    macro_rules! groups {
+        ($($i:literal)*) => { $(
+            let w = |j: usize| wk[4 * $i + j] as i32;
+            let x = _mm_set_epi32(w(3), w(2), w(1), w(0));
+            for st in s.iter_mut() {
+                rounds4(st, x);
+            }
+        )* };
+    }
+    groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    for n in 0..N {
+        s[n].abef = _mm_add_epi32(s[n].abef, s0[n].abef);
+        s[n].cdgh = _mm_add_epi32(s[n].cdgh, s0[n].cdgh);
+    }
+    s
+}
+
+/// The RPIKs of `N` TEKs as AES key registers: the six compressions of each HKDF, the
+/// `N` keys' chains interleaved so that the SHA unit always has independent rounds.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn rpik_lanes<const N: usize>(teks: [&[u8; 16]; N]) -> [__m128i; N] {
+    let mut m = [[_mm_setzero_si128(); 4]; N];
+    for n in 0..N {
+        m[n] = tek_msg(teks[n]);
+    }
+    // PRK = HMAC(0^32, TEK).
+    let inner = compress([state(ZERO_SALT_INNER); N], m);
+    for n in 0..N {
+        m[n] = digest_msg(digest_words(inner[n]));
+    }
+    let prk = compress([state(ZERO_SALT_OUTER); N], m);
+    // T(1) = HMAC(PRK, "EN-RPIK" || 0x01): both key blocks of every lane together.
+    let (ci, co) = (_mm_set1_epi32(0x3636_3636), _mm_set1_epi32(0x5c5c_5c5c));
+    let mut mi = m;
+    let mut mo = m;
+    for n in 0..N {
+        let [p0, p1] = digest_words(prk[n]);
+        mi[n] = [_mm_xor_si128(p0, ci), _mm_xor_si128(p1, ci), ci, ci];
+        mo[n] = [_mm_xor_si128(p0, co), _mm_xor_si128(p1, co), co, co];
+    }
+    let iv = [state(SHA256_IV); N];
+    let (si, so) = compress2(iv, mi, iv, mo);
+    let si = compress_const_lanes(si, &RPIK_T1_WK);
+    for n in 0..N {
+        m[n] = digest_msg(digest_words(si[n]));
+    }
+    let so = compress(so, m);
+    let mut out = [_mm_setzero_si128(); N];
+    for n in 0..N {
+        out[n] = bswap32(digest_words(so[n])[0]);
+    }
+    out
+}
+
+/// The AES-128 key schedules of `N` keys, their chains interleaved step by step.
+#[target_feature(enable = "aes,sse2")]
+#[inline]
+fn expand_keys<const N: usize>(keys: [__m128i; N]) -> [[__m128i; 11]; N] {
+    #[target_feature(enable = "aes,sse2")]
+    #[inline]
+    fn step<const RCON: i32, const N: usize>(rk: &mut [[__m128i; 11]; N], r: usize) {
+        for k in rk.iter_mut() {
+            let p = k[r - 1];
+            let a = _mm_shuffle_epi32(_mm_aeskeygenassist_si128::<RCON>(p), 0xff);
+            let p = _mm_xor_si128(p, _mm_slli_si128::<4>(p));
+            let p = _mm_xor_si128(p, _mm_slli_si128::<4>(p));
+            let p = _mm_xor_si128(p, _mm_slli_si128::<4>(p));
+            k[r] = _mm_xor_si128(p, a);
+        }
+    }
+    let mut rk = [[_mm_setzero_si128(); 11]; N];
+    for n in 0..N {
+        rk[n][0] = keys[n];
+    }
+    step::<0x01, N>(&mut rk, 1);
+    step::<0x02, N>(&mut rk, 2);
+    step::<0x04, N>(&mut rk, 3);
+    step::<0x08, N>(&mut rk, 4);
+    step::<0x10, N>(&mut rk, 5);
+    step::<0x20, N>(&mut rk, 6);
+    step::<0x40, N>(&mut rk, 7);
+    step::<0x80, N>(&mut rk, 8);
+    step::<0x1b, N>(&mut rk, 9);
+    step::<0x36, N>(&mut rk, 10);
+    rk
+}
+
+/// All 144 RPIs of each of `N` keys: the HKDFs interleaved on SHA-NI, then the key
+/// schedules interleaved, then each key's 144 blocks on VAES, 48 in flight.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1,aes,avx512f,vaes")]
+fn derive_lanes<const N: usize>(keys: &[([u8; 16], u32); N], out: &mut [super::DayBlocks; N]) {
+    let mut teks = [&keys[0].0; N];
+    for n in 0..N {
+        teks[n] = &keys[n].0;
+    }
+    let rks = expand_keys(rpik_lanes(teks));
+    for n in 0..N {
+        encrypt_vaes_rk(&rks[n], keys[n].1, &mut out[n]);
+    }
 }
