@@ -4,6 +4,10 @@
 //! aligned to unix 0. Each window has a random 16-byte seed;
 //! `PRF = HMAC-SHA256(seed, "DP3T-HYBRID")` and the window's `W/15` EphIDs are the
 //! AES-256-CTR keystream of the PRF from a zero counter block, one per 15-minute epoch.
+//!
+//! Matching derives the EphIDs of many windows ([`for_each_window`]); on x86-64 with
+//! SHA-NI and VAES it derives four windows at once on the kernels of `kernels.rs`, and
+//! elsewhere one by one on the RustCrypto crates. The tests check both against each other.
 
 use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, ZeroizeOnDrop};
@@ -156,6 +160,73 @@ impl WindowSeed {
     }
 }
 
+/// Windows derived at once by the kernels.
+const LANES: usize = 4;
+
+/// Call `f(i, ephids)` with the `W/15` EphIDs of every window `(seed, W)` of `windows`,
+/// in order, where `i` is the window's position in `windows`.
+pub fn for_each_window<'s, I, F>(windows: I, f: F)
+where
+    I: IntoIterator<Item = (&'s WindowSeed, WindowMinutes)>,
+    F: FnMut(usize, &[EphId]),
+{
+    for_each_window_on(windows, f, true);
+}
+
+/// [`for_each_window`], on the kernels when `fast` and the CPU allows, else on the
+/// portable code (the tests compare the two).
+fn for_each_window_on<'s, I, F>(windows: I, mut f: F, fast: bool)
+where
+    I: IntoIterator<Item = (&'s WindowSeed, WindowMinutes)>,
+    F: FnMut(usize, &[EphId]),
+{
+    let mut windows = windows.into_iter();
+    let mut seeds = [[0u8; 16]; LANES];
+    let mut counts = [0usize; LANES];
+    let mut out = [[EphId::default(); 96]; LANES];
+    let mut next = 0;
+    loop {
+        let mut lanes = 0;
+        for (s, c) in seeds.iter_mut().zip(counts.iter_mut()) {
+            let Some((seed, minutes)) = windows.next() else {
+                break;
+            };
+            *s = seed.0;
+            *c = minutes.ephid_count();
+            lanes += 1;
+        }
+        if lanes == 0 {
+            break;
+        }
+        // Idle lanes compute on the last batch's seeds; their output is ignored.
+        let n = counts[..lanes].iter().copied().max().unwrap_or(0);
+        if !(fast && ephids_fast(&seeds, n, &mut out)) {
+            for ((s, &c), o) in seeds.iter().zip(&counts).zip(out.iter_mut()).take(lanes) {
+                let mut prf = hmac_sha256(s, HYBRID_INFO);
+                ephids_from_prf(&prf, &mut o[..c]);
+                prf.zeroize();
+            }
+        }
+        for (o, &c) in out.iter().zip(&counts).take(lanes) {
+            f(next, &o[..c]);
+            next += 1;
+        }
+    }
+    seeds.zeroize();
+}
+
+/// Four windows' EphIDs on the x86-64 kernels; `false` when they can't run here.
+#[cfg(target_arch = "x86_64")]
+fn ephids_fast(seeds: &[[u8; 16]; LANES], n: usize, out: &mut [[EphId; 96]; LANES]) -> bool {
+    crate::kernels::hybrid_ephids(seeds, n, out)
+}
+
+/// No kernels off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+fn ephids_fast(_: &[[u8; 16]; LANES], _: usize, _: &mut [[EphId; 96]; LANES]) -> bool {
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,5 +267,72 @@ mod tests {
         assert_eq!(win.ephid_index(UnixTime(28_800)), None);
         assert!(Window::new(UnixTime(60), w).is_err());
         assert_eq!(Window::new(UnixTime(21_600), w).unwrap(), win);
+    }
+
+    /// The EphIDs of every window, in order, on the kernels or not.
+    fn derived(windows: &[(WindowSeed, WindowMinutes)], fast: bool) -> Vec<(usize, Vec<EphId>)> {
+        let mut got = Vec::new();
+        for_each_window_on(
+            windows.iter().map(|(s, m)| (s, *m)),
+            |i, e| got.push((i, e.to_vec())),
+            fast,
+        );
+        got
+    }
+
+    #[test]
+    fn vector_file_through_the_batch() {
+        let v: serde_json::Value = serde_json::from_str(include_str!(
+            "../../spec-vectors/generated-dp3t-hybrid.json"
+        ))
+        .unwrap();
+        let cases = v["cases"].as_array().unwrap();
+        let windows: Vec<(WindowSeed, WindowMinutes)> = cases
+            .iter()
+            .map(|c| {
+                let seed = hex::decode(c["seed"].as_str().unwrap()).unwrap();
+                let minutes = c["window_minutes"].as_u64().unwrap() as u32;
+                (
+                    WindowSeed::from_slice(&seed).unwrap(),
+                    WindowMinutes::new(minutes).unwrap(),
+                )
+            })
+            .collect();
+        for fast in [true, false] {
+            let got = derived(&windows, fast);
+            assert_eq!(got.len(), cases.len());
+            for ((i, ephids), c) in got.iter().zip(cases) {
+                let want = c["ephids"].as_array().unwrap();
+                assert_eq!(ephids.len(), want.len(), "case {i}");
+                for e in want {
+                    let j = e["index"].as_u64().unwrap() as usize;
+                    assert_eq!(hex::encode(ephids[j].0), e["ephid"].as_str().unwrap());
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The kernels (four windows at once, of mixed lengths) give what the portable
+        /// code and the one-window API give.
+        #[test]
+        fn batch_fast_equals_portable(
+            windows in proptest::collection::vec(
+                (proptest::prelude::any::<[u8; 16]>(), 1u32..=96), 0..11),
+        ) {
+            let windows: Vec<(WindowSeed, WindowMinutes)> = windows
+                .into_iter()
+                .map(|(s, q)| (WindowSeed::from_bytes(s), WindowMinutes::new(15 * q).unwrap()))
+                .collect();
+            let fast = derived(&windows, true);
+            proptest::prop_assert_eq!(&fast, &derived(&windows, false));
+            let want: Vec<(usize, Vec<EphId>)> = windows
+                .iter()
+                .enumerate()
+                .map(|(i, (s, m))| (i, s.ephids(*m)))
+                .collect();
+            proptest::prop_assert_eq!(&fast, &want);
+        }
     }
 }

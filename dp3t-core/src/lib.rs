@@ -10,8 +10,9 @@
 //! Callers pass the time (unix seconds) and an RNG (`&mut impl CryptoRng + RngCore`),
 //! so the same code runs on a phone, on the server and in deterministic tests.
 //!
-//! `unsafe` lives in one file, `gaen/x86.rs` (the x86-64 SIMD kernels of the GAEN
-//! derivation), which allows it for itself. The crate denies it, every other module forbids
+//! `unsafe` lives in two files, `gaen/x86.rs` (the x86-64 SIMD kernels of the GAEN
+//! derivation) and `kernels.rs` (those of the low-cost and hybrid designs), which allow it
+//! for themselves. The crate denies it, every other module forbids
 //! it (so no `allow` can bring it back there), and every `unsafe` block must carry a
 //! `SAFETY:` comment.
 
@@ -34,6 +35,9 @@ pub mod exposure;
 pub mod gaen;
 #[forbid(unsafe_code)]
 pub mod hybrid;
+// Denied by the crate, allowed only inside (the low-cost and hybrid x86-64 kernels).
+#[cfg(target_arch = "x86_64")]
+mod kernels;
 #[forbid(unsafe_code)]
 pub mod lowcost;
 #[forbid(unsafe_code)]

@@ -5,6 +5,12 @@
 //! counter block, cut in 16-byte chunks, gives the day's 96 EphIDs. The phone broadcasts
 //! them in a per-day random order, one per 15-minute epoch; the order comes from the
 //! injected RNG and is kept with the key ([`BroadcastDay`]).
+//!
+//! Matching walks published chains day by day ([`walk_chains`]): a day step is five
+//! SHA-256 compressions (the next key, and the PRF's HMAC) and 96 AES-256 blocks. On
+//! x86-64 with SHA-NI and VAES the walk steps four chains at once on the kernels of
+//! `kernels.rs`; elsewhere, and on CPUs without those features, it steps them one by one
+//! on the RustCrypto crates. The tests check both against each other.
 
 use aes::cipher::{generic_array::GenericArray, BlockEncrypt, KeyInit};
 use aes::Aes256;
@@ -106,6 +112,111 @@ pub(crate) fn ephids_from_prf(prf: &[u8; 32], out: &mut [EphId]) {
             o.0.copy_from_slice(b);
         }
     }
+}
+
+/// A chain to walk: from `key`, the day key of `day`, for `days` consecutive days.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainWalk {
+    /// The first day's key.
+    pub key: DayKey,
+    /// Its day.
+    pub day: Day,
+    /// Days to walk (`0` walks none).
+    pub days: u32,
+}
+
+/// Chains stepped at once by the kernels.
+const LANES: usize = 4;
+
+/// One lane of [`walk_chains`]: the current key, its day and the days left after it.
+struct Lane {
+    key: [u8; 32],
+    day: Day,
+    left: u32,
+}
+
+/// Walk every chain of `walks`, calling `f(i, day, ephids)` with the 96 EphIDs (in
+/// unshuffled order, as [`DayKey::ephids`] gives them) of each of its days, where `i` is
+/// the walk's position in `walks`. Days of one chain come in order; chains interleave.
+pub fn walk_chains<I, F>(walks: I, f: F)
+where
+    I: IntoIterator<Item = ChainWalk>,
+    F: FnMut(usize, Day, &[EphId; EPHIDS_PER_DAY]),
+{
+    walk_chains_on(walks, f, true);
+}
+
+/// [`walk_chains`], on the kernels when `fast` and the CPU allows, else on the portable
+/// code (the tests compare the two).
+fn walk_chains_on<I, F>(walks: I, mut f: F, fast: bool)
+where
+    I: IntoIterator<Item = ChainWalk>,
+    F: FnMut(usize, Day, &[EphId; EPHIDS_PER_DAY]),
+{
+    let mut walks = walks.into_iter().enumerate();
+    let mut lanes: [Option<(usize, Lane)>; LANES] = Default::default();
+    let mut keys = [[0u8; 32]; LANES];
+    let mut out = [[EphId::default(); EPHIDS_PER_DAY]; LANES];
+    loop {
+        for lane in lanes.iter_mut().filter(|l| l.is_none()) {
+            *lane = walks.by_ref().find(|(_, w)| w.days > 0).map(|(i, w)| {
+                (
+                    i,
+                    Lane {
+                        key: *w.key.as_bytes(),
+                        day: w.day,
+                        left: w.days - 1,
+                    },
+                )
+            });
+        }
+        if lanes.iter().all(Option::is_none) {
+            break;
+        }
+        for (k, lane) in keys.iter_mut().zip(&lanes) {
+            // An idle lane computes on zeros; its output is ignored.
+            *k = lane.as_ref().map_or([0; 32], |(_, l)| l.key);
+        }
+        if !(fast && step_fast(&mut keys, &mut out)) {
+            for (k, o) in keys.iter_mut().zip(out.iter_mut()) {
+                step_portable(k, o);
+            }
+        }
+        for ((slot, k), o) in lanes.iter_mut().zip(&keys).zip(out.iter()) {
+            let Some((i, lane)) = slot else { continue };
+            f(*i, lane.day, o);
+            if lane.left == 0 {
+                lane.key.zeroize();
+                *slot = None;
+            } else {
+                lane.key = *k;
+                lane.day = lane.day.next();
+                lane.left -= 1;
+            }
+        }
+    }
+    keys.zeroize();
+}
+
+/// A day step of four chains on the x86-64 kernels; `false` when they can't run here.
+#[cfg(target_arch = "x86_64")]
+fn step_fast(keys: &mut [[u8; 32]; LANES], out: &mut [[EphId; EPHIDS_PER_DAY]; LANES]) -> bool {
+    crate::kernels::lowcost_step(keys, EPHIDS_PER_DAY, out)
+}
+
+/// No kernels off x86-64.
+#[cfg(not(target_arch = "x86_64"))]
+fn step_fast(_: &mut [[u8; 32]; LANES], _: &mut [[EphId; EPHIDS_PER_DAY]; LANES]) -> bool {
+    false
+}
+
+/// A day step of one chain on the RustCrypto crates: the EphIDs of `key`'s day, and the
+/// next key in place of `key`.
+fn step_portable(key: &mut [u8; 32], out: &mut [EphId; EPHIDS_PER_DAY]) {
+    let mut prf = hmac_sha256(key, BROADCAST_KEY);
+    ephids_from_prf(&prf, out);
+    prf.zeroize();
+    *key = Sha256::digest(*key).into();
 }
 
 /// One day of broadcasting: the day's key and the random order of its EphIDs.
@@ -219,5 +330,91 @@ mod tests {
         assert!(b.ephid_at(UnixTime(day.next().start().0)).is_err());
         assert!(BroadcastDay::from_parts(day, key.clone(), [0; 96]).is_err());
         assert_eq!(BroadcastDay::from_parts(day, key, *b.order()).unwrap(), b);
+    }
+
+    /// Every day's EphIDs of `walks`, as `(walk, day, ephids)`, on the kernels or not.
+    fn walked(walks: &[ChainWalk], fast: bool) -> Vec<(usize, Day, Vec<EphId>)> {
+        let mut got = Vec::new();
+        walk_chains_on(
+            walks.iter().cloned(),
+            |i, d, e| got.push((i, d, e.to_vec())),
+            fast,
+        );
+        got.sort_by_key(|(i, d, _)| (*i, *d));
+        got
+    }
+
+    /// Whether this run compared the kernels at all (they need SHA-NI and VAES).
+    fn kernels_here() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        return crate::kernels::available();
+        #[cfg(not(target_arch = "x86_64"))]
+        return false;
+    }
+
+    #[test]
+    fn vector_files_through_the_chain_walk() {
+        eprintln!("low-cost kernels on this CPU: {}", kernels_here());
+        for file in [
+            include_str!("../../spec-vectors/dp3t-lowcost-reference.json"),
+            include_str!("../../spec-vectors/generated-dp3t-lowcost.json"),
+        ] {
+            let v: serde_json::Value = serde_json::from_str(file).unwrap();
+            let cases = v["cases"].as_array().unwrap();
+            // Each case walked alone for two days, all cases at once (lanes of several
+            // chains): day 0 gives the case's EphIDs, day 1 those of its next key.
+            let walks: Vec<ChainWalk> = cases
+                .iter()
+                .map(|c| ChainWalk {
+                    key: DayKey::from_slice(&hex::decode(c["sk"].as_str().unwrap()).unwrap())
+                        .unwrap(),
+                    day: Day(100),
+                    days: 2,
+                })
+                .collect();
+            for fast in [true, false] {
+                let got = walked(&walks, fast);
+                assert_eq!(got.len(), 2 * cases.len());
+                for (i, c) in cases.iter().enumerate() {
+                    let (_, day, ephids) = &got[2 * i];
+                    assert_eq!(*day, Day(100));
+                    for e in c["ephids"].as_array().unwrap() {
+                        let j = e["index"].as_u64().unwrap() as usize;
+                        assert_eq!(hex::encode(ephids[j].0), e["ephid"].as_str().unwrap());
+                    }
+                    if let Some(next) = c["next_sk"].as_str() {
+                        let next = DayKey::from_slice(&hex::decode(next).unwrap()).unwrap();
+                        assert_eq!(got[2 * i + 1].2, next.ephids().to_vec());
+                        assert_eq!(got[2 * i + 1].1, Day(101));
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The kernels (four chains a step) give what the portable code gives, and both
+        /// what the one-key API gives, for any keys and walk lengths.
+        #[test]
+        fn chain_walk_fast_equals_portable(
+            walks in proptest::collection::vec(
+                (proptest::prelude::any::<[u8; 32]>(), 0u32..20_000, 0u32..9), 0..11),
+        ) {
+            let walks: Vec<ChainWalk> = walks
+                .into_iter()
+                .map(|(k, d, n)| ChainWalk { key: DayKey::from_bytes(k), day: Day(d), days: n })
+                .collect();
+            let fast = walked(&walks, true);
+            let portable = walked(&walks, false);
+            proptest::prop_assert_eq!(&fast, &portable);
+            let mut want = Vec::new();
+            for (i, w) in walks.iter().enumerate() {
+                for s in 0..w.days {
+                    want.push((i, Day(w.day.0 + s), w.key.step(s).ephids().to_vec()));
+                }
+            }
+            proptest::prop_assert_eq!(&fast, &want);
+        }
     }
 }

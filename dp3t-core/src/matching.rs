@@ -17,9 +17,12 @@
 use crate::cuckoo::CuckooFilter;
 use crate::exposure::AttenuationSeconds;
 use crate::gaen::{derive_rpis_many, Block, LANES};
+use crate::hybrid::for_each_window;
+use crate::lowcost::{walk_chains, ChainWalk};
 use crate::published::{HybridEntry, LowCostEntry};
 use crate::store::Sighting;
 use crate::time::{Day, UnixTime, ENIN_SECONDS};
+use crate::EphId;
 
 /// Clock-skew tolerance around a key's or window's validity (profile choice, §2).
 pub const TOLERANCE_SECONDS: u64 = 7_200;
@@ -279,26 +282,48 @@ pub fn match_lowcost(
     }
     let last_day = release_time.day();
     for_each_chunk(entries, |chunk, out| {
-        for e in chunk {
-            if e.day > last_day {
-                continue;
-            }
+        let walks = chunk.iter().filter(|e| e.day <= last_day).map(|e| {
             // Skip straight to the first day anyone could still have stored.
             let skip = e.day.days_until(oldest_day);
-            let mut key = e.key.step(skip);
-            let mut day = Day(e.day.0 + skip);
-            while day <= last_day {
-                let (from, until) = (day.start().0, day.next().start().0.min(release_time.0));
-                for eph in key.ephids().iter() {
-                    if index.maybe_contains(&eph.0) {
-                        index.collect(&eph.0, from, until, out);
-                    }
-                }
-                key = key.next();
-                day = day.next();
+            let day = Day(e.day.0.saturating_add(skip));
+            ChainWalk {
+                key: if skip == 0 {
+                    e.key.clone()
+                } else {
+                    e.key.step(skip)
+                },
+                day,
+                days: last_day.0.saturating_add(1).saturating_sub(day.0),
             }
-        }
+        });
+        // The chains are walked four at a time; each day's EphIDs meet that day's
+        // sightings only.
+        walk_chains(walks, |_, day, ephids| {
+            let (from, until) = (day.start().0, day.next().start().0.min(release_time.0));
+            lookup_all(index, ephids, from, until, out);
+        });
     })
+}
+
+/// Look up every id of `ids` (at most 256): a branch-free pass over the pre-filter, then
+/// the full lookups of the few candidates, keeping sightings inside `[from, until)`.
+#[inline]
+fn lookup_all(
+    index: &SightingIndex<'_>,
+    ids: &[EphId],
+    from: u64,
+    until: u64,
+    out: &mut Vec<Match>,
+) {
+    let mut candidates = [0u8; 256];
+    let mut n = 0;
+    for (j, id) in ids.iter().enumerate().take(256) {
+        candidates[n] = j as u8;
+        n += usize::from(index.maybe_contains(&id.0));
+    }
+    for &j in &candidates[..n] {
+        index.collect(&ids[usize::from(j)].0, from, until, out);
+    }
 }
 
 /// Match published hybrid windows: each window's EphIDs against sightings heard inside
@@ -312,16 +337,14 @@ pub fn match_hybrid(
         return Vec::new();
     }
     for_each_chunk(entries, |chunk, out| {
-        let mut buf = [crate::EphId::default(); 96];
-        for e in chunk {
-            let from = e.window.start().0.saturating_sub(TOLERANCE_SECONDS);
-            let until = (e.window.end().0 + TOLERANCE_SECONDS).min(release_time.0);
-            for eph in e.seed.ephids_into(e.window.minutes(), &mut buf) {
-                if index.maybe_contains(&eph.0) {
-                    index.collect(&eph.0, from, until, out);
-                }
-            }
-        }
+        // The windows are derived four at a time.
+        let windows = chunk.iter().map(|e| (&e.seed, e.window.minutes()));
+        for_each_window(windows, |i, ephids| {
+            let w = chunk[i].window;
+            let from = w.start().0.saturating_sub(TOLERANCE_SECONDS);
+            let until = (w.end().0 + TOLERANCE_SECONDS).min(release_time.0);
+            lookup_all(index, ephids, from, until, out);
+        });
     })
 }
 

@@ -1,0 +1,524 @@
+//! x86-64 kernels of the DP-3T low-cost and hybrid designs: SHA-NI for the HMAC-SHA256
+//! PRFs and the low-cost key chain, VAES on AVX-512 for the AES-256-CTR keystreams.
+//!
+//! Both designs derive, per published key, `PRF = HMAC-SHA256(key, constant message)` and
+//! then an AES-256-CTR keystream under the PRF from a zero counter block. A phone does this
+//! for every published key, so the kernels work on [`LANES`] keys at once:
+//!
+//! - the SHA-256 compressions of different keys are independent, so they run interleaved
+//!   two at a time (the rounds of one hide the latency of the other's), and the inner
+//!   HMAC block, whose message is a constant of the design, runs from a message schedule
+//!   computed at compile time;
+//! - the four keys' AES-256 key schedules are expanded together in one 512-bit register
+//!   per round key (one key per 128-bit lane; `vaesenclast` in place of
+//!   `aeskeygenassist`, which has no 512-bit form), and the counter blocks are encrypted
+//!   four keys to a register: block `j` of each key shares the counter `j`, so a register
+//!   holds block `j` of the four keystreams.
+//!
+//! Every kernel is compiled with `#[target_feature]`; the safe entry points call one only
+//! after [`cpu`] has found its features and otherwise return `false`, so that the caller
+//! takes the portable path (the RustCrypto crates, in `lowcost.rs`). The tests in
+//! `lowcost.rs` and `hybrid.rs` check both paths against each other and the vectors.
+//!
+//! The GAEN kernels in `gaen/x86.rs` have their own SHA-NI rounds and AES key schedule
+//! (AES-128); the two files are kept apart while both are being changed, and may share
+//! the SHA-NI rounds later.
+
+#![allow(unsafe_code)]
+
+use std::arch::x86_64::*;
+
+use crate::EphId;
+
+/// Keys derived at once by one call of a kernel.
+pub(crate) const LANES: usize = 4;
+/// Most EphIDs per key in either design (a day of 15-minute epochs).
+pub(crate) const MAX_BLOCKS: usize = 96;
+
+/// Whether this CPU has every feature the kernels use: the SHA extensions (with SSSE3 and
+/// SSE4.1), AES-NI, and VAES on AVX-512 (F and BW, for the per-lane byte shuffles and
+/// shifts of the key schedule). Detected once and cached.
+#[inline]
+fn cpu() -> bool {
+    static CPU: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CPU.get_or_init(|| {
+        std::is_x86_feature_detected!("sha")
+            && std::is_x86_feature_detected!("sse2")
+            && std::is_x86_feature_detected!("ssse3")
+            && std::is_x86_feature_detected!("sse4.1")
+            && std::is_x86_feature_detected!("aes")
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("vaes")
+    })
+}
+
+/// Whether the kernels run on this CPU (tests use it to say which paths they compared).
+#[cfg(test)]
+pub(crate) fn available() -> bool {
+    cpu()
+}
+
+/// One low-cost day step for [`LANES`] chains: from each day key `SK_t`, the day's first
+/// `n` EphIDs into `out[lane][..n]`, and `SK_{t+1} = SHA-256(SK_t)` in place of the key.
+/// `false` (nothing written) when the CPU lacks the features; `n` must be at most 96.
+#[inline]
+pub(crate) fn lowcost_step(
+    keys: &mut [[u8; 32]; LANES],
+    n: usize,
+    out: &mut [[EphId; MAX_BLOCKS]; LANES],
+) -> bool {
+    if !cpu() || n > MAX_BLOCKS {
+        return false;
+    }
+    // SAFETY: `cpu()` found every feature `lowcost_step_x86` is compiled for.
+    unsafe { lowcost_step_x86(keys, n, out) };
+    true
+}
+
+/// The hybrid EphIDs of [`LANES`] window seeds: the first `n` blocks of each seed's
+/// keystream into `out[lane][..n]`. `false` (nothing written) when the CPU lacks the
+/// features; `n` must be at most 96.
+#[inline]
+pub(crate) fn hybrid_ephids(
+    seeds: &[[u8; 16]; LANES],
+    n: usize,
+    out: &mut [[EphId; MAX_BLOCKS]; LANES],
+) -> bool {
+    if !cpu() || n > MAX_BLOCKS {
+        return false;
+    }
+    // SAFETY: `cpu()` found every feature `hybrid_ephids_x86` is compiled for.
+    unsafe { hybrid_ephids_x86(seeds, n, out) };
+    true
+}
+
+// ---------------------------------------------------------------------------------------
+// SHA-256 constants and the compile-time message schedules of the constant HMAC blocks.
+
+const IV: [u32; 8] = [
+    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
+];
+
+const K: [u32; 64] = [
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
+];
+
+/// The last block of `HMAC(key, msg)`'s inner hash: `msg` after the 64-byte key block,
+/// padded (FIPS 180-4 §5.1.1), as its 64 `W_t + K_t`.
+const fn inner_block_wk(msg: &[u8]) -> [u32; 64] {
+    assert!(msg.len() <= 55);
+    let mut b = [0u8; 64];
+    let mut i = 0;
+    while i < msg.len() {
+        b[i] = msg[i];
+        i += 1;
+    }
+    b[msg.len()] = 0x80;
+    let bits = ((64 + msg.len()) * 8) as u64;
+    let len = bits.to_be_bytes();
+    let mut i = 0;
+    while i < 8 {
+        b[56 + i] = len[i];
+        i += 1;
+    }
+    let mut w = [0u32; 64];
+    let mut t = 0;
+    while t < 16 {
+        w[t] = u32::from_be_bytes([b[4 * t], b[4 * t + 1], b[4 * t + 2], b[4 * t + 3]]);
+        t += 1;
+    }
+    while t < 64 {
+        let s0 = w[t - 15].rotate_right(7) ^ w[t - 15].rotate_right(18) ^ (w[t - 15] >> 3);
+        let s1 = w[t - 2].rotate_right(17) ^ w[t - 2].rotate_right(19) ^ (w[t - 2] >> 10);
+        w[t] = w[t - 16]
+            .wrapping_add(s0)
+            .wrapping_add(w[t - 7])
+            .wrapping_add(s1);
+        t += 1;
+    }
+    let mut t = 0;
+    while t < 64 {
+        w[t] = w[t].wrapping_add(K[t]);
+        t += 1;
+    }
+    w
+}
+
+/// A 16-byte-aligned schedule, so that its groups of four load as whole registers.
+#[repr(C, align(16))]
+struct Wk([u32; 64]);
+
+/// The low-cost PRF's inner block: `"broadcast key"`.
+static LOWCOST_WK: Wk = Wk(inner_block_wk(crate::lowcost::BROADCAST_KEY));
+/// The hybrid PRF's inner block: `"DP3T-HYBRID"`.
+static HYBRID_WK: Wk = Wk(inner_block_wk(crate::hybrid::HYBRID_INFO));
+
+// ---------------------------------------------------------------------------------------
+// SHA-NI.
+
+/// A SHA-256 state as the SHA extensions hold it: `abef = [F, E, B, A]`,
+/// `cdgh = [H, G, D, C]` (lane 0 first).
+#[derive(Clone, Copy)]
+struct Sha {
+    abef: __m128i,
+    cdgh: __m128i,
+}
+
+/// The state `H0..H7`.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn sha_state(h: [u32; 8]) -> Sha {
+    let h = h.map(|x| x as i32);
+    Sha {
+        abef: _mm_set_epi32(h[0], h[1], h[4], h[5]),
+        cdgh: _mm_set_epi32(h[2], h[3], h[6], h[7]),
+    }
+}
+
+/// The digest as words `[H0, H1, H2, H3]`, `[H4, H5, H6, H7]` (lane 0 first): the message
+/// words of a block that starts with the digest, and a day key in the low-cost chain.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn sha_words(s: Sha) -> [__m128i; 2] {
+    // unpackhi = [H1, H3, H0, H2] and unpacklo = [H5, H7, H4, H6]; 0x72 takes lanes 2, 0, 3, 1.
+    [
+        _mm_shuffle_epi32::<0x72>(_mm_unpackhi_epi32(s.abef, s.cdgh)),
+        _mm_shuffle_epi32::<0x72>(_mm_unpacklo_epi32(s.abef, s.cdgh)),
+    ]
+}
+
+/// Swap the bytes of each 32-bit lane: bytes in memory order ↔ big-endian words.
+#[target_feature(enable = "ssse3")]
+#[inline]
+fn bswap32(x: __m128i) -> __m128i {
+    _mm_shuffle_epi8(
+        x,
+        _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3),
+    )
+}
+
+/// Four rounds with `W_t + K_t` in `wk`.
+#[target_feature(enable = "sha,sse2")]
+#[inline]
+fn rounds4(s: &mut Sha, wk: __m128i) {
+    s.cdgh = _mm_sha256rnds2_epu32(s.cdgh, s.abef, wk);
+    s.abef = _mm_sha256rnds2_epu32(s.abef, s.cdgh, _mm_shuffle_epi32::<0x0E>(wk));
+}
+
+/// `K_t` of rounds `4g .. 4g + 4`.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn k4(g: usize) -> __m128i {
+    let k = |j: usize| K[4 * g + j] as i32;
+    _mm_set_epi32(k(3), k(2), k(1), k(0))
+}
+
+/// Rounds `4G .. 4G + 4` of `N` independent compressions; `m[n]` is a ring of the last 16
+/// message words of compression `n`, updated with `W[4G .. 4G + 4]` (FIPS 180-4 §6.2.2
+/// step 1, by `sha256msg1`/`sha256msg2`). `G` is a constant, so every ring index is.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn sha_group<const G: usize, const N: usize>(s: &mut [Sha; N], m: &mut [[__m128i; 4]; N]) {
+    for n in 0..N {
+        if G >= 4 {
+            // W[t..t+4] from W[t-16..t-12], W[t-12..t-8], W[t-7..t-3] and W[t-4..t].
+            let (a, b, c, d) = (
+                m[n][G % 4],
+                m[n][(G + 1) % 4],
+                m[n][(G + 2) % 4],
+                m[n][(G + 3) % 4],
+            );
+            let x = _mm_add_epi32(_mm_sha256msg1_epu32(a, b), _mm_alignr_epi8::<4>(d, c));
+            m[n][G % 4] = _mm_sha256msg2_epu32(x, d);
+        }
+        rounds4(&mut s[n], _mm_add_epi32(m[n][G % 4], k4(G)));
+    }
+}
+
+/// `N` independent SHA-256 compressions of the blocks `m` (as big-endian words) on the
+/// states `s0`, interleaved four rounds at a time.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn sha_compress<const N: usize>(s0: [Sha; N], mut m: [[__m128i; 4]; N]) -> [Sha; N] {
+    let mut s = s0;
+    macro_rules! groups {
+        ($($g:literal)*) => { $( sha_group::<$g, N>(&mut s, &mut m); )* };
+    }
+    groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
+    for n in 0..N {
+        s[n].abef = _mm_add_epi32(s[n].abef, s0[n].abef);
+        s[n].cdgh = _mm_add_epi32(s[n].cdgh, s0[n].cdgh);
+    }
+    s
+}
+
+/// `N` independent compressions of the same constant block, given as its `W_t + K_t`.
+#[target_feature(enable = "sha,sse2")]
+#[inline]
+fn sha_compress_wk<const N: usize>(s0: [Sha; N], wk: &Wk) -> [Sha; N] {
+    let mut s = s0;
+    for g in 0..16 {
+        // SAFETY: `wk.0` is 64 words, 16-byte aligned; words 4g .. 4g + 4 (g < 16) are in it.
+        let w = unsafe { _mm_load_si128(wk.0.as_ptr().add(4 * g).cast()) };
+        for x in s.iter_mut() {
+            rounds4(x, w);
+        }
+    }
+    for n in 0..N {
+        s[n].abef = _mm_add_epi32(s[n].abef, s0[n].abef);
+        s[n].cdgh = _mm_add_epi32(s[n].cdgh, s0[n].cdgh);
+    }
+    s
+}
+
+/// A padded final block holding `msg` (32 bytes, as words) after `prefix_bytes` bytes.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn block_of_32(msg: [__m128i; 2], prefix_bytes: i32) -> [__m128i; 4] {
+    [
+        msg[0],
+        msg[1],
+        _mm_set_epi32(0, 0, 0, 0x8000_0000u32 as i32),
+        _mm_set_epi32((prefix_bytes + 32) * 8, 0, 0, 0),
+    ]
+}
+
+/// An HMAC key block (`key ⊕ pad`, the key zero-extended to 64 bytes), the key given as
+/// up to eight words.
+#[target_feature(enable = "sse2")]
+#[inline]
+fn pad_block(key: [__m128i; 2], pad: i32) -> [__m128i; 4] {
+    let p = _mm_set1_epi32(pad);
+    [_mm_xor_si128(key[0], p), _mm_xor_si128(key[1], p), p, p]
+}
+
+/// `HMAC-SHA256(key, msg)` of [`LANES`] keys (as words; a 16-byte key has zero words
+/// 4..8), `msg` the constant whose inner block is `wk`. The four key blocks of a pair of
+/// lanes run interleaved, then the four inner and the four outer finals.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+#[inline]
+fn hmac4(key: &[[__m128i; 2]; LANES], wk: &Wk) -> [[__m128i; 2]; LANES] {
+    let iv = sha_state(IV);
+    let [i0, o0] = sha_compress(
+        [iv; 2],
+        [
+            pad_block(key[0], 0x3636_3636),
+            pad_block(key[0], 0x5c5c_5c5c),
+        ],
+    );
+    let [i1, o1] = sha_compress(
+        [iv; 2],
+        [
+            pad_block(key[1], 0x3636_3636),
+            pad_block(key[1], 0x5c5c_5c5c),
+        ],
+    );
+    let [i2, o2] = sha_compress(
+        [iv; 2],
+        [
+            pad_block(key[2], 0x3636_3636),
+            pad_block(key[2], 0x5c5c_5c5c),
+        ],
+    );
+    let [i3, o3] = sha_compress(
+        [iv; 2],
+        [
+            pad_block(key[3], 0x3636_3636),
+            pad_block(key[3], 0x5c5c_5c5c),
+        ],
+    );
+    let inner = sha_compress_wk([i0, i1, i2, i3], wk).map(|s| block_of_32(sha_words(s), 64));
+    let [a, b] = sha_compress([o0, o1], [inner[0], inner[1]]);
+    let [c, d] = sha_compress([o2, o3], [inner[2], inner[3]]);
+    [a, b, c, d].map(|s| sha_words(s))
+}
+
+// ---------------------------------------------------------------------------------------
+// AES-256 on VAES, one key per 128-bit lane.
+
+/// Four 128-bit registers as the four lanes of one 512-bit register (`x[0]` in lane 0).
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn pack4(x: [__m128i; 4]) -> __m512i {
+    let lo = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(x[0]), x[1]);
+    let hi = _mm256_inserti128_si256::<1>(_mm256_castsi128_si256(x[2]), x[3]);
+    _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi)
+}
+
+/// Per 128-bit lane: `w0, w1, w2, w3` → `w0, w0^w1, w0^w1^w2, w0^w1^w2^w3` (the running
+/// XOR of the key schedule's words).
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn prefix_xor(x: __m512i) -> __m512i {
+    let x = _mm512_xor_si512(x, _mm512_bslli_epi128::<4>(x));
+    _mm512_xor_si512(x, _mm512_bslli_epi128::<8>(x))
+}
+
+/// The AES-256 key schedule (FIPS 197 §5.2) of four keys at once, key `l` in lane `l`:
+/// `lo` holds bytes 0..16 of each key, `hi` bytes 16..32. `SubWord` is taken from
+/// `vaesenclast` on a register whose four columns are equal (ShiftRows then moves nothing),
+/// with the round constant as its round key.
+#[target_feature(enable = "avx512f,avx512bw,vaes")]
+#[inline]
+fn expand256x4(lo: __m512i, hi: __m512i) -> [__m512i; 15] {
+    // Every column := RotWord(w3), or := w3 (byte order within the lane: w3 is bytes 12..16).
+    let rot_w3 = _mm512_broadcast_i32x4(_mm_set_epi8(
+        12, 15, 14, 13, 12, 15, 14, 13, 12, 15, 14, 13, 12, 15, 14, 13,
+    ));
+    let w3 = _mm512_broadcast_i32x4(_mm_set_epi8(
+        15, 14, 13, 12, 15, 14, 13, 12, 15, 14, 13, 12, 15, 14, 13, 12,
+    ));
+    let mut rk = [_mm512_setzero_si512(); 15];
+    rk[0] = lo;
+    rk[1] = hi;
+    let rcon = [0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40];
+    for (i, &rc) in rcon.iter().enumerate() {
+        let t = _mm512_aesenclast_epi128(
+            _mm512_shuffle_epi8(rk[2 * i + 1], rot_w3),
+            _mm512_set1_epi32(rc),
+        );
+        rk[2 * i + 2] = _mm512_xor_si512(prefix_xor(rk[2 * i]), t);
+        if 2 * i + 3 < 15 {
+            let t = _mm512_aesenclast_epi128(
+                _mm512_shuffle_epi8(rk[2 * i + 2], w3),
+                _mm512_setzero_si512(),
+            );
+            rk[2 * i + 3] = _mm512_xor_si512(prefix_xor(rk[2 * i + 1]), t);
+        }
+    }
+    rk
+}
+
+/// Rows of blocks encrypted together: 12 registers of four blocks in flight, with the 15
+/// round keys 27 of the 32 registers.
+const ROWS: usize = 12;
+
+/// Encrypt the counter rows `ctr, ctr + 1, ...` (`R` of them; row `j` is the counter
+/// block `j` in all four lanes) under the four lanes' round keys, and store lane `l` of
+/// row `j` as EphID `first + j` of `out[l]`.
+#[target_feature(enable = "avx512f,vaes")]
+#[inline]
+fn ctr_rows<const R: usize>(
+    rk: &[__m512i; 15],
+    first: usize,
+    out: &mut [[EphId; MAX_BLOCKS]; LANES],
+) {
+    assert!(first + R <= MAX_BLOCKS);
+    // The 128-bit big-endian counter `first + j` (< 256): only its last byte, the top byte
+    // of the lane's upper 64 bits, is not zero.
+    let mut x = [_mm512_setzero_si512(); R];
+    for (j, x) in x.iter_mut().enumerate() {
+        let c = _mm512_set_epi64(
+            ((first + j) as i64) << 56,
+            0,
+            ((first + j) as i64) << 56,
+            0,
+            ((first + j) as i64) << 56,
+            0,
+            ((first + j) as i64) << 56,
+            0,
+        );
+        *x = _mm512_xor_si512(c, rk[0]);
+    }
+    for k in &rk[1..14] {
+        for x in x.iter_mut() {
+            *x = _mm512_aesenc_epi128(*x, *k);
+        }
+    }
+    for x in x.iter_mut() {
+        *x = _mm512_aesenclast_epi128(*x, rk[14]);
+    }
+    for (j, x) in x.into_iter().enumerate() {
+        let b = [
+            _mm512_extracti32x4_epi32::<0>(x),
+            _mm512_extracti32x4_epi32::<1>(x),
+            _mm512_extracti32x4_epi32::<2>(x),
+            _mm512_extracti32x4_epi32::<3>(x),
+        ];
+        for (o, b) in out.iter_mut().zip(b) {
+            // SAFETY: `first + j < MAX_BLOCKS` (asserted above), so `o[first + j]` is an
+            // EphID whose 16 bytes are writable; the store is unaligned.
+            unsafe { _mm_storeu_si128(o[first + j].0.as_mut_ptr().cast(), b) };
+        }
+    }
+}
+
+/// The first `n` (≤ 96) keystream blocks of four AES-256-CTR keys, from zero counters.
+#[target_feature(enable = "avx512f,avx512bw,vaes")]
+#[inline]
+fn keystreams(key: &[[__m128i; 2]; LANES], n: usize, out: &mut [[EphId; MAX_BLOCKS]; LANES]) {
+    let lo = pack4(key.map(|k| bswap32(k[0])));
+    let hi = pack4(key.map(|k| bswap32(k[1])));
+    let rk = expand256x4(lo, hi);
+    let mut j = 0;
+    while j + ROWS <= n {
+        ctr_rows::<ROWS>(&rk, j, out);
+        j += ROWS;
+    }
+    while j + 4 <= n {
+        ctr_rows::<4>(&rk, j, out);
+        j += 4;
+    }
+    while j < n {
+        ctr_rows::<1>(&rk, j, out);
+        j += 1;
+    }
+}
+
+/// A 32-byte key as big-endian words.
+#[target_feature(enable = "sse2,ssse3")]
+#[inline]
+fn load_words32(k: &[u8; 32]) -> [__m128i; 2] {
+    // SAFETY: `k` is 32 readable bytes; the two loads are unaligned.
+    let (a, b) = unsafe {
+        (
+            _mm_loadu_si128(k.as_ptr().cast()),
+            _mm_loadu_si128(k.as_ptr().add(16).cast()),
+        )
+    };
+    [bswap32(a), bswap32(b)]
+}
+
+/// [`lowcost_step`] on SHA-NI and VAES.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1,aes,avx512f,avx512bw,vaes")]
+fn lowcost_step_x86(
+    keys: &mut [[u8; 32]; LANES],
+    n: usize,
+    out: &mut [[EphId; MAX_BLOCKS]; LANES],
+) {
+    let sk = keys.each_ref().map(|k| load_words32(k));
+    // SK_{t+1} = SHA-256(SK_t): independent of the PRF, interleaved in pairs.
+    let iv = sha_state(IV);
+    let [a, b] = sha_compress([iv; 2], [block_of_32(sk[0], 0), block_of_32(sk[1], 0)]);
+    let [c, d] = sha_compress([iv; 2], [block_of_32(sk[2], 0), block_of_32(sk[3], 0)]);
+    let prf = hmac4(&sk, &LOWCOST_WK);
+    for (k, s) in keys.iter_mut().zip([a, b, c, d]) {
+        let [w0, w1] = sha_words(s).map(|w| bswap32(w));
+        // SAFETY: `k` is 32 writable bytes; the two stores are unaligned.
+        unsafe {
+            _mm_storeu_si128(k.as_mut_ptr().cast(), w0);
+            _mm_storeu_si128(k.as_mut_ptr().add(16).cast(), w1);
+        }
+    }
+    keystreams(&prf, n, out);
+}
+
+/// [`hybrid_ephids`] on SHA-NI and VAES.
+#[target_feature(enable = "sha,sse2,ssse3,sse4.1,aes,avx512f,avx512bw,vaes")]
+fn hybrid_ephids_x86(seeds: &[[u8; 16]; LANES], n: usize, out: &mut [[EphId; MAX_BLOCKS]; LANES]) {
+    let key = seeds.each_ref().map(|s| {
+        // SAFETY: `s` is 16 readable bytes; the load is unaligned.
+        let w = unsafe { _mm_loadu_si128(s.as_ptr().cast()) };
+        [bswap32(w), _mm_setzero_si128()]
+    });
+    let prf = hmac4(&key, &HYBRID_WK);
+    keystreams(&prf, n, out);
+}
