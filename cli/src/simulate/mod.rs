@@ -13,6 +13,7 @@ pub mod analysis;
 pub mod analytic;
 pub mod model;
 pub mod phones;
+pub mod png;
 pub mod server;
 pub mod svg;
 
@@ -56,7 +57,7 @@ pub struct SimulateArgs {
     /// Schemes, comma-separated: gaen, lowcost, unlinkable, hybrid (`none`: the model only).
     #[arg(long, default_value = "gaen,lowcost,unlinkable,hybrid")]
     pub schemes: String,
-    /// Output directory (report.json, report.md, *.svg).
+    /// Output directory (report.json, report.md, plots as *.png and *.svg).
     #[arg(long, default_value = "simulate-report")]
     pub out: PathBuf,
     /// Threads for the phones' downloads (default: available parallelism).
@@ -211,6 +212,7 @@ fn simulate_cli(args: &SimulateArgs) -> Result<(), String> {
     let md = markdown(&sim.report);
     let plots = svg::plots(&sim.report);
     write_outputs(&args.out, &sim.report, &md, &plots)?;
+    png::write_all(&svg::charts(&sim.report), &args.out)?;
     eprintln!(
         "wrote {} (model {:.1} s, total {:.1} s)",
         args.out.display(),
@@ -449,6 +451,13 @@ pub fn simulate(
                         "p90": num(percentile(&mut delays, 0.9)),
                     },
                     "scheme_wall_seconds": num(run.wall.as_secs_f64()),
+                    "wall_seconds_by_phase": {
+                        "contacts_to_beacons_heard": num(run.spans.contacts.as_secs_f64()),
+                        "beacons_and_sightings": num(run.spans.beacons.as_secs_f64()),
+                        "uploads": num(run.spans.uploads.as_secs_f64()),
+                        "server_build_and_sign": num(run.spans.server.as_secs_f64()),
+                        "ingest": num(run.spans.ingest.as_secs_f64()),
+                    },
                 },
             }),
         );
@@ -615,11 +624,11 @@ pub fn markdown(r: &Value) -> String {
             &["server", "max_published_bytes_in_retention"],
         ),
         (
-            "matching ms / phone / day, mean",
+            "matching CPU ms / phone / day, mean",
             &["timing", "match_ms_per_phone_per_day", "mean"],
         ),
         (
-            "matching ms / phone / day, p95",
+            "matching CPU ms / phone / day, p95",
             &["timing", "match_ms_per_phone_per_day", "p95"],
         ),
         (

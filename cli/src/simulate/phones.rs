@@ -1,6 +1,7 @@
 //! The engine phones: real `dp3t-core` engines fed by the model's contacts, uploading
 //! through the in-process [`Server`], downloading and ingesting every released batch.
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::SeedableRng;
@@ -17,7 +18,7 @@ use super::server::{synthetic_entries, Released, Server, ServerConfig};
 /// What one engine phone did.
 #[derive(Debug, Clone, Default)]
 pub struct PhoneResult {
-    /// Wall time spent in `Engine::ingest` (on its own thread).
+    /// CPU time spent in `Engine::ingest` (its thread's CPU clock).
     pub ingest_time: Duration,
     /// Batches ingested.
     pub ingests: u64,
@@ -72,6 +73,23 @@ pub struct SchemeRun {
     pub sightings_recorded: u64,
     /// Wall time of the whole scheme.
     pub wall: Duration,
+    /// Where the wall time went.
+    pub spans: Spans,
+}
+
+/// Wall time of a scheme's phases (timing spans, for profiling; not part of the results).
+#[derive(Debug, Clone, Default)]
+pub struct Spans {
+    /// Turning the day's contacts into the beacons engine phones heard (sequential).
+    pub contacts: Duration,
+    /// Engines broadcasting and recording sightings (parallel over phones).
+    pub beacons: Duration,
+    /// Real uploads (sequential) and fake uploads (parallel).
+    pub uploads: Duration,
+    /// Building, padding and signing the batches (sequential).
+    pub server: Duration,
+    /// Every phone ingesting every batch (parallel over phones).
+    pub ingest: Duration,
 }
 
 struct Phone {
@@ -80,11 +98,43 @@ struct Phone {
     stop_at: u64,
     next_fake: u64,
     result: PhoneResult,
+    /// Today's beacons heard by other engines: indices into the day's hears.
+    sends: Vec<u32>,
+    /// Today's beacons this phone heard: indices into the day's hears.
+    hears: Vec<u32>,
+    /// The payloads of `sends`, as `(hear index, payload)`.
+    sent: Vec<(u32, Payload)>,
 }
 
-enum Ev {
-    Tick(u32),
-    Hear { from: Sender, to: u32, att: i32 },
+/// A beacon payload: 20 bytes (GAEN `RPI || AEM`) or 16 (an EphID), no allocation.
+#[derive(Clone, Copy)]
+struct Payload {
+    bytes: [u8; 20],
+    len: u8,
+}
+
+impl Payload {
+    fn new(b: &[u8]) -> Self {
+        let mut bytes = [0u8; 20];
+        let len = b.len().min(20);
+        bytes[..len].copy_from_slice(&b[..len]);
+        Payload {
+            bytes,
+            len: len as u8,
+        }
+    }
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// One beacon heard by an engine phone.
+#[derive(Clone, Copy)]
+struct Hear {
+    t: u64,
+    from: Sender,
+    to: u32,
+    att: i32,
 }
 
 #[derive(Clone, Copy)]
@@ -114,11 +164,87 @@ fn tick(scheme: Scheme) -> u64 {
 
 /// A foreign beacon (a phone without an engine): random bytes of the scheme's length,
 /// fixed per person and 10/15-minute period.
-fn foreign_payload(scheme: Scheme, person: u32, t: u64, seed: u64) -> Vec<u8> {
+fn foreign_payload(scheme: Scheme, person: u32, t: u64, seed: u64) -> Payload {
     let slot = t / period(scheme);
     let mut g = Rng::keyed(&[seed, 40, u64::from(person), slot]);
     let len = if scheme == Scheme::Gaen { 20 } else { 16 };
-    (0..len).map(|_| g.next_u64() as u8).collect()
+    let mut bytes = [0u8; 20];
+    for b in &mut bytes[..len] {
+        *b = g.next_u64() as u8;
+    }
+    Payload {
+        bytes,
+        len: len as u8,
+    }
+}
+
+/// The phones' worker threads: `threads` OS threads, each inside its own one-thread
+/// rayon pool. Phones are handed out one at a time (whoever is free takes the next), and
+/// the engine's own parallel matching (`dp3t-core`'s `parallel` feature) runs inline on
+/// the thread that called it, so the CPU time measured around one ingest is that phone's
+/// work and nobody else's. No result depends on which thread ran which phone.
+struct Workers {
+    pools: Vec<rayon::ThreadPool>,
+}
+
+impl Workers {
+    fn new(threads: usize) -> Result<Self, String> {
+        let pools = (0..threads.max(1))
+            .map(|_| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Workers { pools })
+    }
+
+    /// Run `f(index, item)` for every item, on all workers; the first error wins.
+    fn each<T: Send>(
+        &self,
+        items: &mut [T],
+        f: impl Fn(usize, &mut T) -> Result<(), String> + Sync,
+    ) -> Result<(), String> {
+        let queue = Mutex::new(items.iter_mut().enumerate());
+        let failed: Mutex<Option<String>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for pool in &self.pools {
+                let (queue, failed, f) = (&queue, &failed, &f);
+                s.spawn(move || {
+                    pool.install(|| loop {
+                        let next = queue.lock().map(|mut q| q.next()).unwrap_or(None);
+                        let Some((i, item)) = next else { break };
+                        if let Err(e) = f(i, item) {
+                            if let Ok(mut g) = failed.lock() {
+                                g.get_or_insert(e);
+                            }
+                        }
+                    })
+                });
+            }
+        });
+        match failed.into_inner() {
+            Ok(None) => Ok(()),
+            Ok(Some(e)) => Err(e),
+            Err(_) => Err("a phone worker panicked".into()),
+        }
+    }
+}
+
+/// CPU time of the calling thread (`CLOCK_THREAD_CPUTIME_ID`): what one ingest costs the
+/// core that ran it, whatever else the machine was doing.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a Linux constant.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Run every engine phone of `scheme` through the model's days.
@@ -130,6 +256,8 @@ pub fn run_scheme(
     threads: usize,
 ) -> Result<SchemeRun, String> {
     let t0 = Instant::now();
+    let workers = Workers::new(threads)?;
+    let mut spans = Spans::default();
     let s_idx = scheme as u64;
     let mut key_rng = ChaCha20Rng::seed_from_u64(mix(&[model.seed, 50, s_idx]));
     let key = SigningKey::generate(&mut key_rng);
@@ -154,6 +282,9 @@ pub fn run_scheme(
                 .unwrap_or(u64::MAX),
             next_fake,
             result: PhoneResult::default(),
+            sends: Vec::new(),
+            hears: Vec::new(),
+            sent: Vec::new(),
         });
     }
     // Uploads of the whole population, by day.
@@ -174,20 +305,19 @@ pub fn run_scheme(
     let (mut retained_sum, mut max_retained) = (0u64, 0u64);
     let (mut engine_entries, mut other_entries, mut heard) = (0u64, 0u64, 0u64);
     let per = tick(scheme);
+    let interval = model.radio.scan_interval;
+    let mut hears: Vec<Hear> = Vec::new();
+    let mut payloads: Vec<Payload> = Vec::new();
     for day in 0..model.days {
         let day_start = model.start + u64::from(day) * DAY;
         let day_end = day_start + DAY;
+        let t = Instant::now();
+        // The beacons engine phones heard today, in the model's contact order.
+        hears.clear();
         for ph in &mut phones {
-            ph.engine.prune(UnixTime(day_start));
-        }
-        // Beacons and sightings of the day, in time order.
-        let mut evs: Vec<(u64, u32, Ev)> = Vec::new();
-        for (i, ph) in phones.iter().enumerate() {
-            let mut t = day_start;
-            while t < day_end && t < ph.stop_at {
-                evs.push((t, i as u32, Ev::Tick(i as u32)));
-                t += per;
-            }
+            ph.sends.clear();
+            ph.hears.clear();
+            ph.sent.clear();
         }
         for c in &out.engine_contacts[day as usize] {
             for (s, r) in [(c.a, c.b), (c.b, c.a)] {
@@ -209,42 +339,91 @@ pub fn run_scheme(
                 };
                 for (t, att) in model.scans(c, &out.people, s, r) {
                     if t < r_stop && t < s_stop {
-                        evs.push((t, re, Ev::Hear { from, to: re, att }));
+                        let h = hears.len() as u32;
+                        hears.push(Hear {
+                            t,
+                            from,
+                            to: re,
+                            att,
+                        });
+                        phones[re as usize].hears.push(h);
+                        if let Sender::Engine(se) = from {
+                            phones[se as usize].sends.push(h);
+                        }
                     }
                 }
             }
         }
-        evs.sort_by_key(|(t, r, e)| (*t, matches!(e, Ev::Hear { .. }), *r));
-        for (t, _, ev) in evs {
-            let now = UnixTime(t);
-            match ev {
-                Ev::Tick(i) => {
-                    let ph = &mut phones[i as usize];
-                    ph.engine
-                        .current_beacon(now, &mut ph.rng)
-                        .map_err(|e| e.to_string())?;
-                }
-                Ev::Hear { from, to, att } => {
-                    let payload = match from {
-                        Sender::Engine(s) => {
-                            let ph = &mut phones[s as usize];
-                            ph.engine
-                                .current_beacon(now, &mut ph.rng)
-                                .map_err(|e| e.to_string())?
-                                .payload
-                        }
-                        Sender::Foreign(p) => foreign_payload(scheme, p, t, model.seed),
-                    };
-                    let interval = model.radio.scan_interval;
-                    phones[to as usize]
-                        .engine
-                        .record_sighting(&payload, now, att, interval)
-                        .map_err(|e| e.to_string())?;
-                    heard += 1;
+        spans.contacts += t.elapsed();
+        // Each phone, on its own: prune, then broadcast all day. A phone's beacons depend
+        // only on its own keys and RNG, asked in time order (a tick before the beacons
+        // heard in the same second, those in receiver order, as one global time-ordered
+        // pass would ask them).
+        let t = Instant::now();
+        let hears_ref = &hears;
+        workers.each(&mut phones, |i, ph| {
+            ph.engine.prune(UnixTime(day_start));
+            let mut asks: Vec<(u64, bool, u32, u32)> = Vec::new();
+            let mut tt = day_start;
+            while tt < day_end && tt < ph.stop_at {
+                asks.push((tt, false, i as u32, 0));
+                tt += per;
+            }
+            for &h in &ph.sends {
+                let e = &hears_ref[h as usize];
+                asks.push((e.t, true, e.to, h));
+            }
+            asks.sort_unstable();
+            for (tt, is_hear, _, h) in asks {
+                let b = ph
+                    .engine
+                    .current_beacon(UnixTime(tt), &mut ph.rng)
+                    .map_err(|e| e.to_string())?;
+                if is_hear {
+                    ph.sent.push((h, Payload::new(&b.payload)));
                 }
             }
+            Ok(())
+        })?;
+        payloads.clear();
+        payloads.resize(
+            hears.len(),
+            Payload {
+                bytes: [0; 20],
+                len: 0,
+            },
+        );
+        for ph in &phones {
+            for &(h, p) in &ph.sent {
+                payloads[h as usize] = p;
+            }
         }
+        for (h, e) in hears.iter().enumerate() {
+            if let Sender::Foreign(p) = e.from {
+                payloads[h] = foreign_payload(scheme, p, e.t, model.seed);
+            }
+        }
+        // Each phone records what it heard, in time order (ties in the model's order).
+        let payloads_ref = &payloads;
+        workers.each(&mut phones, |_, ph| {
+            ph.hears.sort_by_key(|&h| hears_ref[h as usize].t);
+            for &h in &ph.hears {
+                let e = &hears_ref[h as usize];
+                ph.engine
+                    .record_sighting(
+                        payloads_ref[h as usize].as_slice(),
+                        UnixTime(e.t),
+                        e.att,
+                        interval,
+                    )
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        })?;
+        heard += hears.len() as u64;
+        spans.beacons += t.elapsed();
         // Uploads of the day: engines build theirs, the others are synthetic.
+        let t = Instant::now();
         for &(t, p) in &uploads[day as usize] {
             let Some(course) = out.courses.get(&p) else {
                 continue;
@@ -269,7 +448,7 @@ pub fn run_scheme(
             }
         }
         // Fake uploads (PROTOCOL.md §7.7), on each phone's own schedule.
-        for ph in &mut phones {
+        workers.each(&mut phones, |_, ph| {
             while ph.next_fake < day_end {
                 if ph.next_fake < ph.stop_at {
                     let now = UnixTime(ph.next_fake);
@@ -282,11 +461,15 @@ pub fn run_scheme(
                 }
                 ph.next_fake = next_fake_upload_time(UnixTime(ph.next_fake), &mut ph.rng).0;
             }
-        }
+            Ok(())
+        })?;
+        spans.uploads += t.elapsed();
         // Releases of the day; every phone downloads and ingests each batch.
         let mut end = day_start + server_cfg.bucket_seconds;
         while end <= day_end {
+            let t = Instant::now();
             let rel = server.release(end)?;
+            spans.server += t.elapsed();
             record(&mut batches, &rel, end);
             let bytes = rel.wire_bytes() as u64;
             retained.push_back((end, bytes));
@@ -300,7 +483,9 @@ pub fn run_scheme(
                 }
             }
             max_retained = max_retained.max(retained_sum);
-            ingest_all(&mut phones, &rel, end, model.seed, threads);
+            let t = Instant::now();
+            ingest_all(&workers, &mut phones, &rel, end, model.seed)?;
+            spans.ingest += t.elapsed();
             end += server_cfg.bucket_seconds;
         }
     }
@@ -321,6 +506,7 @@ pub fn run_scheme(
         max_retained_bytes: max_retained,
         sightings_recorded: heard,
         wall: t0.elapsed(),
+        spans,
     })
 }
 
@@ -337,35 +523,32 @@ fn record(batches: &mut Vec<BatchRecord>, rel: &Released, end: u64) {
 
 /// Every phone downloads the batch a few minutes after its release (PROTOCOL.md §14: up
 /// to 20 minutes of random delay) and ingests it; the engine's own matching and scoring
-/// decide whether it is now exposed. Phones are split over `threads` OS threads; each
-/// ingest is timed on its own thread.
-fn ingest_all(phones: &mut [Phone], rel: &Released, end: u64, seed: u64, threads: usize) {
+/// decide whether it is now exposed. Each ingest is timed with its thread's CPU clock.
+fn ingest_all(
+    workers: &Workers,
+    phones: &mut [Phone],
+    rel: &Released,
+    end: u64,
+    seed: u64,
+) -> Result<(), String> {
     let batch = rel.published.as_batch();
     let (head, body_len) = (rel.http_head_bytes as u64, rel.published.body.len() as u64);
-    let chunk = phones.len().div_ceil(threads.max(1)).max(1);
-    std::thread::scope(|s| {
-        for (c, part) in phones.chunks_mut(chunk).enumerate() {
-            let batch = &batch;
-            s.spawn(move || {
-                for (i, ph) in part.iter_mut().enumerate() {
-                    let idx = (c * chunk + i) as u64;
-                    let delay = Rng::keyed(&[seed, 60, idx, end]).below(1200);
-                    let now = UnixTime(end + delay);
-                    let t = Instant::now();
-                    let res = ph.engine.ingest(batch, now);
-                    ph.result.ingest_time += t.elapsed();
-                    ph.result.ingests += 1;
-                    ph.result.downloaded_bytes += head + body_len;
-                    if res.is_err() {
-                        ph.result.ingest_errors += 1;
-                    }
-                    if ph.result.notified_at.is_none() && !ph.engine.exposure_days(now).is_empty() {
-                        ph.result.notified_at = Some(now.0);
-                    }
-                }
-            });
+    workers.each(phones, |idx, ph| {
+        let delay = Rng::keyed(&[seed, 60, idx as u64, end]).below(1200);
+        let now = UnixTime(end + delay);
+        let t = thread_cpu_time();
+        let res = ph.engine.ingest(&batch, now);
+        ph.result.ingest_time += thread_cpu_time().saturating_sub(t);
+        ph.result.ingests += 1;
+        ph.result.downloaded_bytes += head + body_len;
+        if res.is_err() {
+            ph.result.ingest_errors += 1;
         }
-    });
+        if ph.result.notified_at.is_none() && !ph.engine.exposure_days(now).is_empty() {
+            ph.result.notified_at = Some(now.0);
+        }
+        Ok(())
+    })
 }
 
 impl super::model::Course {

@@ -1,4 +1,5 @@
-//! Plots as SVG, written by hand: no plotting crate, no fonts, no system libraries.
+//! Plots as SVG, written by hand (no fonts or libraries: the viewer draws the text), and
+//! the charts of a report, which [`super::png`] draws again as PNG with `plotters`.
 
 use serde_json::Value;
 
@@ -99,7 +100,8 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     s
 }
 
-fn tick(v: f64) -> String {
+/// An axis tick label: `1.2M`, `45k`, `12`, `0.85`.
+pub fn tick(v: f64) -> String {
     let a = v.abs();
     if a >= 1e6 {
         format!("{:.1}M", v / 1e6)
@@ -112,8 +114,35 @@ fn tick(v: f64) -> String {
     }
 }
 
+/// One chart of a report: its file stem, title, axis labels and lines.
+pub struct Chart {
+    /// File name without extension (`sweep`, `precision-recall`, `download-per-day`).
+    pub stem: &'static str,
+    /// Title.
+    pub title: &'static str,
+    /// X axis label.
+    pub x_label: &'static str,
+    /// Y axis label.
+    pub y_label: &'static str,
+    /// Lines.
+    pub series: Vec<Series>,
+}
+
 /// The plots of a simulation report: `(file name, SVG)`.
 pub fn plots(r: &Value) -> Vec<(String, String)> {
+    charts(r)
+        .iter()
+        .map(|c| {
+            (
+                format!("{}.svg", c.stem),
+                line_chart(c.title, c.x_label, c.y_label, &c.series),
+            )
+        })
+        .collect()
+}
+
+/// The charts of a simulation report.
+pub fn charts(r: &Value) -> Vec<Chart> {
     let mut out = Vec::new();
     let points = r["sweep"]["points"].as_array().cloned().unwrap_or_default();
     let get = |p: &Value, who: &str, k: &str| p[who][k].as_f64().unwrap_or(f64::NAN);
@@ -138,15 +167,13 @@ pub fn plots(r: &Value) -> Vec<(String, String)> {
                 .collect(),
         });
     }
-    out.push((
-        "sweep.svg".into(),
-        line_chart(
-            "Precision and recall vs attenuation threshold (medium = low + 8 dB)",
-            "attenuation_low, dB",
-            "share",
-            &series,
-        ),
-    ));
+    out.push(Chart {
+        stem: "sweep",
+        title: "Precision and recall vs attenuation threshold (medium = low + 8 dB)",
+        x_label: "attenuation_low, dB",
+        y_label: "share",
+        series,
+    });
     let pr: Vec<Series> = [
         ("population", "population (model)"),
         ("engine_phones", "engine phones"),
@@ -160,15 +187,13 @@ pub fn plots(r: &Value) -> Vec<(String, String)> {
             .collect(),
     })
     .collect();
-    out.push((
-        "precision-recall.svg".into(),
-        line_chart(
-            "Precision/recall curve (attenuation sweep)",
-            "recall",
-            "precision",
-            &pr,
-        ),
-    ));
+    out.push(Chart {
+        stem: "precision-recall",
+        title: "Precision/recall curve (attenuation sweep)",
+        x_label: "recall",
+        y_label: "precision",
+        series: pr,
+    });
     if let Some(schemes) = r["schemes"].as_object() {
         let dl: Vec<Series> = schemes
             .iter()
@@ -185,15 +210,13 @@ pub fn plots(r: &Value) -> Vec<(String, String)> {
                     .unwrap_or_default(),
             })
             .collect();
-        out.push((
-            "download-per-day.svg".into(),
-            line_chart(
-                "Download per phone per day (HTTP head + body)",
-                "day",
-                "bytes",
-                &dl,
-            ),
-        ));
+        out.push(Chart {
+            stem: "download-per-day",
+            title: "Download per phone per day (HTTP head + body)",
+            x_label: "day",
+            y_label: "bytes",
+            series: dl,
+        });
     }
     out
 }
