@@ -34,7 +34,8 @@ use backend::cache::DownloadCache;
 use backend::config::Config;
 use backend::db::{days_since_onset, NewKey, UploadRecord};
 use backend::metrics::Metrics;
-use backend::publish::{bucket_floor, publish_at, PublishSettings, Publisher};
+use backend::publish::{publish_at, PublishSettings, Publisher};
+use backend::release::bucket_floor;
 use dp3t_core::time::{Day, UnixTime};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -140,8 +141,10 @@ async fn seed(config: &Config, last: u64) -> Result<f64> {
         db.clone(),
         key,
         PublishSettings {
-            bucket_seconds: BUCKET,
-            retention_seconds: config.retention_seconds(),
+            timing: backend::config::Timing {
+                bucket_seconds: BUCKET,
+                ..config.timing()
+            },
             min_keys: config.export_min_keys,
             region: config.region.clone(),
             key_id: config.signature_key_id.clone(),

@@ -27,6 +27,7 @@ pub mod designs;
 pub mod keys;
 pub mod metrics;
 pub mod publish;
+pub mod release;
 pub mod server;
 pub mod writer;
 

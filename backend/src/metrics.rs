@@ -8,7 +8,18 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use dp3t_core::engine::Scheme;
+
 use crate::api::ErrorCode;
+use crate::db::scheme_name;
+
+/// The four schemes, in the order of their metric series.
+const SCHEMES: [Scheme; 4] = [
+    Scheme::Gaen,
+    Scheme::LowCost,
+    Scheme::Unlinkable,
+    Scheme::Hybrid,
+];
 
 /// The codes an upload can be refused with: the `reason` series of
 /// `dp3t_uploads_rejected_total`, in this order.
@@ -106,8 +117,9 @@ impl Histogram {
 pub struct Metrics {
     uploads_accepted: AtomicU64,
     rejected: Vec<AtomicU64>,
-    buckets_built: AtomicU64,
-    bucket_failures: AtomicU64,
+    /// Per scheme, indexed by `Scheme as usize`.
+    buckets_built: [AtomicU64; 4],
+    bucket_failures: [AtomicU64; 4],
     export_builds: AtomicU64,
     http: Vec<Histogram>,
 }
@@ -123,8 +135,8 @@ impl Default for Metrics {
         Metrics {
             uploads_accepted: AtomicU64::new(0),
             rejected: ErrorCode::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
-            buckets_built: AtomicU64::new(0),
-            bucket_failures: AtomicU64::new(0),
+            buckets_built: Default::default(),
+            bucket_failures: Default::default(),
             export_builds: AtomicU64::new(0),
             http: ROUTES.iter().map(|_| Histogram::default()).collect(),
         }
@@ -152,14 +164,19 @@ impl Metrics {
             .map_or(0, |c| c.load(Relaxed))
     }
 
-    /// A bucket was built and stored.
-    pub fn bucket_built(&self) {
-        self.buckets_built.fetch_add(1, Relaxed);
+    /// A bucket of `scheme` was built and stored by this node.
+    pub fn bucket_built(&self, scheme: Scheme) {
+        self.buckets_built[scheme as usize].fetch_add(1, Relaxed);
     }
 
-    /// Releasing a bucket failed (will be retried).
-    pub fn bucket_failed(&self) {
-        self.bucket_failures.fetch_add(1, Relaxed);
+    /// Buckets of `scheme` built and stored by this node so far.
+    pub fn buckets_built(&self, scheme: Scheme) -> u64 {
+        self.buckets_built[scheme as usize].load(Relaxed)
+    }
+
+    /// Releasing a bucket of `scheme` failed (will be retried).
+    pub fn bucket_failed(&self, scheme: Scheme) {
+        self.bucket_failures[scheme as usize].fetch_add(1, Relaxed);
     }
 
     /// A download response (union export or re-signed header) was built and cached.
@@ -205,23 +222,29 @@ impl Metrics {
         counter(
             &mut s,
             "dp3t_buckets_built_total",
-            "Non-empty release buckets built by this node.",
+            "Release buckets built and stored by this node, by scheme.",
         );
-        let _ = writeln!(
-            s,
-            "dp3t_buckets_built_total {}",
-            self.buckets_built.load(Relaxed)
-        );
+        for scheme in SCHEMES {
+            let _ = writeln!(
+                s,
+                "dp3t_buckets_built_total{{scheme=\"{}\"}} {}",
+                scheme_name(scheme),
+                self.buckets_built[scheme as usize].load(Relaxed)
+            );
+        }
         counter(
             &mut s,
             "dp3t_bucket_release_failures_total",
-            "Failed attempts to release a bucket.",
+            "Failed attempts to release a bucket, by scheme.",
         );
-        let _ = writeln!(
-            s,
-            "dp3t_bucket_release_failures_total {}",
-            self.bucket_failures.load(Relaxed)
-        );
+        for scheme in SCHEMES {
+            let _ = writeln!(
+                s,
+                "dp3t_bucket_release_failures_total{{scheme=\"{}\"}} {}",
+                scheme_name(scheme),
+                self.bucket_failures[scheme as usize].load(Relaxed)
+            );
+        }
         counter(
             &mut s,
             "dp3t_export_responses_built_total",

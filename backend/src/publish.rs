@@ -9,14 +9,15 @@
 //! upload arrived in, or — if later — its embargo end `(rsin + rolling_period) * 600 + 2 h`
 //! rounded up to a bucket end.
 //!
-//! Releasing the bucket ending at `T` ([`crate::db::Db::release`]) claims, in one
-//! transaction, every key not yet claimed with `publish_at <= T`, shuffles them, pads them
-//! with random keys to `DP3T_EXPORT_MIN_KEYS`, writes and signs the export zip, signs the
-//! response, stores both in `published_buckets`, and advances `released_until` to `T`.
-//! Builders are serialised, so each bucket is built exactly once, its bytes never change,
-//! and buckets are committed in time order. A key whose insert commits just after its
-//! bucket was claimed is not lost: it goes to the next bucket. With padding on, every bucket
-//! has an export; with `DP3T_EXPORT_MIN_KEYS = 0` empty buckets store nothing.
+//! The bucket ending at `T` is released by the one release engine ([`crate::release`]):
+//! its claim takes every key not yet claimed with `publish_at <= T`; [`GaenBuilder`]
+//! shuffles them, pads them with random keys to `DP3T_EXPORT_MIN_KEYS` (shaped like the real
+//! keys of the retention window), writes and signs the export zip, signs the response, and
+//! stores both in `published_buckets`; then `released_until` advances to `T` and the new
+//! buckets are loaded into memory. Each bucket is stored once and its bytes never change.
+//! A key whose insert commits just after its bucket was claimed is not lost: it goes to
+//! the next bucket. With padding on, every bucket has an export; with
+//! `DP3T_EXPORT_MIN_KEYS = 0` empty buckets store nothing.
 //!
 //! ## Downloads
 //!
@@ -44,18 +45,16 @@
 //! verifies with the key now configured. A failed release or download build marks the
 //! node degraded for `/healthz` until the next success.
 //!
-//! Nodes learn of releases by their own clock: once `now` passes a bucket end, the first
-//! request (or the background ticker) releases it in the database (or finds another node
-//! did) and loads the new rows. If the database is unreachable the node keeps serving its
-//! last state, which is still correct, just older.
+//! Nodes learn of releases by their own clock ([`crate::release`]). If the database is
+//! unreachable the node keeps serving its last state, which is still correct, just older.
 
 use std::collections::BTreeMap;
 use std::ops::Bound::{Excluded, Included};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
-use std::time::{Duration, Instant};
 
 use actix_web::web::Bytes;
+use dp3t_core::engine::Scheme;
 use dp3t_core::export::{
     parse_export_zip, write_export_zip, ExportBatch, ExportKey, SignatureInfo,
 };
@@ -65,22 +64,18 @@ use rand::seq::SliceRandom;
 use rand::{Rng, RngCore};
 
 use crate::cache::{Answer, AnswerKey, DownloadCache};
+use crate::config::Timing;
+use crate::db::{BucketRecord, Db, DbError, DbResult, StoredKey};
 use crate::designs::build::padded_count;
-
-use crate::db::{BucketRecord, BuiltBucket, Db, DbError, StoredKey};
 use crate::metrics::Metrics;
+use crate::release::{
+    bucket_ceil, bucket_floor, BucketBuilder, BuiltSummary, ReleaseError, Releaser,
+};
 
 /// Seconds after a key's expiry before it may be published (§10).
 pub const EMBARGO_SECONDS: u64 = 2 * 3600;
-/// After a failed release (of any scheme), requests serve the last state for this long
-/// before retrying.
-pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
-/// How often the ticker deletes data past retention (all schemes).
-pub const RETENTION_INTERVAL_SECS: u64 = 3_600;
 /// `report_type` written for every key (CONFIRMED_TEST).
 const REPORT_TYPE_CONFIRMED_TEST: i32 = 1;
-/// At most this many bucket ends are released one by one after downtime.
-pub const MAX_CATCH_UP_BUCKETS: u64 = 256;
 /// Draws from the population until one fits the bucket (at most this many tries).
 const PADDING_TRIES: usize = 32;
 
@@ -100,7 +95,7 @@ fn padding_shape(
     let fits = |k: &StoredKey| {
         let start = u64::from(k.rolling_start_number) * 600;
         let expiry = start + u64::from(k.rolling_period) * 600;
-        expiry + EMBARGO_SECONDS <= end && start + settings.retention_seconds >= end
+        expiry + EMBARGO_SECONDS <= end && start + settings.timing.retention_seconds >= end
     };
     for _ in 0..PADDING_TRIES {
         let Some((k, published)) = population.choose(rng) else {
@@ -133,10 +128,8 @@ fn padding_shape(
 /// Settings of the publisher, taken from [`crate::config::Config`].
 #[derive(Debug, Clone)]
 pub struct PublishSettings {
-    /// Bucket length in seconds.
-    pub bucket_seconds: u64,
-    /// Retention in seconds.
-    pub retention_seconds: u64,
+    /// Bucket length and retention.
+    pub timing: Timing,
     /// Padding minimum of non-empty buckets.
     pub min_keys: usize,
     /// Export region.
@@ -158,6 +151,9 @@ pub enum PublishError {
     /// Encoding or signing failed.
     #[error("export: {0}")]
     Core(#[from] dp3t_core::Error),
+    /// Releasing a bucket failed.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
     /// Building an answer failed (the error as its waiters share it).
     #[error("building a download: {0}")]
     Build(String),
@@ -214,21 +210,74 @@ struct Signer {
     settings: PublishSettings,
 }
 
-/// The publisher: owns the in-memory release state of this node.
-pub struct Publisher {
-    db: Db,
-    signer: Arc<Signer>,
-    settings: PublishSettings,
-    metrics: Arc<Metrics>,
+/// The released buckets this node serves, and the answers built from them.
+struct Memory {
+    state: RwLock<State>,
     /// Answers built once and served many times, bounded in bytes (shared with the
     /// designs).
     cache: Arc<DownloadCache>,
-    /// Mirror of `state.released_until`, read without a lock on every request.
-    released: AtomicU64,
-    state: RwLock<State>,
-    /// Serialises releases on this node; holds the time of the last failure.
-    advancing: tokio::sync::Mutex<Option<Instant>>,
-    /// The last release or download build failed (cleared by the next success):
+    retention_seconds: u64,
+}
+
+/// GAEN's part of the release engine: a bucket's claimed keys, padded, shuffled, zipped
+/// and signed into an export; released buckets loaded into memory.
+pub struct GaenBuilder {
+    signer: Arc<Signer>,
+    memory: Arc<Memory>,
+}
+
+impl BucketBuilder for GaenBuilder {
+    type Input = (Vec<StoredKey>, Vec<(StoredKey, u64)>);
+    type Built = BucketRecord;
+
+    fn scheme(&self) -> Scheme {
+        Scheme::Gaen
+    }
+
+    async fn load(&self, db: &Db, end: u64) -> Result<Self::Input, ReleaseError> {
+        let claimed = db.bucket_keys(end).await?;
+        let after = end.saturating_sub(self.memory.retention_seconds);
+        let population = db.key_population(after, end).await?;
+        Ok((claimed, population))
+    }
+
+    fn build(
+        &self,
+        end: u64,
+        (claimed, population): Self::Input,
+    ) -> Result<Option<BucketRecord>, ReleaseError> {
+        Ok(self.signer.build_bucket(end, claimed, population)?)
+    }
+
+    async fn store(&self, db: &Db, built: &BucketRecord) -> DbResult<()> {
+        db.insert_bucket(built).await
+    }
+
+    fn summary(built: &BucketRecord) -> BuiltSummary {
+        BuiltSummary {
+            real: built.real_keys,
+            published: built.total_keys,
+            bytes: built.zip.len(),
+        }
+    }
+
+    async fn install(&self, db: &Db, from: u64, to: u64) -> Result<(), ReleaseError> {
+        let rows = db.buckets_between(from, to).await?;
+        self.memory.install(rows, to);
+        Ok(())
+    }
+}
+
+/// The GAEN publisher: releases GAEN buckets through the release engine and answers
+/// downloads from the node's memory.
+pub struct Publisher {
+    db: Db,
+    release: Releaser<GaenBuilder>,
+    signer: Arc<Signer>,
+    memory: Arc<Memory>,
+    settings: PublishSettings,
+    metrics: Arc<Metrics>,
+    /// The last download build failed (cleared by the next successful release):
     /// `/healthz` reports the node degraded.
     failing: AtomicBool,
 }
@@ -236,22 +285,9 @@ pub struct Publisher {
 impl std::fmt::Debug for Publisher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Publisher")
-            .field("released_until", &self.released.load(Ordering::Relaxed))
+            .field("release", &self.release)
             .field("settings", &self.settings)
             .finish_non_exhaustive()
-    }
-}
-
-/// End of the newest bucket that has ended at `now`.
-pub fn bucket_floor(now: u64, len: u64) -> u64 {
-    now - now % len
-}
-
-/// The smallest bucket end at or after `t`.
-pub fn bucket_ceil(t: u64, len: u64) -> u64 {
-    match t % len {
-        0 => t,
-        r => t.saturating_add(len - r),
     }
 }
 
@@ -274,19 +310,27 @@ impl Publisher {
         cache: Arc<DownloadCache>,
     ) -> Self {
         let public = key.public_key();
+        let signer = Arc::new(Signer {
+            key,
+            public,
+            settings: settings.clone(),
+        });
+        let memory = Arc::new(Memory {
+            state: RwLock::new(State::default()),
+            cache,
+            retention_seconds: settings.timing.retention_seconds,
+        });
+        let builder = GaenBuilder {
+            signer: Arc::clone(&signer),
+            memory: Arc::clone(&memory),
+        };
         Publisher {
+            release: Releaser::new(db.clone(), builder, settings.timing, Arc::clone(&metrics)),
             db,
-            signer: Arc::new(Signer {
-                key,
-                public,
-                settings: settings.clone(),
-            }),
+            signer,
+            memory,
             settings,
             metrics,
-            cache,
-            released: AtomicU64::new(0),
-            state: RwLock::new(State::default()),
-            advancing: tokio::sync::Mutex::new(None),
             failing: AtomicBool::new(false),
         }
     }
@@ -294,184 +338,23 @@ impl Publisher {
     /// Whether the last attempt to release a bucket or to build a download failed (the
     /// node then serves its last state): `/healthz` reports it degraded.
     pub fn publication_failing(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
-    }
-
-    /// The settings.
-    pub fn settings(&self) -> &PublishSettings {
-        &self.settings
+        self.release.failing() || self.failing.load(Ordering::Relaxed)
     }
 
     /// `released_until` as this node knows it.
     pub fn released_until(&self) -> u64 {
-        self.released.load(Ordering::Acquire)
+        self.release.released_until()
     }
 
-    /// Turn the keys claimed for the bucket ending at `end` into its export: shuffled,
-    /// padded ([`padded_count`] of `DP3T_EXPORT_MIN_KEYS`) with random keys shaped like
-    /// the real keys of the retention window (`population`), zipped, signed. With padding
-    /// on, every bucket has an export, with real keys or not.
-    fn build_bucket(
-        &self,
-        end: u64,
-        claimed: Vec<StoredKey>,
-        population: Vec<(StoredKey, u64)>,
-    ) -> Result<Option<BuiltBucket>, String> {
-        let mut rng = rand::thread_rng();
-        let real = claimed.len();
-        let total = padded_count(real, self.settings.min_keys, &mut rng);
-        if total == 0 {
-            return Ok(None);
-        }
-        let to_export = |k: &StoredKey, key_data: [u8; 16]| ExportKey {
-            key_data,
-            rolling_start_interval_number: k.rolling_start_number,
-            rolling_period: k.rolling_period,
-            transmission_risk_level: k.transmission_risk_level,
-            report_type: Some(REPORT_TYPE_CONFIRMED_TEST),
-            days_since_onset_of_symptoms: Some(k.days_since_onset),
-        };
-        let mut keys: Vec<ExportKey> = claimed.iter().map(|k| to_export(k, k.key_data)).collect();
-        while keys.len() < total {
-            let mut data = [0u8; 16];
-            rng.fill_bytes(&mut data);
-            let shape = padding_shape(&population, end, &self.settings, &mut rng);
-            keys.push(to_export(&shape, data));
-        }
-        keys.shuffle(&mut rng);
-        let start = end.saturating_sub(self.settings.bucket_seconds);
-        let batch = ExportBatch {
-            start_timestamp: start,
-            end_timestamp: end,
-            region: self.settings.region.clone(),
-            batch_num: 1,
-            batch_size: 1,
-            keys,
-            revised_keys: Vec::new(),
-        };
-        let zip = write_export_zip(&batch, &self.signer.signature_info(), &self.signer.key)
-            .map_err(|e| e.to_string())?;
-        let signature = sign_response(&zip, &self.signer.key, &self.signer.claims(&zip, end))
-            .map_err(|e| e.to_string())?;
-        Ok(Some(BuiltBucket {
-            start,
-            real_keys: real as u64,
-            total_keys: total as u64,
-            zip,
-            signature,
-        }))
-    }
-
-    /// Release every bucket that has ended by `now`, if this node has not seen it yet.
-    /// Serialised per node; a failure is logged, counted, and retried after a second
-    /// (meanwhile the node serves its last state).
+    /// Release every bucket that has ended by `now`, if this node has not seen it yet
+    /// ([`Releaser::advance`]).
     pub async fn advance(&self, now: UnixTime) -> Result<(), PublishError> {
-        let target = bucket_floor(now.0, self.settings.bucket_seconds);
-        if self.released_until() >= target {
-            return Ok(());
+        let before = self.released_until();
+        self.release.advance(now).await?;
+        if self.released_until() > before {
+            self.failing.store(false, Ordering::Relaxed);
         }
-        let mut last_failure = self.advancing.lock().await;
-        if self.released_until() >= target {
-            return Ok(());
-        }
-        if last_failure.is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE) {
-            return Ok(());
-        }
-        match self.advance_locked(target).await {
-            Ok(()) => {
-                *last_failure = None;
-                self.failing.store(false, Ordering::Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                *last_failure = Some(Instant::now());
-                self.failing.store(true, Ordering::Relaxed);
-                self.metrics.bucket_failed();
-                tracing::error!(error = %e, bucket_end = target, "releasing bucket failed");
-                Err(e)
-            }
-        }
-    }
-
-    async fn advance_locked(&self, target: u64) -> Result<(), PublishError> {
-        // Every bucket end gets its release (and, with padding on, its export); after
-        // downtime only the last MAX_CATCH_UP_BUCKETS, the older keys going into the first.
-        let len = self.settings.bucket_seconds.max(1);
-        let known = self.released_until();
-        let first = if known == 0 {
-            target
-        } else {
-            known
-                .saturating_add(len)
-                .max(target.saturating_sub(MAX_CATCH_UP_BUCKETS.saturating_mul(len)))
-        };
-        let mut released = known;
-        for end in (0..)
-            .map(|i: u64| first.saturating_add(i.saturating_mul(len)))
-            .take_while(|e| *e <= target)
-        {
-            let after = end.saturating_sub(self.settings.retention_seconds);
-            let outcome = self
-                .db
-                .release(end, after, |keys, population| {
-                    self.build_bucket(end, keys, population)
-                })
-                .await?;
-            if let Some(n) = outcome.built_keys {
-                self.metrics.bucket_built();
-                tracing::info!(bucket_end = end, keys = n, "bucket released");
-            }
-            released = outcome.released_until;
-            if released >= target {
-                break;
-            }
-        }
-        let outcome = crate::db::ReleaseOutcome {
-            released_until: released.max(known),
-            built_keys: None,
-        };
-        let rows = self
-            .db
-            .buckets_between(known, outcome.released_until)
-            .await?;
-        self.install(rows, outcome.released_until);
         Ok(())
-    }
-
-    /// Add loaded buckets, advance `released_until`, drop cached answers and buckets past
-    /// retention.
-    fn install(&self, rows: Vec<BucketRecord>, released_until: u64) {
-        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
-        for r in rows {
-            st.buckets.insert(
-                r.end,
-                Arc::new(Bucket {
-                    start: r.start,
-                    end: r.end,
-                    zip: Bytes::from(r.zip),
-                    signature: r.signature,
-                    parsed: OnceLock::new(),
-                }),
-            );
-        }
-        if released_until > st.released_until {
-            st.released_until = released_until;
-            // Answers of earlier releases are never asked for again.
-            self.cache.retain(|k| match k {
-                AnswerKey::Union {
-                    released_until: r, ..
-                }
-                | AnswerKey::Day {
-                    released_until: r, ..
-                } => *r >= released_until,
-                AnswerKey::Design { .. } => true,
-            });
-        }
-        let oldest = st
-            .released_until
-            .saturating_sub(self.settings.retention_seconds);
-        st.buckets = st.buckets.split_off(&oldest.saturating_add(1));
-        self.released.store(st.released_until, Ordering::Release);
     }
 
     /// Delete data past retention from the database and from memory.
@@ -479,9 +362,9 @@ impl Publisher {
         &self,
         now: UnixTime,
     ) -> Result<crate::db::RetentionReport, PublishError> {
-        let cutoff = now.0.saturating_sub(self.settings.retention_seconds);
+        let cutoff = now.0.saturating_sub(self.settings.timing.retention_seconds);
         let report = self.db.delete_older_than(cutoff).await?;
-        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let mut st = self.memory.state.write().unwrap_or_else(|e| e.into_inner());
         st.buckets = st.buckets.split_off(&cutoff);
         Ok(report)
     }
@@ -550,6 +433,7 @@ impl Publisher {
         let signer = Arc::clone(&self.signer);
         let metrics = Arc::clone(&self.metrics);
         let answer = self
+            .memory
             .cache
             .get_or_build(key, || async move {
                 let response = tokio::task::spawn_blocking(move || {
@@ -570,7 +454,7 @@ impl Publisher {
 
     /// The range of a tag, and the released buckets in it.
     fn range(&self, tag_ms: Option<u64>) -> (RangeKey, Vec<Arc<Bucket>>) {
-        let st = self.state.read().unwrap_or_else(|e| e.into_inner());
+        let st = self.memory.state.read().unwrap_or_else(|e| e.into_inner());
         let range = self.range_key(&st, tag_ms);
         let buckets = match range.first_end {
             Some(first) => st
@@ -608,7 +492,7 @@ impl Publisher {
 
     /// The download cache (shared with the designs).
     pub fn cache(&self) -> &Arc<DownloadCache> {
-        &self.cache
+        &self.memory.cache
     }
 
     fn range_key(&self, st: &State, tag_ms: Option<u64>) -> RangeKey {
@@ -616,7 +500,7 @@ impl Publisher {
         let lower = tag_ms
             .map(|ms| ms / 1000)
             .unwrap_or(0)
-            .max(r.saturating_sub(self.settings.retention_seconds));
+            .max(r.saturating_sub(self.settings.timing.retention_seconds));
         let first_end = if lower >= r {
             None
         } else {
@@ -632,13 +516,102 @@ impl Publisher {
     }
 }
 
+impl Memory {
+    /// Add loaded buckets, advance `released_until`, drop cached answers and buckets past
+    /// retention.
+    fn install(&self, rows: Vec<BucketRecord>, released_until: u64) {
+        let mut st = self.state.write().unwrap_or_else(|e| e.into_inner());
+        for r in rows {
+            st.buckets.insert(
+                r.end,
+                Arc::new(Bucket {
+                    start: r.start,
+                    end: r.end,
+                    zip: Bytes::from(r.zip),
+                    signature: r.signature,
+                    parsed: OnceLock::new(),
+                }),
+            );
+        }
+        if released_until > st.released_until {
+            st.released_until = released_until;
+            // Answers of earlier releases are never asked for again.
+            self.cache.retain(|k| match k {
+                AnswerKey::Union {
+                    released_until: r, ..
+                }
+                | AnswerKey::Day {
+                    released_until: r, ..
+                } => *r >= released_until,
+                AnswerKey::Design { .. } => true,
+            });
+        }
+        let oldest = st.released_until.saturating_sub(self.retention_seconds);
+        st.buckets = st.buckets.split_off(&oldest.saturating_add(1));
+    }
+}
+
 impl Signer {
+    /// Turn the keys claimed for the bucket ending at `end` into its export: shuffled,
+    /// padded ([`padded_count`] of `DP3T_EXPORT_MIN_KEYS`) with random keys shaped like
+    /// the real keys of the retention window (`population`), zipped, signed. With padding
+    /// on, every bucket has an export, with real keys or not.
+    fn build_bucket(
+        &self,
+        end: u64,
+        claimed: Vec<StoredKey>,
+        population: Vec<(StoredKey, u64)>,
+    ) -> Result<Option<BucketRecord>, dp3t_core::Error> {
+        let mut rng = rand::thread_rng();
+        let real = claimed.len();
+        let total = padded_count(real, self.settings.min_keys, &mut rng);
+        if total == 0 {
+            return Ok(None);
+        }
+        let to_export = |k: &StoredKey, key_data: [u8; 16]| ExportKey {
+            key_data,
+            rolling_start_interval_number: k.rolling_start_number,
+            rolling_period: k.rolling_period,
+            transmission_risk_level: k.transmission_risk_level,
+            report_type: Some(REPORT_TYPE_CONFIRMED_TEST),
+            days_since_onset_of_symptoms: Some(k.days_since_onset),
+        };
+        let mut keys: Vec<ExportKey> = claimed.iter().map(|k| to_export(k, k.key_data)).collect();
+        while keys.len() < total {
+            let mut data = [0u8; 16];
+            rng.fill_bytes(&mut data);
+            let shape = padding_shape(&population, end, &self.settings, &mut rng);
+            keys.push(to_export(&shape, data));
+        }
+        keys.shuffle(&mut rng);
+        let start = end.saturating_sub(self.settings.timing.bucket_seconds);
+        let batch = ExportBatch {
+            start_timestamp: start,
+            end_timestamp: end,
+            region: self.settings.region.clone(),
+            batch_num: 1,
+            batch_size: 1,
+            keys,
+            revised_keys: Vec::new(),
+        };
+        let zip = write_export_zip(&batch, &self.signature_info(), &self.key)?;
+        let signature = sign_response(&zip, &self.key, &self.claims(&zip, end))?;
+        Ok(Some(BucketRecord {
+            end,
+            start,
+            real_keys: real as u64,
+            total_keys: total as u64,
+            zip,
+            signature,
+        }))
+    }
+
     fn claims(&self, body: &[u8], release: u64) -> ResponseClaims {
         ResponseClaims::for_body(
             body,
             &self.settings.issuer,
             release,
-            release.saturating_add(self.settings.retention_seconds),
+            release.saturating_add(self.settings.timing.retention_seconds),
             Some(release.saturating_mul(1000)),
         )
     }
@@ -766,15 +739,6 @@ impl Signer {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bucket_arithmetic() {
-        assert_eq!(bucket_floor(7_205, 7_200), 7_200);
-        assert_eq!(bucket_floor(7_200, 7_200), 7_200);
-        assert_eq!(bucket_ceil(7_200, 7_200), 7_200);
-        assert_eq!(bucket_ceil(7_201, 7_200), 14_400);
-        assert_eq!(bucket_ceil(0, 5), 0);
-    }
 
     #[test]
     fn publish_at_respects_arrival_and_embargo() {

@@ -19,7 +19,8 @@ use crate::config::Config;
 use crate::db::{Db, DbError};
 use crate::keys;
 use crate::metrics::Metrics;
-use crate::publish::{bucket_floor, PublishSettings, Publisher, RETENTION_INTERVAL_SECS};
+use crate::publish::{PublishSettings, Publisher};
+use crate::release::{bucket_floor, RETENTION_INTERVAL_SECS};
 use crate::unix_now;
 use crate::writer::UploadWriter;
 
@@ -186,6 +187,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
             db.clone(),
             signing_key.clone(),
             crate::designs::DesignSettings::from_config(&config),
+            Arc::clone(&metrics),
             Arc::clone(&cache),
             unix_now(),
         )
@@ -196,8 +198,7 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
         db.clone(),
         signing_key,
         PublishSettings {
-            bucket_seconds: timing.bucket_seconds,
-            retention_seconds: timing.retention_seconds,
+            timing,
             min_keys: config.export_min_keys,
             region: config.region.clone(),
             key_id: config.signature_key_id.clone(),

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use backend::db::designs::DesignUploadRow;
 use backend::db::{Db, NewKey};
 use common::*;
+use dp3t_core::engine::Scheme;
 use sqlx::{Connection as _, Row as _};
 
 on_both_databases!(
@@ -152,14 +153,13 @@ async fn released_keys_are_not_grouped_by_upload(backend: Backend) {
         let jti: [u8; 32] = rand::random();
         db.store_upload(&jti, RELEASE + 3600, &keys).await.unwrap();
     }
-    let mut claimed = 0;
-    db.release(RELEASE, RELEASE - 14 * 86_400, |keys, _| {
-        claimed = keys.len();
-        Ok(None)
-    })
-    .await
-    .unwrap();
-    assert_eq!(claimed, UPLOADS * PER_UPLOAD);
+    db.claim(Scheme::Gaen, 7200, RELEASE - 14 * 86_400, RELEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.bucket_keys(RELEASE).await.unwrap().len(),
+        UPLOADS * PER_UPLOAD
+    );
     let rows = physical_rows(backend, &url, "gaen_keys", "key_data").await;
     assert_not_grouped("gaen_keys", grouping(&rows, &upload_of));
     db.close().await;
@@ -188,7 +188,7 @@ async fn released_design_records_are_not_grouped_by_upload(backend: Backend) {
             .await
             .unwrap();
     }
-    db.claim_design_uploads("unlinkable", 7200, RELEASE)
+    db.claim(Scheme::Unlinkable, 7200, 0, RELEASE)
         .await
         .unwrap();
     let rows = physical_rows(backend, &url, "design_uploads", "entries").await;

@@ -116,7 +116,7 @@ async fn upload_release_download_and_verify(backend: Backend) {
 
     let metrics = h.metrics_text().await;
     assert!(metrics.contains("dp3t_uploads_accepted_total 1"));
-    assert!(!metrics.contains("dp3t_buckets_built_total 0"));
+    assert!(!metrics.contains("dp3t_buckets_built_total{scheme=\"gaen\"} 0"));
     h.finish().await;
 }
 
@@ -696,9 +696,26 @@ async fn ops_endpoints_and_headers(backend: Backend) {
         "dp3t_uploads_rejected_total{reason=\"token_replayed\"}",
         "dp3t_buckets_built_total",
         "dp3t_http_request_duration_seconds_bucket{method=\"GET\",route=\"/healthz\",le=\"+Inf\"} 1",
+        "dp3t_buckets_built_total{scheme=\"hybrid\"}",
+        "dp3t_bucket_release_failures_total{scheme=\"gaen\"} 0",
     ] {
         assert!(m.contains(name), "{name}");
     }
+    // docs/API.md documents exactly the metric families the server renders.
+    let rendered: std::collections::BTreeSet<&str> = m
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    let api = include_str!("../../docs/API.md");
+    let section = &api[api.find("## `GET /metrics`").unwrap()..];
+    let documented: std::collections::BTreeSet<&str> = section
+        .lines()
+        .take_while(|l| !l.starts_with("## ") || l.starts_with("## `GET /metrics`"))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .collect();
+    assert_eq!(rendered, documented);
 
     // HEAD of the download: same status and headers, no body.
     let r = h

@@ -64,7 +64,7 @@ pub fn metrics_app(
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render() + &state.designs.metrics().render())
+        .body(state.metrics.render())
 }
 
 /// `GET /openapi.yaml`.

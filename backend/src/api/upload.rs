@@ -41,7 +41,7 @@ use crate::auth::{verify_upload_token, AuthError, UploadGrant};
 use crate::db::designs::DesignUploadRow;
 use crate::db::{NewKey, StoreOutcome, UploadRecord};
 use crate::designs::Design;
-use crate::publish::bucket_floor;
+use crate::release::bucket_floor;
 use crate::unix_now;
 
 /// Bytes of every upload answer's variable part (see the module docs): reason phrase,

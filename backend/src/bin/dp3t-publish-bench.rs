@@ -183,8 +183,11 @@ async fn release(
     }
     let insert = started.elapsed();
     let settings = DesignSettings {
-        bucket_seconds: 7_200,
-        retention_seconds: RETENTION,
+        timing: backend::config::Timing {
+            bucket_seconds: 7_200,
+            retention_seconds: RETENTION,
+            upload_delay: std::time::Duration::ZERO,
+        },
         issuer: "dp3t".into(),
         lowcost_min_keys: 0,
         unlinkable_min_entries: 0,
@@ -197,7 +200,8 @@ async fn release(
     let cache = std::sync::Arc::new(backend::cache::DownloadCache::new(
         backend::cache::DEFAULT_CACHE_BYTES,
     ));
-    let publisher = DesignPublisher::open(db.clone(), key, settings, cache, now).await?;
+    let metrics = std::sync::Arc::new(backend::metrics::Metrics::default());
+    let publisher = DesignPublisher::open(db.clone(), key, settings, metrics, cache, now).await?;
     let release = started.elapsed();
     let bucket = publisher
         .bucket(Design::Unlinkable, RELEASE * 1000, now)

@@ -9,7 +9,7 @@
 //! SQLite gets a dedicated pool with **one** writer connection (SQLite allows one writer at
 //! a time; queuing in the pool is much cheaper than lock retries) and a separate read pool,
 //! in WAL mode with `synchronous = NORMAL`. PostgreSQL gets one pool; bucket building
-//! serialises on the `release_state` row (`SELECT … FOR UPDATE`), so several server nodes
+//! serialises on each scheme's `release_states` row (`SELECT … FOR UPDATE`), so several server nodes
 //! can share one database.
 //!
 //! Nothing stored here identifies a client: no IP address, no precise time.
@@ -23,8 +23,6 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{ConnectOptions as _, Row};
-
-pub mod designs;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
@@ -227,21 +225,6 @@ pub enum StoreOutcome {
     },
 }
 
-/// A bucket's built export, produced by the caller inside [`Db::release`].
-#[derive(Debug, Clone)]
-pub struct BuiltBucket {
-    /// Start of the bucket (unix seconds).
-    pub start: u64,
-    /// Real keys in it.
-    pub real_keys: u64,
-    /// Keys including padding.
-    pub total_keys: u64,
-    /// The signed export zip.
-    pub zip: Vec<u8>,
-    /// The `Signature` header value for serving `zip`.
-    pub signature: String,
-}
-
 /// A published bucket as stored.
 #[derive(Debug, Clone)]
 pub struct BucketRecord {
@@ -257,15 +240,6 @@ pub struct BucketRecord {
     pub zip: Vec<u8>,
     /// The `Signature` header value for serving `zip`.
     pub signature: String,
-}
-
-/// What [`Db::release`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReleaseOutcome {
-    /// `released_until` after the call (may be later than asked if another node is ahead).
-    pub released_until: u64,
-    /// Real keys in the bucket this call built (`None` if it built nothing).
-    pub built_keys: Option<u64>,
 }
 
 /// Rows removed by [`Db::delete_older_than`].
@@ -313,8 +287,12 @@ macro_rules! on_read {
     };
 }
 
-// After the macros, which it uses.
+// After the macros, which they use.
+pub mod designs;
+pub mod release;
 pub mod sealed;
+
+pub use release::{scheme_name, ReleaseState};
 
 fn to_i64(v: u64) -> DbResult<i64> {
     i64::try_from(v).map_err(|_| DbError::Corrupt("value above i64::MAX"))
@@ -399,49 +377,13 @@ const DESIGN_RECORDS_PER_INSERT: usize = 400;
 const INSERT_TOKEN: &str = "INSERT INTO used_tokens (jti_hash, expires_at, body_digest) \
      VALUES ($1, $2, $3) ON CONFLICT (jti_hash) DO NOTHING";
 const SELECT_TOKEN_BODY: &str = "SELECT body_digest FROM used_tokens WHERE jti_hash = $1";
-/// The release's claim of the keys due by `$1` whose validity began at or after the
-/// retention start (`$2`): they are deleted and written again **in random order**, with
-/// new ids and `bucket_end = $1`, and returned. Rows are inserted in arrival order (ids,
-/// places in the file; on PostgreSQL also the inserting transaction's `xmin`), so until
-/// its bucket's release an upload's keys sit together; afterwards every key of a bucket
-/// has an id and a place drawn at random among the bucket's, and on PostgreSQL the
-/// release's `xmin` (PROTOCOL.md §10). The old versions are freed pages (SQLite, with
-/// `secure_delete`) or dead tuples for VACUUM (PostgreSQL, docs/OPERATIONS.md).
-///
-/// SQLite through a temporary table (in memory: `temp_store`), PostgreSQL in one
-/// statement (a tuple deleted by the same transaction does not conflict with its
-/// re-insert under the unique key).
-const CLAIM_KEYS_SQLITE: [&str; 5] = [
-    "CREATE TEMP TABLE IF NOT EXISTS claimed_keys (key_data BLOB, rolling_start_number \
-     INTEGER, rolling_period INTEGER, transmission_risk_level INTEGER, days_since_onset \
-     INTEGER, received_at INTEGER, publish_at INTEGER)",
-    "INSERT INTO temp.claimed_keys SELECT key_data, rolling_start_number, rolling_period, \
-     transmission_risk_level, days_since_onset, received_at, publish_at FROM gaen_keys \
-     WHERE bucket_end IS NULL AND publish_at <= $1 AND rolling_start_number >= $2",
-    "DELETE FROM gaen_keys \
-     WHERE bucket_end IS NULL AND publish_at <= $1 AND rolling_start_number >= $2",
-    "INSERT INTO gaen_keys (key_data, rolling_start_number, rolling_period, \
-     transmission_risk_level, days_since_onset, received_at, publish_at, bucket_end) \
-     SELECT key_data, rolling_start_number, rolling_period, transmission_risk_level, \
-     days_since_onset, received_at, publish_at, $1 FROM temp.claimed_keys ORDER BY random() \
-     RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level, \
-     days_since_onset",
-    "DELETE FROM temp.claimed_keys",
-];
-/// [`CLAIM_KEYS_SQLITE`] on PostgreSQL.
-const CLAIM_KEYS_PG: &str = "WITH moved AS (DELETE FROM gaen_keys \
-     WHERE bucket_end IS NULL AND publish_at <= $1 AND rolling_start_number >= $2 \
-     RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level, \
-     days_since_onset, received_at, publish_at) \
-     INSERT INTO gaen_keys (key_data, rolling_start_number, rolling_period, \
-     transmission_risk_level, days_since_onset, received_at, publish_at, bucket_end) \
-     SELECT key_data, rolling_start_number, rolling_period, transmission_risk_level, \
-     days_since_onset, received_at, publish_at, $1 FROM moved ORDER BY random() \
-     RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level, \
-     days_since_onset";
+/// The first stored copy of a bucket wins (two nodes may build the same bucket).
 const INSERT_BUCKET: &str = "INSERT INTO published_buckets \
-     (bucket_end, bucket_start, real_keys, total_keys, zip, signature) VALUES ($1, $2, $3, $4, $5, $6)";
-const SET_RELEASED: &str = "UPDATE release_state SET released_until = $1 WHERE id = 1";
+     (bucket_end, bucket_start, real_keys, total_keys, zip, signature) \
+     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (bucket_end) DO NOTHING";
+/// The keys claimed by the bucket ending at `$1`, in the random order of their claim.
+const BUCKET_KEYS: &str = "SELECT key_data, rolling_start_number, rolling_period, \
+     transmission_risk_level, days_since_onset FROM gaen_keys WHERE bucket_end = $1 ORDER BY id";
 const POPULATION: &str = "SELECT rolling_start_number, rolling_period, transmission_risk_level, \
      days_since_onset, COALESCE(bucket_end, publish_at) FROM gaen_keys \
      WHERE COALESCE(bucket_end, publish_at) > $1 AND COALESCE(bucket_end, publish_at) <= $2 \
@@ -719,7 +661,7 @@ impl Db {
 
     /// A trivial query, for `/healthz`.
     pub async fn health(&self) -> DbResult<()> {
-        on_read!(self, p => { sqlx::query("SELECT released_until FROM release_state WHERE id = 1").fetch_one(p).await?; });
+        on_read!(self, p => { sqlx::query("SELECT 1 FROM release_states LIMIT 1").fetch_one(p).await?; });
         Ok(())
     }
 
@@ -846,98 +788,50 @@ impl Db {
         })
     }
 
-    /// Release every bucket up to `until`: if `released_until < until`, claim all unclaimed
-    /// keys with `publish_at <= until` for the bucket ending at `until`, let `build` turn
-    /// them into the bucket's export (`None` when there is nothing to publish), store it,
-    /// and advance `released_until`, all in one transaction. `build` also gets a random
-    /// sample (at most [`POPULATION_SAMPLE`]) of the real keys published in
-    /// `(population_after, until]`, this bucket's included, each with the end of the
-    /// bucket that publishes it: the population padding is drawn from. `population_after`
-    /// is also the retention start: a key whose validity began before it (counted from
-    /// its `rollingStartNumber`) is never claimed, and [`Db::delete_older_than`] deletes
-    /// it. Builders are serialised (the
-    /// SQLite writer, or a row lock on PostgreSQL), so a bucket is built exactly once and
-    /// buckets are committed in time order; keys committed after a claim simply go to the
-    /// next bucket.
-    pub async fn release<F>(
-        &self,
-        until: u64,
-        population_after: u64,
-        build: F,
-    ) -> DbResult<ReleaseOutcome>
-    where
-        F: FnOnce(Vec<StoredKey>, Vec<(StoredKey, u64)>) -> Result<Option<BuiltBucket>, String>,
-    {
-        let until_i = to_i64(until)?;
-        let after_i = to_i64(population_after)?;
-        let oldest_rsn = to_i64(population_after.div_ceil(600))?;
-        let lock_sql = match self {
-            Db::Sqlite { .. } => "SELECT released_until FROM release_state WHERE id = 1",
-            Db::Postgres(_) => "SELECT released_until FROM release_state WHERE id = 1 FOR UPDATE",
-        };
-        let postgres = matches!(self, Db::Postgres(_));
-        on_write!(self, p => {
-            let mut tx = p.begin().await?;
-            let current: i64 = sqlx::query(lock_sql).fetch_one(&mut *tx).await?.try_get(0)?;
-            let current = to_u64(current)?;
-            if current >= until {
-                tx.commit().await?;
-                return Ok(ReleaseOutcome { released_until: current, built_keys: None });
-            }
-            let rows = if postgres {
-                sqlx::query(CLAIM_KEYS_PG)
-                    .bind(until_i)
-                    .bind(oldest_rsn)
-                    .fetch_all(&mut *tx)
-                    .await?
-            } else {
-                let [create, copy, delete, insert, clear] = CLAIM_KEYS_SQLITE;
-                sqlx::query(create).execute(&mut *tx).await?;
-                sqlx::query(copy).bind(until_i).bind(oldest_rsn).execute(&mut *tx).await?;
-                sqlx::query(delete).bind(until_i).bind(oldest_rsn).execute(&mut *tx).await?;
-                let rows = sqlx::query(insert).bind(until_i).fetch_all(&mut *tx).await?;
-                sqlx::query(clear).execute(&mut *tx).await?;
-                rows
-            };
-            let mut keys = Vec::with_capacity(rows.len());
-            for r in rows {
-                keys.push(stored_key(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?)?);
-            }
-            let rows = sqlx::query(POPULATION)
-                .bind(after_i)
-                .bind(until_i)
-                .bind(POPULATION_SAMPLE)
-                .fetch_all(&mut *tx)
-                .await?;
-            let mut population = Vec::with_capacity(rows.len());
-            for r in rows {
-                let k = stored_key(vec![0; 16], r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?;
-                population.push((k, to_u64(r.try_get(4)?)?));
-            }
-            let built = build(keys, population).map_err(DbError::Build)?;
-            let built_keys = built.as_ref().map(|b| b.real_keys);
-            if let Some(b) = built {
-                sqlx::query(INSERT_BUCKET)
-                    .bind(until_i)
-                    .bind(to_i64(b.start)?)
-                    .bind(to_i64(b.real_keys)?)
-                    .bind(to_i64(b.total_keys)?)
-                    .bind(b.zip)
-                    .bind(b.signature)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            sqlx::query(SET_RELEASED).bind(until_i).execute(&mut *tx).await?;
-            tx.commit().await?;
-            Ok(ReleaseOutcome { released_until: until, built_keys })
-        })
+    /// The keys claimed by the GAEN bucket ending at `end` ([`Db::claim`]), in the random
+    /// order of their claim.
+    pub async fn bucket_keys(&self, end: u64) -> DbResult<Vec<StoredKey>> {
+        let e = to_i64(end)?;
+        on_read!(self, p => sqlx::query(BUCKET_KEYS).bind(e).fetch_all(p).await?
+            .into_iter()
+            .map(|r| stored_key(r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?))
+            .collect())
     }
 
-    /// The current `released_until`.
-    pub async fn released_until(&self) -> DbResult<u64> {
-        let v: i64 = on_read!(self, p => sqlx::query("SELECT released_until FROM release_state WHERE id = 1")
-            .fetch_one(p).await?.try_get(0)?);
-        to_u64(v)
+    /// A random sample (at most [`POPULATION_SAMPLE`]) of the real GAEN keys published in
+    /// `(after, upto]` (claimed by a bucket in that range, or due in it), each with the end
+    /// of the bucket that publishes it, key data zeroed: the padding is shaped like them.
+    pub async fn key_population(&self, after: u64, upto: u64) -> DbResult<Vec<(StoredKey, u64)>> {
+        let (a, u) = (to_i64(after)?, to_i64(upto)?);
+        on_read!(self, p => sqlx::query(POPULATION).bind(a).bind(u).bind(POPULATION_SAMPLE).fetch_all(p).await?
+            .into_iter()
+            .map(|r| Ok((
+                stored_key(vec![0; 16], r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)?,
+                to_u64(r.try_get(4)?)?,
+            )))
+            .collect())
+    }
+
+    /// Store a built GAEN bucket; if another node stored this bucket first, keep that copy.
+    pub async fn insert_bucket(&self, b: &BucketRecord) -> DbResult<()> {
+        let (end, start, real, total) = (
+            to_i64(b.end)?,
+            to_i64(b.start)?,
+            to_i64(b.real_keys)?,
+            to_i64(b.total_keys)?,
+        );
+        on_write!(self, p => {
+            sqlx::query(INSERT_BUCKET)
+                .bind(end)
+                .bind(start)
+                .bind(real)
+                .bind(total)
+                .bind(&b.zip[..])
+                .bind(&b.signature)
+                .execute(p)
+                .await?;
+        });
+        Ok(())
     }
 
     /// Published buckets with `after < end <= upto`, oldest first.
@@ -1200,18 +1094,12 @@ mod tests {
         db.store_upload(&[1; 32], now, &[key_of(1, 13), key_of(2, 15)])
             .await
             .unwrap();
-        let build = |keys: Vec<StoredKey>, _: Vec<(StoredKey, u64)>| {
-            Ok(Some(BuiltBucket {
-                start: 0,
-                real_keys: keys.len() as u64,
-                total_keys: keys.len() as u64,
-                zip: keys.iter().map(|k| k.key_data[0]).collect(),
-                signature: "s".into(),
-            }))
-        };
-        let r = db.release(now, now - retention, build).await.unwrap();
-        assert_eq!(r.built_keys, Some(1));
-        assert_eq!(db.buckets_between(0, now).await.unwrap()[0].zip, vec![1]);
+        db.claim(dp3t_core::engine::Scheme::Gaen, 600, now - retention, now)
+            .await
+            .unwrap();
+        let claimed = db.bucket_keys(now).await.unwrap();
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].key_data, [1; 16]);
         // Retention counted from the keys' own date: the 15-day-old key goes now, though
         // it was uploaded today; the 13-day-old one two days later.
         let gone = db.delete_older_than(now - retention).await.unwrap();
@@ -1222,73 +1110,6 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(gone.keys, 1);
-        db.close().await;
-        std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[tokio::test]
-    async fn release_claims_each_key_once_in_time_order() {
-        let (db, dir) = temp_db().await;
-        db.store_upload(&[1; 32], 10, &[key(1, 100), key(2, 200), key(3, 300)])
-            .await
-            .unwrap();
-        let build = |keys: Vec<StoredKey>, _: Vec<(StoredKey, u64)>| {
-            Ok(Some(BuiltBucket {
-                start: 0,
-                real_keys: keys.len() as u64,
-                total_keys: keys.len() as u64,
-                zip: keys.iter().map(|k| k.key_data[0]).collect(),
-                signature: "s".into(),
-            }))
-        };
-        let r = db.release(200, 0, build).await.unwrap();
-        assert_eq!(
-            r,
-            ReleaseOutcome {
-                released_until: 200,
-                built_keys: Some(2)
-            }
-        );
-        // Asking again for an earlier or equal time builds nothing.
-        let r = db
-            .release(150, 0, |_, _| panic!("must not build"))
-            .await
-            .unwrap();
-        assert_eq!(
-            r,
-            ReleaseOutcome {
-                released_until: 200,
-                built_keys: None
-            }
-        );
-        // A key arriving late with an old publish_at goes into the next bucket.
-        db.store_upload(&[2; 32], 10, &[key(4, 100)]).await.unwrap();
-        let r = db.release(300, 0, build).await.unwrap();
-        assert_eq!(r.built_keys, Some(2));
-        let b = db.buckets_between(0, 300).await.unwrap();
-        assert_eq!(b.len(), 2);
-        let mut first = b[0].zip.clone();
-        first.sort();
-        let mut second = b[1].zip.clone();
-        second.sort();
-        assert_eq!((b[0].end, first), (200, vec![1, 2]));
-        assert_eq!((b[1].end, second), (300, vec![3, 4]));
-        assert_eq!(db.buckets_between(200, 300).await.unwrap().len(), 1);
-        // A failing build rolls everything back.
-        db.store_upload(&[3; 32], 10, &[key(5, 400)]).await.unwrap();
-        assert!(db.release(400, 0, |_, _| Err("boom".into())).await.is_err());
-        assert_eq!(db.released_until().await.unwrap(), 300);
-        let r = db.release(400, 0, build).await.unwrap();
-        assert_eq!(r.built_keys, Some(1));
-        let gone = db.delete_older_than(301).await.unwrap();
-        assert_eq!(
-            gone,
-            RetentionReport {
-                keys: 4,
-                tokens: 3,
-                buckets: 2
-            }
-        );
         db.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }

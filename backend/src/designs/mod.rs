@@ -19,12 +19,13 @@
 //!
 //! ## Built once, identical everywhere
 //!
-//! Every bucket, with or without real entries, is built once after it ends: its rows are
+//! Every bucket, with or without real entries, is built once after it ends, by the one
+//! release engine ([`crate::release`]) with a [`DesignBuilder`]: its rows are
 //! claimed, its entries padded ([`build::padded_count`]) with random entries of the
 //! right form dated like the real entries of the retention window ([`build::DatePrior`]),
 //! shuffled (lists) or hashed into a DPCF filter (§4.1), signed (§9.5, with
-//! `batch-release-time`), stored in `design_buckets` and kept in memory
-//! ([`crate::db::designs`] describes the two-step claim). The padding comes from fresh
+//! `batch-release-time`) and stored in `design_buckets` ([`crate::db::release`] describes
+//! the two-step claim). The padding comes from fresh
 //! randomness and exists only in the stored bytes; if two nodes build the same bucket,
 //! the first stored copy wins and both serve it. A bucket that no release built (older
 //! than a catch-up after downtime) is built, stored and served the same way on its
@@ -43,28 +44,24 @@
 
 pub mod build;
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
 use actix_web::http::header::HeaderValue;
 use actix_web::web::Bytes;
+use dp3t_core::engine::Scheme;
 use dp3t_core::signing::{verify_response, SigningKey};
 use dp3t_core::time::UnixTime;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 
 use crate::cache::{Answer, AnswerKey, DownloadCache};
-use crate::config::Config;
+use crate::config::{Config, Timing};
 use crate::db::designs::{DesignBucketRecord, DesignRetentionReport};
-use crate::db::{Db, DbError};
-use crate::publish::{bucket_floor, RETRY_AFTER_FAILURE};
+use crate::db::{scheme_name, Db, DbError, DbResult};
+use crate::metrics::Metrics;
+use crate::release::{BucketBuilder, BuiltSummary, ReleaseError, Releaser};
 use build::{build_body, BuildError, BuildParams, DatePrior, RealEntries};
 
-/// At most this many bucket ends are built by one release after downtime; older ones
-/// are built on their first request.
-pub const MAX_CATCH_UP_BUCKETS: u64 = 256;
 /// Stored uploads sampled to date the padding of one bucket.
 const POPULATION_SAMPLE: u32 = 500;
 
@@ -84,13 +81,18 @@ impl Design {
     /// The three designs.
     pub const ALL: [Design; 3] = [Design::LowCost, Design::Unlinkable, Design::Hybrid];
 
+    /// The scheme.
+    pub fn scheme(self) -> Scheme {
+        match self {
+            Design::LowCost => Scheme::LowCost,
+            Design::Unlinkable => Scheme::Unlinkable,
+            Design::Hybrid => Scheme::Hybrid,
+        }
+    }
+
     /// Name in the database and in metrics.
     pub fn name(self) -> &'static str {
-        match self {
-            Design::LowCost => "lowcost",
-            Design::Unlinkable => "unlinkable",
-            Design::Hybrid => "hybrid",
-        }
+        scheme_name(self.scheme())
     }
 
     /// Content type of the published body.
@@ -109,10 +111,8 @@ impl Design {
 /// Settings of the design publisher, taken from [`Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesignSettings {
-    /// Bucket length in seconds.
-    pub bucket_seconds: u64,
-    /// Retention in seconds.
-    pub retention_seconds: u64,
+    /// Bucket length and retention.
+    pub timing: Timing,
     /// `iss` of response signatures.
     pub issuer: String,
     /// Padding minimum of low-cost lists, in keys.
@@ -129,8 +129,7 @@ impl DesignSettings {
     /// The settings of `config`.
     pub fn from_config(config: &Config) -> Self {
         DesignSettings {
-            bucket_seconds: config.release_bucket_seconds,
-            retention_seconds: config.retention_seconds(),
+            timing: config.timing(),
             issuer: config.issuer.clone(),
             lowcost_min_keys: config.lowcost_min_keys,
             unlinkable_min_entries: config.unlinkable_min_entries,
@@ -148,7 +147,7 @@ impl DesignSettings {
                 Design::Hybrid => self.hybrid_min_seeds,
             },
             fingerprint_bits: self.fingerprint_bits,
-            retention_seconds: self.retention_seconds,
+            retention_seconds: self.timing.retention_seconds,
             issuer: self.issuer.clone(),
         }
     }
@@ -160,6 +159,9 @@ pub enum DesignError {
     /// The database failed.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// Releasing a bucket failed.
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
     /// Building a body failed.
     #[error("building a bucket: {0}")]
     Build(#[from] BuildError),
@@ -227,74 +229,93 @@ impl PublishedBucket {
     }
 }
 
-/// Counters of the design endpoints, rendered after the GAEN ones at `/metrics`.
-#[derive(Debug, Default)]
-pub struct DesignMetrics {
-    buckets_built: [AtomicU64; 3],
-    release_failures: [AtomicU64; 3],
-}
-
-impl DesignMetrics {
-    /// Buckets with uploads built by this node so far.
-    pub fn buckets_built(&self, design: Design) -> u64 {
-        self.buckets_built[design.index()].load(Relaxed)
-    }
-
-    /// The Prometheus text exposition of these counters.
-    pub fn render(&self) -> String {
-        let mut s = String::with_capacity(2048);
-        let mut family = |name: &str, help: &str, f: &dyn Fn(&mut String, &str, usize)| {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter");
-            for d in Design::ALL {
-                f(&mut s, d.name(), d.index());
-            }
-        };
-        family(
-            "dp3t_design_buckets_built_total",
-            "Release buckets with uploads built by this node.",
-            &|s, name, i| {
-                let _ = writeln!(
-                    s,
-                    "dp3t_design_buckets_built_total{{design=\"{name}\"}} {}",
-                    self.buckets_built[i].load(Relaxed)
-                );
-            },
-        );
-        family(
-            "dp3t_design_release_failures_total",
-            "Failed attempts to release a bucket of a design.",
-            &|s, name, i| {
-                let _ = writeln!(
-                    s,
-                    "dp3t_design_release_failures_total{{design=\"{name}\"}} {}",
-                    self.release_failures[i].load(Relaxed)
-                );
-            },
-        );
-        s
-    }
-}
-
-struct DesignState {
+/// A design's part of the release engine: a bucket's claimed records, padded, shuffled
+/// or hashed into a filter, and signed.
+pub struct DesignBuilder {
     design: Design,
-    /// Every bucket ending up to here is released (stored in the database).
-    released: AtomicU64,
-    /// Serialises releases of this design on this node; holds the last failure time.
-    advancing: tokio::sync::Mutex<Option<Instant>>,
+    key: SigningKey,
+    params: BuildParams,
+    /// Dropped entries of a bucket once stored: what another node stored first is served.
+    cache: Arc<DownloadCache>,
 }
 
-/// The publisher of the three designs: owns their in-memory release state on this node.
+impl BucketBuilder for DesignBuilder {
+    type Input = (RealEntries, DatePrior);
+    type Built = DesignBucketRecord;
+
+    fn scheme(&self) -> Scheme {
+        self.design.scheme()
+    }
+
+    async fn load(&self, db: &Db, end: u64) -> Result<Self::Input, ReleaseError> {
+        let name = self.design.name();
+        let mut real = RealEntries::empty(self.design);
+        let mut after = 0;
+        loop {
+            let page = db.design_bucket_entries(name, end, after).await?;
+            let Some((last, _)) = page.last() else { break };
+            after = *last;
+            for (_, entries) in &page {
+                real.extend_from_stored(entries);
+            }
+        }
+        // How the real entries published in the retention window before `end` (and in
+        // it) were dated: a random sample of stored uploads.
+        let since = end.saturating_sub(self.params.retention_seconds);
+        let mut prior = DatePrior::default();
+        for (entries, bucket_end) in db
+            .design_population(name, since, end, POPULATION_SAMPLE)
+            .await?
+        {
+            prior.add_stored(self.design, &entries, bucket_end);
+        }
+        Ok((real, prior))
+    }
+
+    fn build(
+        &self,
+        end: u64,
+        (real, prior): Self::Input,
+    ) -> Result<Option<DesignBucketRecord>, ReleaseError> {
+        let mut rng = ChaCha20Rng::from_entropy();
+        let built = build_body(end, real, &self.params, &prior, &self.key, &mut rng)
+            .map_err(|BuildError::Core(e)| ReleaseError::Core(e))?;
+        Ok(Some(DesignBucketRecord {
+            end,
+            real_entries: built.real_entries,
+            total_entries: built.total_entries,
+            body: built.body,
+            signature: built.signature,
+        }))
+    }
+
+    async fn store(&self, db: &Db, built: &DesignBucketRecord) -> DbResult<()> {
+        db.insert_design_bucket(self.design.name(), built).await?;
+        let (design, end) = (self.design, built.end);
+        self.cache
+            .retain(|k| *k != AnswerKey::Design { design, end });
+        Ok(())
+    }
+
+    fn summary(built: &DesignBucketRecord) -> BuiltSummary {
+        BuiltSummary {
+            real: built.real_entries,
+            published: built.total_entries,
+            bytes: built.body.len(),
+        }
+    }
+}
+
+/// The publisher of the three designs: their releases through the release engine, and
+/// their downloads.
 pub struct DesignPublisher {
     db: Db,
     key: SigningKey,
     settings: DesignSettings,
-    states: [DesignState; 3],
-    metrics: DesignMetrics,
+    releasers: [Releaser<DesignBuilder>; 3],
     /// Bodies served from memory, under the node's one byte bound (shared with GAEN);
     /// the database holds every released bucket.
     cache: Arc<DownloadCache>,
-    /// The last release of some design failed (cleared when that design next succeeds).
-    failing: [AtomicBool; 3],
 }
 
 impl std::fmt::Debug for DesignPublisher {
@@ -312,26 +333,25 @@ impl DesignPublisher {
         db: Db,
         key: SigningKey,
         settings: DesignSettings,
+        metrics: Arc<Metrics>,
         cache: Arc<DownloadCache>,
         now: UnixTime,
     ) -> Result<DesignPublisher, DesignError> {
-        let state = |design| DesignState {
-            design,
-            released: AtomicU64::new(0),
-            advancing: tokio::sync::Mutex::new(None),
+        let releaser = |design| {
+            let builder = DesignBuilder {
+                design,
+                key: key.clone(),
+                params: settings.build_params(design),
+                cache: Arc::clone(&cache),
+            };
+            Releaser::new(db.clone(), builder, settings.timing, Arc::clone(&metrics))
         };
         let publisher = DesignPublisher {
+            releasers: Design::ALL.map(releaser),
             db,
             key,
             settings,
-            states: [
-                state(Design::LowCost),
-                state(Design::Unlinkable),
-                state(Design::Hybrid),
-            ],
-            metrics: DesignMetrics::default(),
             cache,
-            failing: Default::default(),
         };
         publisher.enforce_retention(now).await?;
         for d in Design::ALL {
@@ -340,20 +360,10 @@ impl DesignPublisher {
         Ok(publisher)
     }
 
-    /// The settings.
-    pub fn settings(&self) -> &DesignSettings {
-        &self.settings
-    }
-
-    /// The counters.
-    pub fn metrics(&self) -> &DesignMetrics {
-        &self.metrics
-    }
-
     /// Whether the last release attempt of some design failed: `/healthz` reports the
     /// node degraded.
     pub fn publication_failing(&self) -> bool {
-        self.failing.iter().any(|f| f.load(Relaxed))
+        self.releasers.iter().any(Releaser::failing)
     }
 
     /// The database.
@@ -363,158 +373,13 @@ impl DesignPublisher {
 
     /// Buckets of `design` ending up to this time are released on this node.
     pub fn released_until(&self, design: Design) -> u64 {
-        self.states[design.index()].released.load(Relaxed)
+        self.releasers[design.index()].released_until()
     }
 
     /// Release every bucket of `design` that has ended at `now`, if this node has not
-    /// yet. Serialised per design and node; after a failure, calls within a second return
-    /// without trying (the caller sees that `released_until` did not advance).
+    /// yet ([`Releaser::advance`]).
     pub async fn advance(&self, design: Design, now: UnixTime) -> Result<(), DesignError> {
-        let st = &self.states[design.index()];
-        let target = bucket_floor(now.0, self.settings.bucket_seconds);
-        if st.released.load(Relaxed) >= target {
-            return Ok(());
-        }
-        let mut last_failure = st.advancing.lock().await;
-        if st.released.load(Relaxed) >= target
-            || last_failure.is_some_and(|t| t.elapsed() < RETRY_AFTER_FAILURE)
-        {
-            return Ok(());
-        }
-        match self.advance_locked(st, target).await {
-            Ok(()) => {
-                *last_failure = None;
-                self.failing[design.index()].store(false, Relaxed);
-                Ok(())
-            }
-            Err(e) => {
-                *last_failure = Some(Instant::now());
-                self.failing[design.index()].store(true, Relaxed);
-                self.metrics.release_failures[design.index()].fetch_add(1, Relaxed);
-                tracing::error!(design = design.name(), error = %e, bucket_end = target, "releasing a bucket failed");
-                Err(e)
-            }
-        }
-    }
-
-    async fn advance_locked(&self, st: &DesignState, target: u64) -> Result<(), DesignError> {
-        let name = st.design.name();
-        let mut state = self.db.design_release_state(name).await?;
-        if state.released_until < target {
-            if state.claimed_until < target {
-                state = self
-                    .db
-                    .claim_design_uploads(name, self.settings.bucket_seconds, target)
-                    .await?;
-            }
-            // Every bucket end is published, with real entries or not; after downtime (or
-            // on a fresh database) only the last MAX_CATCH_UP_BUCKETS of them.
-            let len = self.settings.bucket_seconds.max(1);
-            let claimed = state.claimed_until;
-            let floor = if state.released_until == 0 {
-                claimed.saturating_sub(len)
-            } else {
-                state.released_until
-            }
-            .max(claimed.saturating_sub(MAX_CATCH_UP_BUCKETS.saturating_mul(len)));
-            let mut pending: std::collections::BTreeSet<u64> = (1..)
-                .map(|i: u64| floor - floor % len + i.saturating_mul(len))
-                .take_while(|e| *e <= claimed)
-                .collect();
-            pending.extend(
-                self.db
-                    .pending_design_buckets(name, state.released_until, claimed)
-                    .await?,
-            );
-            let stored: std::collections::BTreeSet<u64> = self
-                .db
-                .design_buckets_between(name, state.released_until, claimed)
-                .await?
-                .into_iter()
-                .map(|b| b.end)
-                .collect();
-            for end in pending.difference(&stored).copied() {
-                let built = self.build_stored(st.design, end).await?;
-                self.db.insert_design_bucket(name, &built).await?;
-                // Likely asked for soon; what another node stored first is served instead.
-                self.cache.retain(|k| {
-                    *k != AnswerKey::Design {
-                        design: st.design,
-                        end,
-                    }
-                });
-                self.metrics.buckets_built[st.design.index()].fetch_add(1, Relaxed);
-                tracing::info!(
-                    design = name,
-                    bucket_end = end,
-                    entries = built.real_entries,
-                    published = built.total_entries,
-                    bytes = built.body.len(),
-                    "bucket released"
-                );
-            }
-            self.db
-                .set_design_released(name, state.claimed_until)
-                .await?;
-            state.released_until = state.claimed_until;
-        }
-        if state.released_until > st.released.load(Relaxed) {
-            st.released.store(state.released_until, Relaxed);
-        }
-        Ok(())
-    }
-
-    /// Build the bucket of `design` ending at `end` from its claimed uploads (off the
-    /// async threads: a large filter takes seconds).
-    async fn build_stored(
-        &self,
-        design: Design,
-        end: u64,
-    ) -> Result<DesignBucketRecord, DesignError> {
-        let mut real = RealEntries::empty(design);
-        let mut after = 0;
-        loop {
-            let page = self
-                .db
-                .design_bucket_entries(design.name(), end, after)
-                .await?;
-            let Some((last, _)) = page.last() else { break };
-            after = *last;
-            for (_, entries) in &page {
-                real.extend_from_stored(entries);
-            }
-        }
-        let prior = self.date_prior(design, end).await?;
-        let params = self.settings.build_params(design);
-        let key = self.key.clone();
-        let built = tokio::task::spawn_blocking(move || {
-            let mut rng = ChaCha20Rng::from_entropy();
-            build_body(end, real, &params, &prior, &key, &mut rng)
-        })
-        .await
-        .map_err(|e| DesignError::Task(e.to_string()))??;
-        Ok(DesignBucketRecord {
-            end,
-            real_entries: built.real_entries,
-            total_entries: built.total_entries,
-            body: built.body,
-            signature: built.signature,
-        })
-    }
-
-    /// How the real entries of `design` published in the retention window before `end`
-    /// (and in it) were dated: a random sample of stored uploads.
-    async fn date_prior(&self, design: Design, end: u64) -> Result<DatePrior, DesignError> {
-        let after = end.saturating_sub(self.settings.retention_seconds);
-        let mut prior = DatePrior::default();
-        for (entries, bucket_end) in self
-            .db
-            .design_population(design.name(), after, end, POPULATION_SAMPLE)
-            .await?
-        {
-            prior.add_stored(design, &entries, bucket_end);
-        }
-        Ok(prior)
+        Ok(self.releasers[design.index()].advance(now).await?)
     }
 
     /// The stored `Signature` of a bucket if it verifies with the current key, else (a
@@ -538,8 +403,7 @@ impl DesignPublisher {
         let row = match self.db.design_bucket(name, end).await? {
             Some(row) => row,
             None => {
-                let built = self.build_stored(design, end).await?;
-                self.db.insert_design_bucket(name, &built).await?;
+                self.releasers[design.index()].build_and_store(end).await?;
                 self.db
                     .design_bucket(name, end)
                     .await?
@@ -573,7 +437,7 @@ impl DesignPublisher {
         release_ms: u64,
         now: UnixTime,
     ) -> Result<Arc<PublishedBucket>, BucketError> {
-        let len = self.settings.bucket_seconds;
+        let len = self.settings.timing.bucket_seconds;
         let len_ms = len.saturating_mul(1000);
         if !release_ms.is_multiple_of(len_ms) {
             return Err(BucketError::NotOnBoundary(release_ms, len_ms));
@@ -582,15 +446,14 @@ impl DesignPublisher {
         if end > now.0 {
             return Err(BucketError::InFuture(release_ms));
         }
-        if end < now.0.saturating_sub(self.settings.retention_seconds) {
+        if end < now.0.saturating_sub(self.settings.timing.retention_seconds) {
             return Err(BucketError::Expired(release_ms));
         }
-        let st = &self.states[design.index()];
-        if st.released.load(Relaxed) < end {
+        if self.released_until(design) < end {
             if let Err(e) = self.advance(design, now).await {
                 tracing::warn!(design = design.name(), error = %e, "serving the last released state");
             }
-            if st.released.load(Relaxed) < end {
+            if self.released_until(design) < end {
                 return Err(BucketError::Unavailable(release_ms));
             }
         }
@@ -616,7 +479,7 @@ impl DesignPublisher {
         &self,
         now: UnixTime,
     ) -> Result<DesignRetentionReport, DesignError> {
-        let cutoff = now.0.saturating_sub(self.settings.retention_seconds);
+        let cutoff = now.0.saturating_sub(self.settings.timing.retention_seconds);
         let report = self.db.delete_design_data_older_than(cutoff).await?;
         self.cache
             .retain(|k| !matches!(k, AnswerKey::Design { end, .. } if *end < cutoff));
