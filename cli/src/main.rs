@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use dp3t_testkit::vectors::{self, Scheme};
+use dp3t_testkit::vectors::{self, VectorKind};
 
 /// `println!` that ignores a closed standard output (`dp3t vectors verify … | head`)
 /// instead of panicking.
@@ -218,7 +218,7 @@ fn verify(files: &[PathBuf]) -> ExitCode {
 
 fn generate(scheme: &str, count: usize, seed: u64, out: Option<PathBuf>) -> ExitCode {
     let result = scheme
-        .parse::<Scheme>()
+        .parse::<VectorKind>()
         .and_then(|s| vectors::generate(s, count, seed))
         .map_err(|e| e.to_string())
         .and_then(|f| match &out {

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use dp3t_testkit::vectors::{parse_file, verify, Scheme};
+use dp3t_testkit::vectors::{parse_file, verify, VectorKind};
 
 fn files() -> Vec<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../spec-vectors");
@@ -18,7 +18,7 @@ fn files() -> Vec<PathBuf> {
 
 #[test]
 fn every_vector_file_passes() {
-    let mut cases: BTreeMap<Scheme, usize> = BTreeMap::new();
+    let mut cases: BTreeMap<VectorKind, usize> = BTreeMap::new();
     for path in files() {
         let bytes = std::fs::read(&path).unwrap();
         let file = parse_file(&bytes).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -33,7 +33,7 @@ fn every_vector_file_passes() {
         assert_eq!(report.passed, file.cases.len());
         *cases.entry(file.scheme).or_default() += report.passed;
     }
-    for scheme in Scheme::ALL {
+    for scheme in VectorKind::ALL {
         let n = cases.get(&scheme).copied().unwrap_or(0);
         assert!(n >= 20, "{scheme}: only {n} cases");
     }

@@ -38,9 +38,10 @@ use crate::{Error, Result};
 /// The `format` string of every vector file.
 pub const FORMAT: &str = "dp3t-spec-vectors/1";
 
-/// The eight schemes of §11.
+/// The eight kinds of vector file of PROTOCOL.md §11 (named by the file's `scheme` field;
+/// four are the schemes a phone runs, [`dp3t_core::engine::Scheme`], the others test one part).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Scheme {
+pub enum VectorKind {
     /// `gaen`: TEK → RPIK, AEMK, RPIs and AEMs.
     Gaen,
     /// `dp3t-lowcost`: day key → next key, PRF, EphIDs.
@@ -60,41 +61,41 @@ pub enum Scheme {
     HpkeUpload,
 }
 
-impl Scheme {
+impl VectorKind {
     /// Every scheme, in the order of §11.
-    pub const ALL: [Scheme; 8] = [
-        Scheme::Gaen,
-        Scheme::LowCost,
-        Scheme::Unlinkable,
-        Scheme::Hybrid,
-        Scheme::Cuckoo,
-        Scheme::GaenExport,
-        Scheme::ExposureScore,
-        Scheme::HpkeUpload,
+    pub const ALL: [VectorKind; 8] = [
+        VectorKind::Gaen,
+        VectorKind::LowCost,
+        VectorKind::Unlinkable,
+        VectorKind::Hybrid,
+        VectorKind::Cuckoo,
+        VectorKind::GaenExport,
+        VectorKind::ExposureScore,
+        VectorKind::HpkeUpload,
     ];
     /// The name used in files.
     pub fn name(self) -> &'static str {
         match self {
-            Scheme::Gaen => "gaen",
-            Scheme::LowCost => "dp3t-lowcost",
-            Scheme::Unlinkable => "dp3t-unlinkable",
-            Scheme::Hybrid => "dp3t-hybrid",
-            Scheme::Cuckoo => "dp3t-cuckoo",
-            Scheme::GaenExport => "gaen-export",
-            Scheme::ExposureScore => "exposure-score",
-            Scheme::HpkeUpload => "hpke-upload",
+            VectorKind::Gaen => "gaen",
+            VectorKind::LowCost => "dp3t-lowcost",
+            VectorKind::Unlinkable => "dp3t-unlinkable",
+            VectorKind::Hybrid => "dp3t-hybrid",
+            VectorKind::Cuckoo => "dp3t-cuckoo",
+            VectorKind::GaenExport => "gaen-export",
+            VectorKind::ExposureScore => "exposure-score",
+            VectorKind::HpkeUpload => "hpke-upload",
         }
     }
 }
 
-impl std::str::FromStr for Scheme {
+impl std::str::FromStr for VectorKind {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        Scheme::ALL
+        VectorKind::ALL
             .into_iter()
             .find(|sc| sc.name() == s)
             .ok_or_else(|| {
-                let known: Vec<_> = Scheme::ALL.iter().map(|s| s.name()).collect();
+                let known: Vec<_> = VectorKind::ALL.iter().map(|s| s.name()).collect();
                 Error::Vectors(format!(
                     "unknown scheme {s:?} (known: {})",
                     known.join(", ")
@@ -103,7 +104,7 @@ impl std::str::FromStr for Scheme {
     }
 }
 
-impl std::fmt::Display for Scheme {
+impl std::fmt::Display for VectorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -113,7 +114,7 @@ impl std::fmt::Display for Scheme {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VectorFile {
     /// The scheme of every case.
-    pub scheme: Scheme,
+    pub scheme: VectorKind,
     /// Where the values come from.
     pub source: String,
     /// The cases, in file order.
@@ -211,14 +212,14 @@ pub fn verify(file: &VectorFile) -> Result<Report> {
             out: Vec::new(),
         };
         let r = match file.scheme {
-            Scheme::Gaen => check_gaen(case, &mut c),
-            Scheme::LowCost => check_lowcost(case, &mut c),
-            Scheme::Unlinkable => check_unlinkable(case, &mut c),
-            Scheme::Hybrid => check_hybrid(case, &mut c),
-            Scheme::Cuckoo => check_cuckoo(case, &mut c),
-            Scheme::GaenExport => check_export(case, &mut c),
-            Scheme::ExposureScore => check_score(case, &mut c),
-            Scheme::HpkeUpload => check_hpke(case, &mut c),
+            VectorKind::Gaen => check_gaen(case, &mut c),
+            VectorKind::LowCost => check_lowcost(case, &mut c),
+            VectorKind::Unlinkable => check_unlinkable(case, &mut c),
+            VectorKind::Hybrid => check_hybrid(case, &mut c),
+            VectorKind::Cuckoo => check_cuckoo(case, &mut c),
+            VectorKind::GaenExport => check_export(case, &mut c),
+            VectorKind::ExposureScore => check_score(case, &mut c),
+            VectorKind::HpkeUpload => check_hpke(case, &mut c),
         };
         r.map_err(|e| match e {
             Error::Vectors(m) => Error::Vectors(format!("case {i}: {m}")),
@@ -1249,20 +1250,20 @@ fn gen_hpke(rng: &mut ChaCha20Rng, i: usize) -> Result<Value> {
 }
 
 /// Generate a file of `count` deterministic cases of `scheme` from `seed`.
-pub fn generate(scheme: Scheme, count: usize, seed: u64) -> Result<VectorFile> {
+pub fn generate(scheme: VectorKind, count: usize, seed: u64) -> Result<VectorFile> {
     if count == 0 {
         return Err(Error::Vectors(format!("count is 0: {NO_CASES}")));
     }
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let g: fn(&mut ChaCha20Rng, usize) -> Result<Value> = match scheme {
-        Scheme::Gaen => gen_gaen,
-        Scheme::LowCost => gen_lowcost,
-        Scheme::Unlinkable => gen_unlinkable,
-        Scheme::Hybrid => gen_hybrid,
-        Scheme::Cuckoo => gen_cuckoo,
-        Scheme::GaenExport => gen_export,
-        Scheme::ExposureScore => gen_score,
-        Scheme::HpkeUpload => gen_hpke,
+        VectorKind::Gaen => gen_gaen,
+        VectorKind::LowCost => gen_lowcost,
+        VectorKind::Unlinkable => gen_unlinkable,
+        VectorKind::Hybrid => gen_hybrid,
+        VectorKind::Cuckoo => gen_cuckoo,
+        VectorKind::GaenExport => gen_export,
+        VectorKind::ExposureScore => gen_score,
+        VectorKind::HpkeUpload => gen_hpke,
     };
     let cases = (0..count).map(|i| g(&mut rng, i)).collect::<Result<_>>()?;
     Ok(VectorFile {
@@ -1280,7 +1281,7 @@ mod tests {
 
     #[test]
     fn generated_files_verify_for_every_scheme() {
-        for scheme in Scheme::ALL {
+        for scheme in VectorKind::ALL {
             let f = generate(scheme, 12, 7).unwrap();
             let json = f.to_json();
             let back = parse_file(json.as_bytes()).unwrap();
@@ -1296,15 +1297,15 @@ mod tests {
 
     #[test]
     fn generation_is_deterministic() {
-        let a = generate(Scheme::Gaen, 3, 42).unwrap().to_json();
-        let b = generate(Scheme::Gaen, 3, 42).unwrap().to_json();
+        let a = generate(VectorKind::Gaen, 3, 42).unwrap().to_json();
+        let b = generate(VectorKind::Gaen, 3, 42).unwrap().to_json();
         assert_eq!(a, b);
-        assert_ne!(a, generate(Scheme::Gaen, 3, 43).unwrap().to_json());
+        assert_ne!(a, generate(VectorKind::Gaen, 3, 43).unwrap().to_json());
     }
 
     #[test]
     fn one_wrong_byte_is_a_mismatch() {
-        let mut f = generate(Scheme::LowCost, 2, 1).unwrap();
+        let mut f = generate(VectorKind::LowCost, 2, 1).unwrap();
         let s = f.cases[1]["prf"].as_str().unwrap().to_string();
         let flipped = format!("{}{}", if s.starts_with('0') { "1" } else { "0" }, &s[1..]);
         f.cases[1]["prf"] = Value::String(flipped);
@@ -1338,7 +1339,7 @@ mod tests {
     #[test]
     fn unknown_fields_are_errors_that_name_the_field() {
         // A misspelled optional output holding a wrong value must not pass silently.
-        let f = generate(Scheme::LowCost, 3, 1).unwrap();
+        let f = generate(VectorKind::LowCost, 3, 1).unwrap();
         let json = f.to_json().replacen("\"next_sk\"", "\"nextSk\"", 1);
         let json = json.replacen("\"nextSk\": \"", "\"nextSk\": \"ff", 1);
         let e = error_of(&json);
@@ -1347,10 +1348,10 @@ mod tests {
         let e =
             error_of(r#"{"format":"dp3t-spec-vectors/1","scheme":"gaen","cases":[],"sourec":"x"}"#);
         assert!(e.contains("sourec"), "{e}");
-        let g = generate(Scheme::Gaen, 1, 1).unwrap().to_json();
+        let g = generate(VectorKind::Gaen, 1, 1).unwrap().to_json();
         let e = error_of(&g.replacen("\"rpi\":", "\"rpi_typo\": \"00\", \"rpi\":", 1));
         assert!(e.contains("rpi_typo"), "{e}");
-        let x = generate(Scheme::ExposureScore, 1, 1).unwrap().to_json();
+        let x = generate(VectorKind::ExposureScore, 1, 1).unwrap().to_json();
         let e = error_of(&x.replacen("\"min_minutes\"", "\"minMinutes\": 1, \"min_minutes\"", 1));
         assert!(e.contains("minMinutes"), "{e}");
         let e = error_of(&x.replacen("\"seconds\"", "\"secs\": 1, \"seconds\"", 1));
@@ -1394,7 +1395,7 @@ mod tests {
 
     #[test]
     fn hpke_upload_vectors_catch_a_wrong_byte() {
-        let f = generate(Scheme::HpkeUpload, 9, 3).unwrap();
+        let f = generate(VectorKind::HpkeUpload, 9, 3).unwrap();
         assert_eq!(verify(&f).unwrap().failed, 0);
         // A flipped ciphertext byte in the RFC case, and a valid envelope said invalid.
         let mut bad = f.clone();
@@ -1409,13 +1410,13 @@ mod tests {
 
     #[test]
     fn a_file_without_cases_is_an_error() {
-        for scheme in Scheme::ALL {
+        for scheme in VectorKind::ALL {
             let e = error_of(&format!(
                 r#"{{"format":"dp3t-spec-vectors/1","scheme":"{scheme}","cases":[]}}"#
             ));
             assert!(e.contains("no cases"), "{scheme}: {e}");
         }
-        assert!(generate(Scheme::Gaen, 0, 1).is_err());
+        assert!(generate(VectorKind::Gaen, 0, 1).is_err());
     }
 
     proptest::proptest! {
