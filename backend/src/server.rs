@@ -227,11 +227,9 @@ pub async fn prepare(config: Config) -> Result<Prepared, ServerError> {
         ha_keys,
         next_day,
         metrics,
-        upload_delay: timing.upload_delay,
         request_timeout: Duration::from_millis(config.request_timeout_ms),
         uploads_in_flight: Arc::new(tokio::sync::Semaphore::new(config.max_uploads_in_flight)),
-        bucket_seconds: timing.bucket_seconds,
-        retention_seconds: timing.retention_seconds,
+        timing,
         sealed,
     });
     tracing::info!(
@@ -257,7 +255,7 @@ fn upload_writers(db: &Db) -> usize {
 pub async fn ticker(state: web::Data<AppState>) {
     // One ticker releases every scheme's buckets (GAEN and the three designs) and runs
     // the one retention task.
-    let len = state.bucket_seconds;
+    let len = state.timing.bucket_seconds;
     let mut last_retention = unix_now().0;
     loop {
         let now = std::time::SystemTime::now()

@@ -148,7 +148,7 @@ fn parse_key(
 fn keys_to_store(keys: &[ParsedKey], ctx: &UploadContext) -> Vec<NewKey> {
     let now = ctx.now;
     let latest_day = now.day().next();
-    let oldest_end = now.0.saturating_sub(ctx.retention_seconds);
+    let oldest_end = now.0.saturating_sub(ctx.timing.retention_seconds);
     let received_at = ctx.received_at();
     let onset_enin = ctx.onset.0.saturating_mul(INTERVALS_PER_DAY);
     let mut seen = HashSet::new();
@@ -170,7 +170,12 @@ fn keys_to_store(keys: &[ParsedKey], ctx: &UploadContext) -> Vec<NewKey> {
                 transmission_risk_level: k.transmission_risk_level,
                 days_since_onset: days_since_onset(Enin(start).day(), ctx.onset),
                 received_at,
-                publish_at: publish_at(now.0, ctx.bucket_seconds, start, k.rolling_period),
+                publish_at: publish_at(
+                    now.0,
+                    ctx.timing.bucket_seconds.max(1),
+                    start,
+                    k.rolling_period,
+                ),
             });
         }
     }
@@ -400,8 +405,11 @@ mod tests {
             now,
             onset,
             delayed_key_date: None,
-            bucket_seconds: 7_200,
-            retention_seconds: 14 * 86_400,
+            timing: crate::config::Timing {
+                bucket_seconds: 7_200,
+                retention_seconds: 14 * 86_400,
+                upload_delay: std::time::Duration::ZERO,
+            },
         };
         let out = keys_to_store(&keys, &ctx(Day(day.0 - 5)));
         let kept: Vec<u8> = out.iter().map(|k| k.key_data[0]).collect();

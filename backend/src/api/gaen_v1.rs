@@ -73,7 +73,7 @@ fn unavailable(e: impl std::fmt::Display) -> ApiError {
 /// Check a `publishedafter` at `now`: on a bucket boundary (else `400`), not in the future
 /// and within the retention (else `404`).
 fn check_published_after(ms: u64, now: UnixTime, state: &AppState) -> Result<u64, ApiError> {
-    let bucket_ms = state.bucket_seconds.saturating_mul(1000);
+    let bucket_ms = state.timing.bucket_seconds.saturating_mul(1000);
     if !ms.is_multiple_of(bucket_ms) {
         return Err(ApiError::bad_request(
             ErrorCode::PublishedAfter,
@@ -84,7 +84,7 @@ fn check_published_after(ms: u64, now: UnixTime, state: &AppState) -> Result<u64
         ));
     }
     let secs = ms / 1000;
-    if secs > now.0 || secs < now.0.saturating_sub(state.retention_seconds) {
+    if secs > now.0 || secs < now.0.saturating_sub(state.timing.retention_seconds) {
         return Err(not_found(
             ErrorCode::PublishedAfter,
             format!("publishedafter {ms} is in the future or older than the retention"),
@@ -169,7 +169,7 @@ pub async fn buckets(
     })?;
     let now = unix_now();
     let start = day.start().0;
-    if start >= now.0 || start <= now.0.saturating_sub(state.retention_seconds) {
+    if start >= now.0 || start <= now.0.saturating_sub(state.timing.retention_seconds) {
         return Err(not_found(
             ErrorCode::Day,
             format!(
@@ -178,8 +178,8 @@ pub async fn buckets(
             ),
         ));
     }
-    let body =
-        serde_json::to_vec(&day_buckets(day, now, state.bucket_seconds)).map_err(unavailable)?;
+    let body = serde_json::to_vec(&day_buckets(day, now, state.timing.bucket_seconds))
+        .map_err(unavailable)?;
     let signature = state.publisher.sign_body(&body).map_err(unavailable)?;
     Ok(HttpResponse::Ok()
         .content_type("application/json")

@@ -95,8 +95,11 @@ mod tests {
             now: UnixTime(u64::from(TODAY) * 86_400 + 3_600),
             onset: Day(onset),
             delayed_key_date: None,
-            bucket_seconds: 7_200,
-            retention_seconds: 14 * 86_400,
+            timing: crate::config::Timing {
+                bucket_seconds: 7_200,
+                retention_seconds: 14 * 86_400,
+                upload_delay: std::time::Duration::ZERO,
+            },
         }
     }
 

@@ -59,16 +59,13 @@ pub struct AppState {
     pub next_day: NextDayTokens,
     /// Counters.
     pub metrics: Arc<Metrics>,
-    /// Constant answer time of uploads.
-    pub upload_delay: Duration,
     /// Longest time for an upload's headers and body to arrive.
     pub request_timeout: Duration,
     /// Permits for uploads being read and processed at once.
     pub uploads_in_flight: Arc<tokio::sync::Semaphore>,
-    /// Release bucket length in seconds.
-    pub bucket_seconds: u64,
-    /// Retention in seconds.
-    pub retention_seconds: u64,
+    /// Bucket length, retention and the constant answer time of uploads, derived once
+    /// from the configuration.
+    pub timing: crate::config::Timing,
     /// The HPKE key pairs that open sealed uploads.
     pub sealed: sealed::SealedKeys,
 }

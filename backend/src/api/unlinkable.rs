@@ -96,8 +96,11 @@ mod tests {
             now: UnixTime(NOW),
             onset: Day(19_995),
             delayed_key_date: None,
-            bucket_seconds: 7_200,
-            retention_seconds: 14 * 86_400,
+            timing: crate::config::Timing {
+                bucket_seconds: 7_200,
+                retention_seconds: 14 * 86_400,
+                upload_delay: std::time::Duration::ZERO,
+            },
         }
     }
 

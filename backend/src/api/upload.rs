@@ -38,6 +38,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{bearer_token, ApiError, AppState, ErrorCode};
 use crate::auth::{verify_upload_token, AuthError, UploadGrant};
+use crate::config::Timing;
 use crate::db::designs::DesignUploadRow;
 use crate::db::{NewKey, StoreOutcome, UploadRecord};
 use crate::designs::Design;
@@ -68,17 +69,15 @@ pub(crate) struct UploadContext {
     pub onset: Day,
     /// The day a next-day token binds (`delayedKeyDate`), for the next-day route.
     pub delayed_key_date: Option<u32>,
-    /// Release bucket length in seconds.
-    pub bucket_seconds: u64,
-    /// Retention in seconds.
-    pub retention_seconds: u64,
+    /// Bucket length and retention.
+    pub timing: Timing,
 }
 
 impl UploadContext {
     /// Whether an entry whose time span ends at `end` (exclusive) reaches into the
     /// retention window.
     pub fn within_retention(&self, end: u64) -> bool {
-        end > self.now.0.saturating_sub(self.retention_seconds)
+        end > self.now.0.saturating_sub(self.timing.retention_seconds)
     }
 
     /// Whether an entry starting at `start` starts in the future (beyond the skew).
@@ -88,7 +87,8 @@ impl UploadContext {
 
     /// The coarsened arrival stored with entries: the end of the arrival's bucket (§10).
     pub fn received_at(&self) -> u64 {
-        bucket_floor(self.now.0, self.bucket_seconds).saturating_add(self.bucket_seconds)
+        let len = self.timing.bucket_seconds.max(1);
+        bucket_floor(self.now.0, len).saturating_add(len)
     }
 }
 
@@ -296,8 +296,7 @@ pub(crate) async fn process(
         now,
         onset: grant.onset,
         delayed_key_date: grant.delayed_key_date,
-        bucket_seconds: state.bucket_seconds,
-        retention_seconds: state.retention_seconds,
+        timing: state.timing,
     };
     let parsed = (route.parse)(body, &ctx)?;
     let fake = grant.fake || parsed.fake_body;
@@ -405,7 +404,7 @@ pub(crate) async fn answer_after(
     } else {
         state.metrics.upload_answered();
     }
-    tokio::time::sleep_until((arrived + state.upload_delay).into()).await;
+    tokio::time::sleep_until((arrived + state.timing.upload_delay).into()).await;
     padded_answer(outcome)
 }
 
@@ -539,8 +538,11 @@ pub fn check_body(
         now,
         onset,
         delayed_key_date,
-        bucket_seconds: bucket_seconds.max(1),
-        retention_seconds,
+        timing: Timing {
+            bucket_seconds: bucket_seconds.max(1),
+            retention_seconds,
+            upload_delay: std::time::Duration::ZERO,
+        },
     };
     let parsed = (r.parse)(body, &ctx)?;
     let (keys, records) = match parsed.entries {

@@ -366,11 +366,6 @@ impl DesignPublisher {
         self.releasers.iter().any(Releaser::failing)
     }
 
-    /// The database.
-    pub fn db(&self) -> &Db {
-        &self.db
-    }
-
     /// Buckets of `design` ending up to this time are released on this node.
     pub fn released_until(&self, design: Design) -> u64 {
         self.releasers[design.index()].released_until()
