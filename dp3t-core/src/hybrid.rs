@@ -170,24 +170,41 @@ where
     I: IntoIterator<Item = (&'s WindowSeed, WindowMinutes)>,
     F: FnMut(usize, &[EphId]),
 {
-    for_each_window_on(windows, f, true);
+    for_each_window_ahead(windows, |_| {}, f);
 }
 
-/// [`for_each_window`], on the kernels when `fast` and the CPU allows, else on the
-/// portable code (the tests compare the two).
-fn for_each_window_on<'s, I, F>(windows: I, mut f: F, fast: bool)
+/// [`for_each_window`] with a look ahead: `ahead(ephids)` is called as soon as a window's
+/// EphIDs are derived, and `f` for them only after the next windows are, so that what
+/// `ahead` starts (a prefetch of the memory `f` will read) overlaps their crypto.
+pub fn for_each_window_ahead<'s, I, A, F>(windows: I, ahead: A, f: F)
 where
     I: IntoIterator<Item = (&'s WindowSeed, WindowMinutes)>,
+    A: FnMut(&[EphId]),
+    F: FnMut(usize, &[EphId]),
+{
+    for_each_window_on(windows, ahead, f, true);
+}
+
+/// [`for_each_window_ahead`], on the kernels when `fast` and the CPU allows, else on the
+/// portable code (the tests compare the two).
+fn for_each_window_on<'s, I, A, F>(windows: I, mut ahead: A, mut f: F, fast: bool)
+where
+    I: IntoIterator<Item = (&'s WindowSeed, WindowMinutes)>,
+    A: FnMut(&[EphId]),
     F: FnMut(usize, &[EphId]),
 {
     let mut windows = windows.into_iter();
     let mut seeds = [[0u8; 16]; LANES];
-    let mut counts = [0usize; LANES];
-    let mut out = [[EphId::default(); 96]; LANES];
+    // Two output buffers: the windows just derived, and those before, whose `f` is due;
+    // with each, the windows' EphID counts (0 for an idle lane).
+    let mut counts = [[0usize; LANES]; 2];
+    let mut out = [[[EphId::default(); 96]; LANES]; 2];
+    let mut cur = 0;
     let mut next = 0;
     loop {
         let mut lanes = 0;
-        for (s, c) in seeds.iter_mut().zip(counts.iter_mut()) {
+        counts[cur] = [0; LANES];
+        for (s, c) in seeds.iter_mut().zip(counts[cur].iter_mut()) {
             let Some((seed, minutes)) = windows.next() else {
                 break;
             };
@@ -199,18 +216,28 @@ where
             break;
         }
         // Idle lanes compute on the last batch's seeds; their output is ignored.
-        let n = counts[..lanes].iter().copied().max().unwrap_or(0);
-        if !(fast && ephids_fast(&seeds, n, &mut out)) {
-            for ((s, &c), o) in seeds.iter().zip(&counts).zip(out.iter_mut()).take(lanes) {
+        let n = counts[cur].iter().copied().max().unwrap_or(0);
+        let o = &mut out[cur];
+        if !(fast && ephids_fast(&seeds, n, o)) {
+            for ((s, &c), o) in seeds.iter().zip(&counts[cur]).zip(o.iter_mut()) {
                 let mut prf = hmac_sha256(s, HYBRID_INFO);
                 ephids_from_prf(&prf, &mut o[..c]);
                 prf.zeroize();
             }
         }
-        for (o, &c) in out.iter().zip(&counts).take(lanes) {
+        for (o, &c) in o.iter().zip(&counts[cur]).take(lanes) {
+            ahead(&o[..c]);
+        }
+        cur ^= 1;
+        for (o, &c) in out[cur].iter().zip(&counts[cur]).filter(|(_, &c)| c > 0) {
             f(next, &o[..c]);
             next += 1;
         }
+    }
+    cur ^= 1;
+    for (o, &c) in out[cur].iter().zip(&counts[cur]).filter(|(_, &c)| c > 0) {
+        f(next, &o[..c]);
+        next += 1;
     }
     seeds.zeroize();
 }
@@ -272,11 +299,14 @@ mod tests {
     /// The EphIDs of every window, in order, on the kernels or not.
     fn derived(windows: &[(WindowSeed, WindowMinutes)], fast: bool) -> Vec<(usize, Vec<EphId>)> {
         let mut got = Vec::new();
+        let mut ahead = 0;
         for_each_window_on(
             windows.iter().map(|(s, m)| (s, *m)),
+            |_| ahead += 1,
             |i, e| got.push((i, e.to_vec())),
             fast,
         );
+        assert_eq!(ahead, got.len());
         got
     }
 

@@ -522,3 +522,68 @@ fn hybrid_ephids_x86(seeds: &[[u8; 16]; LANES], n: usize, out: &mut [[EphId; MAX
     let prf = hmac4(&key, &HYBRID_WK);
     keystreams(&prf, n, out);
 }
+
+/// Ask the CPU to bring the cache line holding `x` into L1: a hint, which reads nothing
+/// and never faults (matching prefetches the pre-filter words of EphIDs it will test).
+#[inline(always)]
+pub(crate) fn prefetch<T>(x: &T) {
+    // SAFETY: `x` is a live reference, and a prefetch neither reads nor writes memory
+    // architecturally (SSE, part of the x86-64 baseline).
+    unsafe { _mm_prefetch::<_MM_HINT_T0>((x as *const T).cast()) };
+}
+
+// The EphIDs of a day are read as 96 × 16 contiguous bytes: an `EphId` is its one
+// `[u8; 16]` field and nothing else.
+const _: () = assert!(std::mem::size_of::<EphId>() == 16);
+
+/// Test the 96 EphIDs of a day against a blocked Bloom filter of `words` (a power of two
+/// of them, `words.len() == 1 << (64 - shift)`): id `j` passes when the word at the top
+/// bits of its first 8 bytes (little-endian), `p >> shift`, has bits `p & 63` and
+/// `(p >> 6) & 63` set. Bit `j` of the answer is set when id `j` passes; `None` when the
+/// CPU lacks AVX-512 or `words` does not fit `shift` (the caller then tests one by one).
+#[inline]
+pub(crate) fn filter96(words: &[u64], shift: u32, ids: &[EphId; MAX_BLOCKS]) -> Option<u128> {
+    if !cpu() || !(1..64).contains(&shift) || words.len() != 1usize << (64 - shift) {
+        return None;
+    }
+    // SAFETY: `cpu()` found AVX-512F; every word index `p >> shift` is below
+    // `2^(64 - shift) = words.len()`, as `filter96_x86` requires.
+    Some(unsafe { filter96_x86(words, shift, ids) })
+}
+
+/// [`filter96`] on AVX-512: eight ids a register, their words gathered.
+///
+/// # Safety
+/// `words.len()` must be `1 << (64 - shift)`, so that every gathered index is in bounds.
+#[target_feature(enable = "avx512f")]
+unsafe fn filter96_x86(words: &[u64], shift: u32, ids: &[EphId; MAX_BLOCKS]) -> u128 {
+    let even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    let sh = _mm512_set1_epi64(i64::from(shift));
+    let m63 = _mm512_set1_epi64(63);
+    let one = _mm512_set1_epi64(1);
+    let base = ids.as_ptr().cast::<u8>();
+    let mut pass = 0u128;
+    for g in 0..MAX_BLOCKS / 8 {
+        // SAFETY: ids 8g .. 8g + 8 are bytes 128g .. 128g + 128 of the 1,536 of `ids`
+        // (g < 12); the loads are unaligned.
+        let (a, b) = unsafe {
+            (
+                _mm512_loadu_si512(base.add(128 * g).cast()),
+                _mm512_loadu_si512(base.add(128 * g + 64).cast()),
+            )
+        };
+        // The first 8 bytes of each id: the even 64-bit lanes of a, then of b.
+        let p = _mm512_permutex2var_epi64(a, even, b);
+        let w = _mm512_srlv_epi64(p, sh);
+        // SAFETY: each index is `p >> shift < 2^(64 - shift) = words.len()` (the caller's
+        // contract), scaled by 8 bytes: every lane reads one word of `words`.
+        let got = unsafe { _mm512_i64gather_epi64::<8>(w, words.as_ptr().cast()) };
+        let m = _mm512_or_si512(
+            _mm512_sllv_epi64(one, _mm512_and_si512(p, m63)),
+            _mm512_sllv_epi64(one, _mm512_and_si512(_mm512_srli_epi64::<6>(p), m63)),
+        );
+        let k = _mm512_cmpeq_epi64_mask(_mm512_and_si512(got, m), m);
+        pass |= u128::from(k) << (8 * g);
+    }
+    pass
+}

@@ -143,20 +143,36 @@ where
     I: IntoIterator<Item = ChainWalk>,
     F: FnMut(usize, Day, &[EphId; EPHIDS_PER_DAY]),
 {
-    walk_chains_on(walks, f, true);
+    walk_chains_ahead(walks, |_, _| {}, f);
 }
 
-/// [`walk_chains`], on the kernels when `fast` and the CPU allows, else on the portable
-/// code (the tests compare the two).
-fn walk_chains_on<I, F>(walks: I, mut f: F, fast: bool)
+/// [`walk_chains`] with a look ahead: `ahead(day, ephids)` is called as soon as a day's EphIDs
+/// are derived, and `f` for them only after the next step of the walk, so that what
+/// `ahead` starts (a prefetch of the memory `f` will read) overlaps that step's crypto.
+pub fn walk_chains_ahead<I, A, F>(walks: I, ahead: A, f: F)
 where
     I: IntoIterator<Item = ChainWalk>,
+    A: FnMut(Day, &[EphId; EPHIDS_PER_DAY]),
+    F: FnMut(usize, Day, &[EphId; EPHIDS_PER_DAY]),
+{
+    walk_chains_on(walks, ahead, f, true);
+}
+
+/// [`walk_chains_ahead`], on the kernels when `fast` and the CPU allows, else on the
+/// portable code (the tests compare the two).
+fn walk_chains_on<I, A, F>(walks: I, mut ahead: A, mut f: F, fast: bool)
+where
+    I: IntoIterator<Item = ChainWalk>,
+    A: FnMut(Day, &[EphId; EPHIDS_PER_DAY]),
     F: FnMut(usize, Day, &[EphId; EPHIDS_PER_DAY]),
 {
     let mut walks = walks.into_iter().enumerate();
     let mut lanes: [Option<(usize, Lane)>; LANES] = Default::default();
     let mut keys = [[0u8; 32]; LANES];
-    let mut out = [[EphId::default(); EPHIDS_PER_DAY]; LANES];
+    // Two output buffers: the step just derived, and the one before, whose `f` is due.
+    let mut out = [[[EphId::default(); EPHIDS_PER_DAY]; LANES]; 2];
+    let mut due: [Option<(usize, Day)>; LANES] = [None; LANES];
+    let mut cur = 0;
     loop {
         for lane in lanes.iter_mut().filter(|l| l.is_none()) {
             *lane = walks.by_ref().find(|(_, w)| w.days > 0).map(|(i, w)| {
@@ -177,14 +193,17 @@ where
             // An idle lane computes on zeros; its output is ignored.
             *k = lane.as_ref().map_or([0; 32], |(_, l)| l.key);
         }
-        if !(fast && step_fast(&mut keys, &mut out)) {
-            for (k, o) in keys.iter_mut().zip(out.iter_mut()) {
+        let o = &mut out[cur];
+        if !(fast && step_fast(&mut keys, o)) {
+            for (k, o) in keys.iter_mut().zip(o.iter_mut()) {
                 step_portable(k, o);
             }
         }
-        for ((slot, k), o) in lanes.iter_mut().zip(&keys).zip(out.iter()) {
+        let mut now: [Option<(usize, Day)>; LANES] = [None; LANES];
+        for (((slot, k), o), now) in lanes.iter_mut().zip(&keys).zip(o.iter()).zip(&mut now) {
             let Some((i, lane)) = slot else { continue };
-            f(*i, lane.day, o);
+            ahead(lane.day, o);
+            *now = Some((*i, lane.day));
             if lane.left == 0 {
                 lane.key.zeroize();
                 *slot = None;
@@ -193,6 +212,18 @@ where
                 lane.day = lane.day.next();
                 lane.left -= 1;
             }
+        }
+        for (d, o) in due.iter().zip(out[cur ^ 1].iter()) {
+            if let Some((i, day)) = *d {
+                f(i, day, o);
+            }
+        }
+        due = now;
+        cur ^= 1;
+    }
+    for (d, o) in due.iter().zip(out[cur ^ 1].iter()) {
+        if let Some((i, day)) = *d {
+            f(i, day, o);
         }
     }
     keys.zeroize();
@@ -335,11 +366,14 @@ mod tests {
     /// Every day's EphIDs of `walks`, as `(walk, day, ephids)`, on the kernels or not.
     fn walked(walks: &[ChainWalk], fast: bool) -> Vec<(usize, Day, Vec<EphId>)> {
         let mut got = Vec::new();
+        let mut ahead = 0;
         walk_chains_on(
             walks.iter().cloned(),
+            |_, _| ahead += 1,
             |i, d, e| got.push((i, d, e.to_vec())),
             fast,
         );
+        assert_eq!(ahead, got.len());
         got.sort_by_key(|(i, d, _)| (*i, *d));
         got
     }
