@@ -122,39 +122,27 @@ pub struct Beacon {
     pub valid_until: UnixTime,
 }
 
-/// A downloaded batch, as the server published it.
+/// A downloaded batch, as the server published it: the response body, its `Signature`
+/// header, and its release time. The engine reads the body as its own scheme publishes it
+/// (§9), so a batch cannot claim to be of another scheme:
+///
+/// * GAEN: an export zip, signed inside (§9.1); `signature` is not used.
+/// * low-cost: a `ProtoExposedList` (§9.2), hybrid: a `HybridExposedList` (§9.3),
+///   unlinkable: a DPCF filter (§4.1, §9.4); each signed by the `Signature` header (§9.5),
+///   which is required.
+///
+/// Bytes of another scheme fail to decode or to verify, and change nothing.
 #[derive(Debug, Clone, Copy)]
-pub enum PublishedBatch<'a> {
-    /// A GAEN export zip; it is signed inside (§9.1).
-    GaenExportZip {
-        /// The zip.
-        zip: &'a [u8],
-        /// When the batch was released (sightings at or after it never match).
-        release_time: UnixTime,
-    },
-    /// A low-cost `ProtoExposedList` with its `Signature` header (§9.2, §9.5).
-    LowCostList {
-        /// Response body.
-        body: &'a [u8],
-        /// The `Signature` header.
-        signature: &'a str,
-    },
-    /// A DPCF filter with its `Signature` header (§9.4, §9.5).
-    UnlinkableFilter {
-        /// Response body.
-        body: &'a [u8],
-        /// The `Signature` header.
-        signature: &'a str,
-        /// Release time of the batch (the path's `batchReleaseTime`).
-        release_time: UnixTime,
-    },
-    /// A `HybridExposedList` with its `Signature` header (§9.3, §9.5).
-    HybridList {
-        /// Response body.
-        body: &'a [u8],
-        /// The `Signature` header.
-        signature: &'a str,
-    },
+pub struct PublishedBatch<'a> {
+    /// The response body, unchanged.
+    pub body: &'a [u8],
+    /// The response's `Signature` header (a compact JWS), if it had one.
+    pub signature: Option<&'a str>,
+    /// When the batch was released: the GAEN `x-key-bundle-tag`, or the DP-3T
+    /// `X-BATCH-RELEASE-TIME` header (the path's `batchReleaseTime`), divided by 1000.
+    /// Sightings at or after it never match (anti-replay). Low-cost and hybrid lists carry
+    /// their own, signed, release time, which is the one used for them.
+    pub release_time: UnixTime,
 }
 
 /// The phone's own keys, by scheme.
@@ -346,17 +334,12 @@ impl Engine {
     /// seconds) without recording them.
     pub fn find_matches(&self, batch: &PublishedBatch<'_>, now: UnixTime) -> Result<Vec<Match>> {
         let pk = &self.config.backend_public_key;
-        if batch.scheme() != self.config.scheme {
-            return Err(Error::WrongScheme {
-                expected: self.config.scheme,
-                found: batch.scheme(),
-            });
-        }
         let sightings = self.sightings.sightings();
         let oldest = self.oldest_kept_day(now);
-        Ok(match *batch {
-            PublishedBatch::GaenExportZip { zip, release_time } => {
-                let export = read_verified_export(zip, pk)?;
+        let body = batch.body;
+        Ok(match self.config.scheme {
+            Scheme::Gaen => {
+                let export = read_verified_export(body, pk)?;
                 let keys: Vec<PublishedTek> = export
                     .keys
                     .iter()
@@ -371,10 +354,10 @@ impl Engine {
                         end > oldest.start().0
                     })
                     .collect();
-                matching::match_gaen(&SightingIndex::new(sightings), &keys, release_time)
+                matching::match_gaen(&SightingIndex::new(sightings), &keys, batch.release_time)
             }
-            PublishedBatch::LowCostList { body, signature } => {
-                let claims = verify_response(body, signature, pk, now)?;
+            Scheme::LowCost => {
+                let claims = verify_response(body, batch.required_signature()?, pk, now)?;
                 let list = LowCostList::decode(body)?;
                 check_release(&claims, list.release_time)?;
                 matching::match_lowcost(
@@ -384,18 +367,14 @@ impl Engine {
                     oldest,
                 )
             }
-            PublishedBatch::UnlinkableFilter {
-                body,
-                signature,
-                release_time,
-            } => {
-                let claims = verify_response(body, signature, pk, now)?;
-                check_release(&claims, release_time)?;
+            Scheme::Unlinkable => {
+                let claims = verify_response(body, batch.required_signature()?, pk, now)?;
+                check_release(&claims, batch.release_time)?;
                 let filter = CuckooFilter::parse(body)?;
-                matching::match_unlinkable(sightings, &filter, release_time)
+                matching::match_unlinkable(sightings, &filter, batch.release_time)
             }
-            PublishedBatch::HybridList { body, signature } => {
-                let claims = verify_response(body, signature, pk, now)?;
+            Scheme::Hybrid => {
+                let claims = verify_response(body, batch.required_signature()?, pk, now)?;
                 let list = HybridList::decode(body)?;
                 check_release(&claims, list.release_time)?;
                 matching::match_hybrid(
@@ -716,15 +695,15 @@ impl Engine {
     }
 }
 
-impl PublishedBatch<'_> {
-    /// The only scheme whose engine can match this batch.
-    pub fn scheme(&self) -> Scheme {
-        match self {
-            PublishedBatch::GaenExportZip { .. } => Scheme::Gaen,
-            PublishedBatch::LowCostList { .. } => Scheme::LowCost,
-            PublishedBatch::UnlinkableFilter { .. } => Scheme::Unlinkable,
-            PublishedBatch::HybridList { .. } => Scheme::Hybrid,
-        }
+impl<'a> PublishedBatch<'a> {
+    /// The `Signature` header, which a DP-3T design's batch needs (its body is not signed
+    /// inside).
+    fn required_signature(&self) -> Result<&'a str> {
+        self.signature.ok_or_else(|| {
+            Error::Signature(crate::error::SignatureError::Header(
+                "missing: a DP-3T batch is signed only by its Signature header".into(),
+            ))
+        })
     }
 }
 

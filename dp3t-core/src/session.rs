@@ -891,8 +891,9 @@ impl TracingSession {
                     return Err(SessionError::Signature);
                 }
                 if status == 200 && !body.is_empty() {
-                    let batch = PublishedBatch::GaenExportZip {
-                        zip: body,
+                    let batch = PublishedBatch {
+                        body,
+                        signature: None,
                         release_time: UnixTime::from_millis(tag),
                     };
                     self.engine
@@ -920,14 +921,10 @@ impl TracingSession {
                 }
                 let signature = header(headers, "signature").ok_or(SessionError::Signature)?;
                 let release_time = UnixTime::from_millis(t);
-                let batch = match self.config.engine.scheme {
-                    Scheme::LowCost => PublishedBatch::LowCostList { body, signature },
-                    Scheme::Unlinkable => PublishedBatch::UnlinkableFilter {
-                        body,
-                        signature,
-                        release_time,
-                    },
-                    _ => PublishedBatch::HybridList { body, signature },
+                let batch = PublishedBatch {
+                    body,
+                    signature: Some(signature),
+                    release_time,
                 };
                 self.engine
                     .ingest(&batch, now)

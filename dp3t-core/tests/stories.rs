@@ -335,21 +335,26 @@ fn real_and_fake_uploads_look_alike() {
 }
 
 #[test]
-fn a_batch_of_the_wrong_kind_is_an_error() {
+fn a_batch_of_another_scheme_is_refused_and_changes_nothing() {
     let mut w = World::new(Scheme::LowCost);
     let mut alice = w.phone();
     alice.current_beacon(at(DAY, 10, 0), &mut w.rng).unwrap();
     let upload = alice.build_upload(DAY, at(DAY, 11, 0), &mut w.rng).unwrap();
     let batch = publish(Scheme::LowCost, &upload, at(DAY, 12, 0), &w.server).unwrap();
-    let gaen = World::new(Scheme::Gaen).phone();
-    let mut gaen = gaen;
+    // A GAEN phone reads any batch as an export zip: a low-cost list is not one.
+    let mut gaen = World::new(Scheme::Gaen).phone();
     assert!(matches!(
         gaen.ingest(&batch.as_batch(), at(DAY, 13, 0)),
-        Err(Error::WrongScheme {
-            expected: Scheme::Gaen,
-            found: Scheme::LowCost
-        })
+        Err(Error::Export(_))
     ));
+    // A hybrid phone reads it as a hybrid list, under the same server key: the signature
+    // verifies, the body does not decode as a hybrid list, or matches nothing.
+    let mut w = World::new(Scheme::Hybrid);
+    let mut hybrid = w.phone();
+    hybrid.current_beacon(at(DAY, 10, 0), &mut w.rng).unwrap();
+    let before = hybrid.exposure_days(at(DAY, 13, 0));
+    let _ = hybrid.ingest(&batch.as_batch(), at(DAY, 13, 0));
+    assert_eq!(hybrid.exposure_days(at(DAY, 13, 0)), before);
 }
 
 #[test]

@@ -41,24 +41,10 @@ pub struct Published {
 impl Published {
     /// As a batch to ingest.
     pub fn as_batch(&self) -> PublishedBatch<'_> {
-        match self.scheme {
-            Scheme::Gaen => PublishedBatch::GaenExportZip {
-                zip: &self.body,
-                release_time: self.release_time,
-            },
-            Scheme::LowCost => PublishedBatch::LowCostList {
-                body: &self.body,
-                signature: &self.signature,
-            },
-            Scheme::Unlinkable => PublishedBatch::UnlinkableFilter {
-                body: &self.body,
-                signature: &self.signature,
-                release_time: self.release_time,
-            },
-            Scheme::Hybrid => PublishedBatch::HybridList {
-                body: &self.body,
-                signature: &self.signature,
-            },
+        PublishedBatch {
+            body: &self.body,
+            signature: Some(&self.signature),
+            release_time: self.release_time,
         }
     }
 }

@@ -327,6 +327,18 @@ pub enum BatchKind {
     HybridList,
 }
 
+impl BatchKind {
+    /// The scheme whose engine reads this kind of batch.
+    fn scheme(self) -> core_engine::Scheme {
+        match self {
+            BatchKind::GaenExportZip => core_engine::Scheme::Gaen,
+            BatchKind::LowCostList => core_engine::Scheme::LowCost,
+            BatchKind::UnlinkableFilter => core_engine::Scheme::Unlinkable,
+            BatchKind::HybridList => core_engine::Scheme::Hybrid,
+        }
+    }
+}
+
 /// One downloaded batch, as the backend published it.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct PublishedBatch {
@@ -579,41 +591,27 @@ impl TracingEngine {
     pub fn ingest_at(&self, batch: PublishedBatch, now_unix: u64) -> Result<u32, Dp3tError> {
         guarded("ingest", || {
             let mut engine = self.lock();
-            // The core refuses a batch of another scheme (`WrongScheme`) before it looks
-            // at the signature; a missing header is then reported as such.
-            let signature = batch.signature_header.as_deref().unwrap_or("");
-            let release_time = UnixTime(batch.release_time_unix);
-            let core_batch = match batch.kind {
-                BatchKind::GaenExportZip => core_engine::PublishedBatch::GaenExportZip {
-                    zip: &batch.body,
-                    release_time,
-                },
-                BatchKind::LowCostList => core_engine::PublishedBatch::LowCostList {
-                    body: &batch.body,
-                    signature,
-                },
-                BatchKind::UnlinkableFilter => core_engine::PublishedBatch::UnlinkableFilter {
-                    body: &batch.body,
-                    signature,
-                    release_time,
-                },
-                BatchKind::HybridList => core_engine::PublishedBatch::HybridList {
-                    body: &batch.body,
-                    signature,
-                },
-            };
-            match engine.ingest(&core_batch, UnixTime(now_unix)) {
-                Err(CoreError::Signature(_))
-                    if batch.signature_header.is_none()
-                        && batch.kind != BatchKind::GaenExportZip =>
-                {
-                    Err(Dp3tError::BadSignature(format!(
-                        "a {:?} batch needs its Signature header: the body is not signed inside",
-                        batch.kind
-                    )))
-                }
-                other => Ok(other?),
+            // The core reads every batch as its own scheme publishes it; the kind a caller
+            // declares is checked here, once, so that a mix-up is named as such.
+            let runs = engine.config().scheme;
+            if batch.kind.scheme() != runs {
+                return Err(Dp3tError::WrongScheme(format!(
+                    "a {:?} batch where the engine runs {runs:?}",
+                    batch.kind
+                )));
             }
+            if batch.signature_header.is_none() && batch.kind != BatchKind::GaenExportZip {
+                return Err(Dp3tError::BadSignature(format!(
+                    "a {:?} batch needs its Signature header: the body is not signed inside",
+                    batch.kind
+                )));
+            }
+            let core_batch = core_engine::PublishedBatch {
+                body: &batch.body,
+                signature: batch.signature_header.as_deref(),
+                release_time: UnixTime(batch.release_time_unix),
+            };
+            Ok(engine.ingest(&core_batch, UnixTime(now_unix))?)
         })
     }
 
