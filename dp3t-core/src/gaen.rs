@@ -4,7 +4,9 @@
 //! is the hot path of matching (a phone derives them for every published key), so it is
 //! shaped for speed: HKDF runs on precomputed HMAC states of the all-zero salt (six
 //! SHA-256 compressions in all, see [`rpik_fast`]), the AES key is expanded once, and the
-//! 144 blocks are encrypted in one pipelined pass.
+//! 144 blocks are encrypted in one pipelined pass. Matching derives four keys at a time
+//! ([`derive_rpis_many`]): one key's six compressions form a chain, each waiting on the
+//! last, so four independent chains interleaved keep the SHA unit busy.
 //!
 //! On x86-64 the two halves have hand-written kernels, chosen at run time and cached
 //! (`x86::cpu()`, in `gaen/x86.rs`, the crate's only `unsafe` code): SHA-NI for the six compressions (state kept in registers, the two independent

@@ -1,11 +1,12 @@
 //! The x86-64 kernels of [`super`]: SHA-NI for the HKDF, VAES + AVX-512 for the AES blocks.
 //!
-//! This is the only module of the crate that may use `unsafe` (the crate denies it and
-//! forbids it in every other module), so the kernels are kept apart from the key types and
-//! the portable code. Every kernel is compiled with `#[target_feature]`, so calling one is
-//! `unsafe`; the safe dispatchers [`encrypt_padded`], [`derive_rpis`] and [`rpik`] call a
-//! kernel only after [`cpu`] has found its features, and otherwise tell the caller to take
-//! the portable path. Inside the kernels the intrinsics are safe, and the only `unsafe` left
+//! This is one of the two modules of the crate that may use `unsafe` (with `kernels.rs`;
+//! the crate denies it and forbids it in every other module), so the kernels are kept apart
+//! from the key types and the portable code. Every kernel is compiled with
+//! `#[target_feature]`, so calling one is `unsafe`; the safe dispatchers
+//! [`encrypt_padded`], [`derive_rpis`], [`derive_rpis_many`] and [`rpik`] call a kernel
+//! only after [`cpu`] has found its features, and otherwise tell the caller to take the
+//! portable path. Inside the kernels the intrinsics are safe, and the only `unsafe` left
 //! is the loads and stores through pointers, each with its bounds argued.
 //!
 //! The AVX-512 and VAES intrinsics are stable since Rust 1.89, the workspace's
@@ -372,7 +373,7 @@ pub(super) fn derive_rpis_many(keys: &[([u8; 16], u32)], out: &mut [super::DayBl
         }
     }
     let (k, o) = (keys.remainder(), outs.into_remainder());
-    // SAFETY (all three arms): `cpu()` found every feature `derive_lanes` is compiled for.
+    // The tail: one group of 3, 2 or 1 keys (`keys` and `out` have the same length).
     match (k.len(), o.len()) {
         (3, 3) => {
             if let (Ok(k), Ok(o)) = (k.try_into(), o.try_into()) {
