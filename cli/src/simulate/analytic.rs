@@ -1,8 +1,10 @@
-//! Bandwidth only, at national scale: real batches built by the simulator's server (the
-//! core's encoders and signer) at three sizes per scheme, a straight line through them,
-//! and the daily download at `infections` new infections a day, each uploading 14 days
-//! of keys, published in 12 two-hour buckets. GAEN and low-cost are also built at full
-//! daily size to check the line.
+//! Bandwidth only, at national scale: `infections` new infections a day, each uploading
+//! 14 days of keys, published in 12 two-hour buckets. The daily download is measured: all
+//! 12 buckets of a day are built at full size by the simulator's server (the core's
+//! encoders and signer) and their bodies and HTTP heads added up. Batches of 1,000,
+//! 10,000 and 100,000 entries give the bytes per entry and the fixed bytes per batch (a
+//! straight line through the two smaller, checked at the largest) that explain the
+//! totals.
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -42,7 +44,7 @@ fn paper_bytes_per_entry(s: Scheme) -> f64 {
 }
 
 /// One real batch of `n` entries (no padding): `(body bytes, HTTP head bytes)`.
-fn batch_size(scheme: Scheme, n: u64, key: &SigningKey) -> Result<(u64, u64), String> {
+fn batch_size(scheme: Scheme, n: u64, key: &SigningKey, seed: u64) -> Result<(u64, u64), String> {
     let cfg = ServerConfig {
         gaen_min_keys: 0,
         lowcost_min_keys: 0,
@@ -50,12 +52,12 @@ fn batch_size(scheme: Scheme, n: u64, key: &SigningKey) -> Result<(u64, u64), St
         hybrid_min_seeds: 0,
         ..ServerConfig::backend_defaults()
     };
-    let mut server = Server::new(scheme, key.clone(), cfg, n);
+    let mut server = Server::new(scheme, key.clone(), cfg, seed);
     let per = entries_per_upload(scheme);
     let release = START;
     let mut added = 0u64;
     let mut i = 0u64;
-    let mut r = ChaCha20Rng::seed_from_u64(n);
+    let mut r = ChaCha20Rng::seed_from_u64(seed);
     while added < n {
         // 14 days of keys of one upload, ending the day before the release.
         let upload_at = release - 86_400 - 3_600;
@@ -94,7 +96,7 @@ pub fn run(schemes: &[Scheme], infections: u64) -> Result<Value, String> {
         let sizes = [1_000u64, 10_000, 100_000];
         let mut points = Vec::new();
         for &n in &sizes {
-            points.push((n, batch_size(s, n, &key)?));
+            points.push((n, batch_size(s, n, &key, n)?));
         }
         // Line through the two smaller sizes; the largest checks it.
         let (n0, (b0, _)) = points[0];
@@ -106,14 +108,23 @@ pub fn run(schemes: &[Scheme], infections: u64) -> Result<Value, String> {
         let residual = (b2 as f64 - predicted) / b2 as f64;
         let head = points[2].1 .1 as f64;
         let per_day = infections * entries_per_upload(s);
-        let buckets = 12.0;
-        let daily = buckets * (intercept + head) + slope * per_day as f64;
-        let full = match s {
-            Scheme::Gaen | Scheme::LowCost => Some(batch_size(s, per_day, &key)?.0),
+        let buckets = 12u64;
+        let predicted_daily = buckets as f64 * (intercept + head) + slope * per_day as f64;
+        // The measured day: 12 real buckets sharing the day's entries.
+        let day = |total: u64, seed: u64| -> Result<(u64, u64), String> {
+            let mut sum = (0u64, 0u64);
+            for b in 0..buckets {
+                let n = total * (b + 1) / buckets - total * b / buckets;
+                let (body, head) = batch_size(s, n, &key, seed + b)?;
+                sum = (sum.0 + body, sum.1 + head);
+            }
+            Ok(sum)
+        };
+        let (day_body, day_head) = day(per_day, 1_000_000)?;
+        let cwa = match s {
+            Scheme::Gaen => Some(day(2_000 * 14, 2_000_000)?),
             _ => None,
         };
-        let cwa = (s == Scheme::Gaen)
-            .then_some(buckets * (intercept + head) + slope * (2_000 * 14) as f64);
         // Upload body size (real and fake are the same size).
         let mut e =
             Engine::new(EngineConfig::new(s, key.public_key())).map_err(|e| e.to_string())?;
@@ -132,12 +143,14 @@ pub fn run(schemes: &[Scheme], infections: u64) -> Result<Value, String> {
                 "bytes_per_entry": slope,
                 "bytes_per_batch_fixed": intercept,
                 "linear_fit_error_at_100k": residual,
-                "full_day_single_batch_body_bytes": full,
-                "download_bytes_per_phone_per_day_12_buckets": daily.round(),
+                "download_bytes_per_phone_per_day_12_buckets": day_body + day_head,
+                "download_body_bytes_per_day": day_body,
+                "download_http_head_bytes_per_day": day_head,
+                "fit_prediction_bytes_per_day": predicted_daily.round(),
                 "paper_formula_bytes_per_day": (per_day as f64 * paper_bytes_per_entry(s)).round(),
                 "server_storage_bytes_14_days": (slope * per_day as f64 * 14.0).round(),
                 "upload_body_bytes": up,
-                "cwa_2000_cases_download_bytes_per_day": cwa.map(f64::round),
+                "cwa_2000_cases_download_bytes_per_day": cwa.map(|(b, h)| b + h),
             }),
         );
     }
@@ -154,7 +167,7 @@ pub fn run(schemes: &[Scheme], infections: u64) -> Result<Value, String> {
 pub fn markdown(r: &Value) -> String {
     let mut md = format!(
         "# dp3t simulate --analytic\n\n{} new infections per day, each uploading 14 days of keys; \
-         12 release buckets a day. Bytes from real batches (core encoders, signed).\n\n\
+         12 release buckets a day, all built (core encoders, signed) and measured.\n\n\
          | scheme | entries/day | bytes/entry (measured) | fixed bytes/batch | fit error at 100k | download/phone/day | white-paper formula | upload body |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|\n",
         group(r["infections_per_day"].as_u64().unwrap_or(0))
@@ -169,8 +182,8 @@ pub fn markdown(r: &Value) -> String {
                 100.0 * s["linear_fit_error_at_100k"].as_f64().unwrap_or(0.0),
                 group(
                     s["download_bytes_per_phone_per_day_12_buckets"]
-                        .as_f64()
-                        .unwrap_or(0.0) as u64
+                        .as_u64()
+                        .unwrap_or(0)
                 ),
                 group(s["paper_formula_bytes_per_day"].as_f64().unwrap_or(0.0) as u64),
                 group(s["upload_body_bytes"].as_u64().unwrap_or(0)),
