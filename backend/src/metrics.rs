@@ -219,31 +219,27 @@ impl Metrics {
                 self.rejected_count(*r)
             );
         }
-        counter(
-            &mut s,
-            "dp3t_buckets_built_total",
-            "Release buckets built and stored by this node, by scheme.",
-        );
-        for scheme in SCHEMES {
-            let _ = writeln!(
-                s,
-                "dp3t_buckets_built_total{{scheme=\"{}\"}} {}",
-                scheme_name(scheme),
-                self.buckets_built[scheme as usize].load(Relaxed)
-            );
-        }
-        counter(
-            &mut s,
-            "dp3t_bucket_release_failures_total",
-            "Failed attempts to release a bucket, by scheme.",
-        );
-        for scheme in SCHEMES {
-            let _ = writeln!(
-                s,
-                "dp3t_bucket_release_failures_total{{scheme=\"{}\"}} {}",
-                scheme_name(scheme),
-                self.bucket_failures[scheme as usize].load(Relaxed)
-            );
+        for (name, help, values) in [
+            (
+                "dp3t_buckets_built_total",
+                "Release buckets built and stored by this node, by scheme.",
+                &self.buckets_built,
+            ),
+            (
+                "dp3t_bucket_release_failures_total",
+                "Failed attempts to release a bucket, by scheme.",
+                &self.bucket_failures,
+            ),
+        ] {
+            counter(&mut s, name, help);
+            for scheme in SCHEMES {
+                let _ = writeln!(
+                    s,
+                    "{name}{{scheme=\"{}\"}} {}",
+                    scheme_name(scheme),
+                    values[scheme as usize].load(Relaxed)
+                );
+            }
         }
         counter(
             &mut s,

@@ -585,6 +585,27 @@ impl Signer {
         }
         keys.shuffle(&mut rng);
         let start = end.saturating_sub(self.settings.timing.bucket_seconds);
+        let (zip, signature) = self.signed_zip(keys, start, end, end)?;
+        Ok(Some(BucketRecord {
+            end,
+            start,
+            real_keys: real as u64,
+            total_keys: total as u64,
+            zip,
+            signature,
+        }))
+    }
+
+    /// An export zip of `keys` covering `start..end`, signed inside, and the `Signature`
+    /// header that serves it at release `release`: what a stored bucket and a built
+    /// answer both are.
+    fn signed_zip(
+        &self,
+        keys: Vec<ExportKey>,
+        start: u64,
+        end: u64,
+        release: u64,
+    ) -> Result<(Vec<u8>, String), dp3t_core::Error> {
         let batch = ExportBatch {
             start_timestamp: start,
             end_timestamp: end,
@@ -595,15 +616,8 @@ impl Signer {
             revised_keys: Vec::new(),
         };
         let zip = write_export_zip(&batch, &self.signature_info(), &self.key)?;
-        let signature = sign_response(&zip, &self.key, &self.claims(&zip, end))?;
-        Ok(Some(BucketRecord {
-            end,
-            start,
-            real_keys: real as u64,
-            total_keys: total as u64,
-            zip,
-            signature,
-        }))
+        let signature = sign_response(&zip, &self.key, &self.claims(&zip, release))?;
+        Ok((zip, signature))
     }
 
     fn claims(&self, body: &[u8], release: u64) -> ResponseClaims {
@@ -652,17 +666,7 @@ impl Signer {
         end: u64,
         r: u64,
     ) -> Result<ExportResponse, PublishError> {
-        let batch = ExportBatch {
-            start_timestamp: start,
-            end_timestamp: end,
-            region: self.settings.region.clone(),
-            batch_num: 1,
-            batch_size: 1,
-            keys,
-            revised_keys: Vec::new(),
-        };
-        let zip = write_export_zip(&batch, &self.signature_info(), &self.key)?;
-        let signature = sign_response(&zip, &self.key, &self.claims(&zip, r))?;
+        let (zip, signature) = self.signed_zip(keys, start, end, r)?;
         Ok(ExportResponse {
             body: Some(Bytes::from(zip)),
             signature,

@@ -1023,7 +1023,8 @@ mod tests {
         );
     }
 
-    fn key(b: u8, publish_at: u64) -> NewKey {
+    /// A key `[b; 16]` due at `publish_at` (also its coarsened arrival).
+    pub(super) fn key(b: u8, publish_at: u64) -> NewKey {
         NewKey {
             key_data: [b; 16],
             rolling_start_number: 2_700_000,

@@ -291,17 +291,7 @@ mod tests {
         crate::db::tests::temp_db_named("dp3t-release-db").await
     }
 
-    fn key(b: u8, publish_at: u64) -> NewKey {
-        NewKey {
-            key_data: [b; 16],
-            rolling_start_number: 2_700_000,
-            rolling_period: 144,
-            transmission_risk_level: 0,
-            days_since_onset: 0,
-            received_at: publish_at,
-            publish_at,
-        }
-    }
+    use crate::db::tests::key;
 
     fn upload(design: &'static str, byte: u8, received_at: u64) -> DesignUploadRow {
         DesignUploadRow {

@@ -8,7 +8,7 @@ use std::sync::Once;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use super::svg::{tick, Chart};
+use super::svg::{bounds, tick, Chart};
 
 /// DejaVu Sans, printable ASCII and a few symbols (licence: `font/LICENSE`).
 static FONT: &[u8] = include_bytes!("font/DejaVuSans-subset.ttf");
@@ -37,36 +37,10 @@ fn e(x: impl std::fmt::Debug) -> String {
     format!("PNG plot: {x:?}")
 }
 
-/// The axis ranges of a chart: x over the points, y from 0 (or below) to 5 % above.
-fn bounds(chart: &Chart) -> (f64, f64, f64, f64) {
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, 0.0f64, f64::MIN);
-    for &(x, y) in chart
-        .series
-        .iter()
-        .flat_map(|s| s.points.iter())
-        .filter(|p| p.0.is_finite() && p.1.is_finite())
-    {
-        x0 = x0.min(x);
-        x1 = x1.max(x);
-        y0 = y0.min(y);
-        y1 = y1.max(y);
-    }
-    if x0 > x1 {
-        (x0, x1, y1) = (0.0, 1.0, 1.0);
-    }
-    if x1 - x0 < 1e-12 {
-        x1 = x0 + 1.0;
-    }
-    if y1 - y0 < 1e-12 {
-        y1 = y0 + 1.0;
-    }
-    (x0, x1, y0, y1 * 1.05)
-}
-
 /// Draw `chart` to `path` (840 × 440 pixels, RGB PNG).
 pub fn write(chart: &Chart, path: &Path) -> Result<(), String> {
     font()?;
-    let (x0, x1, y0, y1) = bounds(chart);
+    let (x0, x1, y0, y1) = bounds(&chart.series);
     let root = BitMapBackend::new(path, (840, 440)).into_drawing_area();
     root.fill(&WHITE).map_err(e)?;
     let mut c = ChartBuilder::on(&root)

@@ -21,16 +21,14 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// A line chart with axes, ticks, labels and a legend.
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
-    let (w, h) = (840.0, 440.0);
-    let (l, r, t, b) = (80.0, 260.0, 40.0, 60.0);
-    let pts = series
+/// The axis ranges of a chart: x over the points, y from 0 (or below) to 5 % above.
+pub(super) fn bounds(series: &[Series]) -> (f64, f64, f64, f64) {
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, 0.0f64, f64::MIN);
+    for &(x, y) in series
         .iter()
         .flat_map(|s| s.points.iter())
-        .filter(|p| p.0.is_finite() && p.1.is_finite());
-    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, 0.0f64, f64::MIN);
-    for &(x, y) in pts {
+        .filter(|p| p.0.is_finite() && p.1.is_finite())
+    {
         x0 = x0.min(x);
         x1 = x1.max(x);
         y0 = y0.min(y);
@@ -45,7 +43,14 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) 
     if y1 - y0 < 1e-12 {
         y1 = y0 + 1.0;
     }
-    y1 *= 1.05;
+    (x0, x1, y0, y1 * 1.05)
+}
+
+/// A line chart with axes, ticks, labels and a legend.
+pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Series]) -> String {
+    let (w, h) = (840.0, 440.0);
+    let (l, r, t, b) = (80.0, 260.0, 40.0, 60.0);
+    let (x0, x1, y0, y1) = bounds(series);
     let sx = |x: f64| l + (x - x0) / (x1 - x0) * (w - l - r);
     let sy = |y: f64| h - b - (y - y0) / (y1 - y0) * (h - t - b);
     let mut s = format!(
