@@ -234,9 +234,13 @@ mod tests {
             .unwrap();
         db.migrate().await.unwrap();
         let writer = UploadWriter::spawn(db.clone(), 2);
-        let upload = |jti: u8, key: u8| UploadRecord {
+        // Tokens that expire in the future: the writer's cleanup task, which starts with
+        // it, deletes expired records and the day secrets they leave unused, and would race
+        // with these inserts for a day in 1970.
+        let expires_at = crate::unix_now().0 + 3_600;
+        let upload = move |jti: u8, key: u8| UploadRecord {
             jti_hash: [jti; 32],
-            expires_at: 10,
+            expires_at,
             body_digest: [key; 32],
             keys: vec![NewKey {
                 key_data: [key; 16],
