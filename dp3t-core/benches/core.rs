@@ -14,7 +14,7 @@ use dp3t_core::cuckoo::FilterBuilder;
 use dp3t_core::export::{
     read_verified_export, write_export_zip, ExportBatch, ExportKey, SignatureInfo,
 };
-use dp3t_core::gaen::{derive_rpis_into, encrypt_padded, rpik_fast, Block, Tek};
+use dp3t_core::gaen::{derive_rpis_into, derive_rpis_many, encrypt_padded, rpik_fast, Block, Tek};
 use dp3t_core::hybrid::{WindowMinutes, WindowSeed};
 use dp3t_core::lowcost::DayKey;
 use dp3t_core::signing::SigningKey;
@@ -25,6 +25,25 @@ fn rng() -> ChaCha20Rng {
 }
 
 /// One TEK → its 144 RPIs: the hot path of GAEN matching.
+/// What GAEN matching runs: the 144 RPIs of 64 TEKs, derived four at a time
+/// (`derive_rpis_many`); criterion's throughput is in TEKs.
+fn tek_many(c: &mut Criterion) {
+    let mut g = c.benchmark_group("tek_many");
+    g.throughput(Throughput::Elements(64));
+    let mut r = rng();
+    let keys: Vec<([u8; 16], u32)> = (0..64u32)
+        .map(|i| (*Tek::generate(&mut r).as_bytes(), 2_642_976 + i * 144))
+        .collect();
+    let mut out = vec![[Block::default(); 144]; keys.len()];
+    g.bench_function("derive_rpis_many_64", |b| {
+        b.iter(|| {
+            derive_rpis_many(black_box(&keys), &mut out);
+            black_box(&out);
+        })
+    });
+    g.finish();
+}
+
 fn tek(c: &mut Criterion) {
     let mut g = c.benchmark_group("tek");
     g.throughput(Throughput::Elements(1));
@@ -154,5 +173,5 @@ fn export(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tek, ephids, cuckoo, export);
+criterion_group!(benches, tek, tek_many, ephids, cuckoo, export);
 criterion_main!(benches);
