@@ -347,7 +347,7 @@ pub(crate) async fn process(
         // `200` as the first try.
         StoreOutcome::Replayed { same_body: true } => Ok(next_day),
         StoreOutcome::Replayed { same_body: false } => Err(ApiError::token_replayed()),
-        StoreOutcome::Stored { .. } => Ok(next_day),
+        StoreOutcome::Stored => Ok(next_day),
     }
 }
 

@@ -67,8 +67,7 @@ const SELECT_BUCKETS: &str =
 impl Db {
     /// Record the token's `jti` and, unless `upload` is `None` (a fake upload, or one
     /// whose entries were all dropped), insert the upload, in one transaction. A `jti`
-    /// used before (by any API) writes nothing and gives [`StoreOutcome::Replayed`];
-    /// otherwise `inserted` is the number of records stored.
+    /// used before (by any API) writes nothing and gives [`StoreOutcome::Replayed`].
     pub async fn store_design_upload(
         &self,
         jti_hash: &[u8; 32],

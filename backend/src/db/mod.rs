@@ -137,6 +137,21 @@ impl std::fmt::Display for SchemaProblem {
 }
 
 /// Result alias of this module.
+impl DbError {
+    /// A failure that the same transaction, run again, may not meet: a PostgreSQL
+    /// deadlock (`40P01`) or serialization failure (`40001`), or SQLite's busy or locked
+    /// database.
+    pub fn is_transient(&self) -> bool {
+        let DbError::Sqlx(sqlx::Error::Database(e)) = self else {
+            return false;
+        };
+        matches!(
+            e.code().as_deref(),
+            Some("40P01" | "40001" | "5" | "6" | "261" | "517")
+        )
+    }
+}
+
 pub type DbResult<T> = Result<T, DbError>;
 
 /// A key to insert.
@@ -212,11 +227,8 @@ pub struct UploadRecord {
 /// The result of storing an upload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOutcome {
-    /// The token was new; `inserted` keys were new (duplicates are ignored).
-    Stored {
-        /// Keys actually inserted.
-        inserted: u64,
-    },
+    /// The token was new and its upload is stored (keys already stored are ignored).
+    Stored,
     /// The token's `jti` was used before; nothing was written. `same_body`: by an upload
     /// with the same body (a retry after a lost answer).
     Replayed {
@@ -373,6 +385,8 @@ fn insert_rows_sql(table: &str, cols: usize, n: usize, numbered: bool) -> String
 
 /// Design records inserted per statement (4 parameters each).
 const DESIGN_RECORDS_PER_INSERT: usize = 400;
+/// Keys inserted per statement (7 parameters each; SQLite allows 32,766 parameters).
+const KEYS_PER_INSERT: usize = 1000;
 
 const INSERT_TOKEN: &str = "INSERT INTO used_tokens (jti_hash, expires_at, body_digest) \
      VALUES ($1, $2, $3) ON CONFLICT (jti_hash) DO NOTHING";
@@ -695,13 +709,23 @@ impl Db {
     /// [`Db::store_upload`] would: a replayed `jti` stores nothing of its upload (also when
     /// the first use is earlier in the same batch). One outcome per upload, in order. On
     /// error nothing is stored.
+    ///
+    /// Every transaction takes its row locks in one global order, so batches stored at the
+    /// same time (by a node's writers, or by two nodes) cannot deadlock on the keys they
+    /// share: first the single-use records, by `jti` digest; then the keys of every fresh
+    /// upload of the batch together, by `(key_data, rolling_start_number)`. (Inserting
+    /// each upload's keys in turn, as before, locked a batch's keys in upload order, and
+    /// PostgreSQL aborted one of two batches holding shared keys in opposite orders.)
     pub async fn store_uploads(&self, uploads: &[UploadRecord]) -> DbResult<Vec<StoreOutcome>> {
         type Row = ([u8; 16], i64, i64, i64, i64, i64, i64);
-        let mut prepared: Vec<(i64, Option<String>, Vec<Row>)> = Vec::with_capacity(uploads.len());
+        let numbered = matches!(self, Db::Postgres(_));
+        let mut expiries = Vec::with_capacity(uploads.len());
+        let mut rows: Vec<Vec<Row>> = Vec::with_capacity(uploads.len());
         for u in uploads {
-            let mut rows = Vec::with_capacity(u.keys.len());
+            expiries.push(to_i64(u.expires_at)?);
+            let mut r = Vec::with_capacity(u.keys.len());
             for k in &u.keys {
-                rows.push((
+                r.push((
                     k.key_data,
                     i64::from(k.rolling_start_number),
                     i64::from(k.rolling_period),
@@ -711,20 +735,20 @@ impl Db {
                     to_i64(k.publish_at)?,
                 ));
             }
-            // A fixed insertion order (by the unique key) means two uploads sharing keys
-            // lock them in the same order.
-            rows.sort_unstable_by_key(|r| (r.0, r.1));
-            let numbered = matches!(self, Db::Postgres(_));
-            let sql = (!rows.is_empty()).then(|| insert_keys_sql(rows.len(), numbered));
-            prepared.push((to_i64(u.expires_at)?, sql, rows));
+            rows.push(r);
         }
+        // Single-use records in `jti` order; a stable sort keeps a batch's repeated `jti`
+        // in batch order, so its first use is the one stored.
+        let mut by_jti: Vec<usize> = (0..uploads.len()).collect();
+        by_jti.sort_by_key(|&i| uploads[i].jti_hash);
         on_write!(self, p => {
             let mut tx = p.begin().await?;
-            let mut outcomes = Vec::with_capacity(uploads.len());
-            for (u, (expires_at, sql, rows)) in uploads.iter().zip(&prepared) {
+            let mut outcomes = vec![StoreOutcome::Stored; uploads.len()];
+            for &i in &by_jti {
+                let u = &uploads[i];
                 let fresh = sqlx::query(INSERT_TOKEN)
                     .bind(&u.jti_hash[..])
-                    .bind(*expires_at)
+                    .bind(expiries[i])
                     .bind(&u.body_digest[..])
                     .execute(&mut *tx)
                     .await?
@@ -740,48 +764,52 @@ impl Db {
                     let same_body = first.is_some_and(|d| {
                         subtle::ConstantTimeEq::ct_eq(&d[..], &u.body_digest[..]).into()
                     });
-                    outcomes.push(StoreOutcome::Replayed { same_body });
-                    continue;
+                    outcomes[i] = StoreOutcome::Replayed { same_body };
                 }
-                let mut inserted = 0;
-                if let Some(sql) = sql {
-                    let mut q = sqlx::query(sql);
-                    for r in rows {
+            }
+            let fresh = |i: &usize| outcomes[*i] == StoreOutcome::Stored;
+            let mut keys: Vec<&Row> = (0..uploads.len())
+                .filter(fresh)
+                .flat_map(|i| &rows[i])
+                .collect();
+            keys.sort_unstable_by_key(|r| (r.0, r.1));
+            keys.dedup_by_key(|r| (r.0, r.1));
+            for chunk in keys.chunks(KEYS_PER_INSERT) {
+                let sql = insert_keys_sql(chunk.len(), numbered);
+                let mut q = sqlx::query(&sql);
+                for r in chunk {
+                    q = q
+                        .bind(&r.0[..])
+                        .bind(r.1)
+                        .bind(r.2)
+                        .bind(r.3)
+                        .bind(r.4)
+                        .bind(r.5)
+                        .bind(r.6);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            // Design records have no unique key: plain inserts, which wait on no one.
+            for d in (0..uploads.len()).filter(fresh).filter_map(|i| uploads[i].design.as_ref()) {
+                let size = usize::try_from(d.entry_count)
+                    .ok()
+                    .filter(|n| *n > 0 && d.entries.len() % n == 0)
+                    .map(|n| d.entries.len() / n)
+                    .ok_or(DbError::Corrupt("design records of unequal size"))?;
+                let received_at = to_i64(d.received_at)?;
+                let records: Vec<&[u8]> = d.entries.chunks(size).collect();
+                for chunk in records.chunks(DESIGN_RECORDS_PER_INSERT) {
+                    let sql = insert_design_records_sql(chunk.len(), numbered);
+                    let mut q = sqlx::query(&sql);
+                    for r in chunk {
                         q = q
-                            .bind(&r.0[..])
-                            .bind(r.1)
-                            .bind(r.2)
-                            .bind(r.3)
-                            .bind(r.4)
-                            .bind(r.5)
-                            .bind(r.6);
+                            .bind(d.design)
+                            .bind(*r)
+                            .bind(1i64)
+                            .bind(received_at);
                     }
-                    inserted = q.execute(&mut *tx).await?.rows_affected();
+                    q.execute(&mut *tx).await?;
                 }
-                if let Some(d) = &u.design {
-                    let size = usize::try_from(d.entry_count)
-                        .ok()
-                        .filter(|n| *n > 0 && d.entries.len() % n == 0)
-                        .map(|n| d.entries.len() / n)
-                        .ok_or(DbError::Corrupt("design records of unequal size"))?;
-                    let received_at = to_i64(d.received_at)?;
-                    let numbered = matches!(self, Db::Postgres(_));
-                    let records: Vec<&[u8]> = d.entries.chunks(size).collect();
-                    for chunk in records.chunks(DESIGN_RECORDS_PER_INSERT) {
-                        let sql = insert_design_records_sql(chunk.len(), numbered);
-                        let mut q = sqlx::query(&sql);
-                        for r in chunk {
-                            q = q
-                                .bind(d.design)
-                                .bind(*r)
-                                .bind(1i64)
-                                .bind(received_at);
-                        }
-                        q.execute(&mut *tx).await?;
-                    }
-                    inserted += d.entry_count;
-                }
-                outcomes.push(StoreOutcome::Stored { inserted });
             }
             tx.commit().await?;
             Ok(outcomes)
@@ -1058,7 +1086,8 @@ mod tests {
             .store_upload(&[1; 32], 10, &[key(1, 100), key(2, 100), key(1, 100)])
             .await
             .unwrap();
-        assert_eq!(out, StoreOutcome::Stored { inserted: 2 });
+        assert_eq!(out, StoreOutcome::Stored);
+        assert_eq!(db.count_keys().await.unwrap(), 2);
         assert_eq!(
             db.store_upload(&[1; 32], 10, &[key(3, 100)]).await.unwrap(),
             StoreOutcome::Replayed { same_body: false }
@@ -1075,7 +1104,7 @@ mod tests {
             .store_upload(&[2; 32], 10, &[key(2, 100), key(3, 100)])
             .await
             .unwrap();
-        assert_eq!(out, StoreOutcome::Stored { inserted: 1 });
+        assert_eq!(out, StoreOutcome::Stored);
         assert_eq!(db.count_keys().await.unwrap(), 3);
         db.close().await;
         std::fs::remove_dir_all(dir).unwrap();

@@ -421,8 +421,9 @@ mod tests {
                 .store_design_upload(&[jti; 32], 99, Some(&upload(u, byte, at)))
                 .await
                 .unwrap();
-            assert_eq!(out, StoreOutcome::Stored { inserted: 1 });
+            assert_eq!(out, StoreOutcome::Stored);
         }
+        assert_eq!(db.count_design_uploads(u).await.unwrap(), 3);
         // A replayed token stores nothing, whatever the design.
         assert_eq!(
             db.store_design_upload(&[1; 32], 99, Some(&upload("hybrid", 9, 10)))
@@ -434,8 +435,9 @@ mod tests {
         // A fake upload records only the token.
         assert_eq!(
             db.store_design_upload(&[4; 32], 99, None).await.unwrap(),
-            StoreOutcome::Stored { inserted: 0 }
+            StoreOutcome::Stored
         );
+        assert_eq!(db.count_design_uploads(u).await.unwrap(), 3);
 
         let s = db.claim(scheme, 10, 0, 20).await.unwrap();
         assert_eq!((s.claimed_until, s.released_until), (20, 0));

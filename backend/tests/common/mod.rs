@@ -101,6 +101,16 @@ pub async fn fresh_pg_database() -> (String, String, String) {
     (format!("{prefix}/{name}{params}"), admin_url, name)
 }
 
+/// Drop the database `name` made by [`fresh_pg_database`], connections and all.
+pub async fn drop_pg_database(admin_url: &str, name: &str) {
+    let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+}
+
 impl Harness {
     /// Start a server on `backend` with the test config, adjusted by `tweak`.
     pub async fn start(backend: Backend, tweak: impl FnOnce(&mut Config)) -> Harness {
@@ -168,12 +178,7 @@ impl Harness {
     pub async fn finish(mut self) {
         self.stop_server().await;
         if let Some((admin, name)) = self.pg_database.take() {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-            conn.close().await.unwrap();
+            drop_pg_database(&admin, &name).await;
         }
         if self.owns_data_dir {
             let _ = std::fs::remove_dir_all(&self.data_dir);

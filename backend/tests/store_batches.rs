@@ -1,0 +1,112 @@
+//! Group commits that share keys, run side by side (CI failure of 2026-12-02: three of
+//! 200 concurrent uploads answered `503` on PostgreSQL). Writers of one node, or of two
+//! nodes, store batches at the same time; when two batches hold the same keys in opposite
+//! orders, PostgreSQL aborts one of them as a deadlock. No batch may fail for it.
+
+mod common;
+
+use std::sync::Arc;
+
+use backend::db::{Db, NewKey, StoreOutcome, UploadRecord};
+use common::{fresh_pg_database, Backend};
+
+fn key(byte: u8, round: u8) -> NewKey {
+    let mut key_data = [byte; 16];
+    key_data[15] = round;
+    NewKey {
+        key_data,
+        rolling_start_number: 2_000_000,
+        rolling_period: 144,
+        transmission_risk_level: 0,
+        days_since_onset: 0,
+        received_at: 600,
+        publish_at: 600,
+    }
+}
+
+fn upload(jti: u32, keys: Vec<NewKey>) -> UploadRecord {
+    let mut jti_hash = [0; 32];
+    jti_hash[..4].copy_from_slice(&jti.to_be_bytes());
+    UploadRecord {
+        jti_hash,
+        expires_at: 4_000_000_000,
+        body_digest: [7; 32],
+        keys,
+        design: None,
+    }
+}
+
+async fn open(backend: Backend) -> (Db, Option<(String, String)>, Option<std::path::PathBuf>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(format!(
+                "dp3t-batches-{}-{}",
+                std::process::id(),
+                rand::random::<u64>()
+            ));
+            std::fs::create_dir_all(&dir).unwrap();
+            let db = Db::connect(&format!("sqlite://{}", dir.join("t.db").display()), 8)
+                .await
+                .unwrap();
+            db.migrate().await.unwrap();
+            (db, None, Some(dir))
+        }
+        Backend::Postgres => {
+            let (url, admin, name) = fresh_pg_database().await;
+            let db = Db::connect(&url, 8).await.unwrap();
+            db.migrate().await.unwrap();
+            (db, Some((admin, name)), None)
+        }
+    }
+}
+
+async fn batches_sharing_keys_in_opposite_orders_all_commit(backend: Backend) {
+    let (db, pg, dir) = open(backend).await;
+    let db = Arc::new(db);
+    const ROUNDS: u8 = 40;
+    const WIDTH: u8 = 40;
+    let mut jti = 0u32;
+    let mut expected = 0u64;
+    for round in 0..ROUNDS {
+        // Batch A: uploads of keys 1, 2, … WIDTH, one key each; batch B: the same keys,
+        // uploads in the opposite order. Each upload alone is sorted; the batches are not.
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for k in 1..=WIDTH {
+            jti += 1;
+            a.push(upload(jti, vec![key(k, round)]));
+        }
+        for k in (1..=WIDTH).rev() {
+            jti += 1;
+            b.push(upload(jti, vec![key(k, round)]));
+        }
+        expected += u64::from(WIDTH);
+        let barrier = Arc::new(tokio::sync::Barrier::new(2));
+        let tasks = [a, b].map(|batch| {
+            let db = Arc::clone(&db);
+            let barrier = Arc::clone(&barrier);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                db.store_uploads(&batch).await
+            })
+        });
+        for t in tasks {
+            let outcomes = t
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: a batch failed: {e}"));
+            assert_eq!(outcomes.len(), usize::from(WIDTH));
+            assert!(outcomes.iter().all(|o| *o == StoreOutcome::Stored));
+        }
+    }
+    assert_eq!(db.count_keys().await.unwrap(), expected, "no key lost or doubled");
+    db.close().await;
+    if let Some((admin, name)) = pg {
+        common::drop_pg_database(&admin, &name).await;
+    }
+    if let Some(dir) = dir {
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+on_both_databases!(batches_sharing_keys_in_opposite_orders_all_commit);
