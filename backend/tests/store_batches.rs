@@ -99,7 +99,11 @@ async fn batches_sharing_keys_in_opposite_orders_all_commit(backend: Backend) {
             assert!(outcomes.iter().all(|o| *o == StoreOutcome::Stored));
         }
     }
-    assert_eq!(db.count_keys().await.unwrap(), expected, "no key lost or doubled");
+    assert_eq!(
+        db.count_keys().await.unwrap(),
+        expected,
+        "no key lost or doubled"
+    );
     db.close().await;
     if let Some((admin, name)) = pg {
         common::drop_pg_database(&admin, &name).await;
