@@ -136,7 +136,6 @@ impl std::fmt::Display for SchemaProblem {
     }
 }
 
-/// Result alias of this module.
 impl DbError {
     /// A failure that the same transaction, run again, may not meet: a PostgreSQL
     /// deadlock (`40P01`) or serialization failure (`40001`), or SQLite's busy or locked
@@ -152,6 +151,7 @@ impl DbError {
     }
 }
 
+/// Result alias of this module.
 pub type DbResult<T> = Result<T, DbError>;
 
 /// A key to insert.
