@@ -3,6 +3,8 @@
 //! nodes, store batches at the same time; when two batches hold the same keys in opposite
 //! orders, PostgreSQL aborts one of them as a deadlock. No batch may fail for it.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;
