@@ -587,3 +587,95 @@ unsafe fn filter96_x86(words: &[u64], shift: u32, ids: &[EphId; MAX_BLOCKS]) -> 
     }
     pass
 }
+
+/// Identifiers that are their 16 bytes and nothing else, so that a slice of them can be
+/// read as consecutive 16-byte rows by [`sighting_prefilter`].
+///
+/// # Safety
+/// An implementor is 16 bytes with no padding, and its bytes are the identifier's.
+pub(crate) unsafe trait Rows16: AsRef<[u8; 16]> {}
+// SAFETY: an `EphId` is its one `[u8; 16]` field (size asserted above).
+unsafe impl Rows16 for EphId {}
+// SAFETY: a GAEN block is a `GenericArray<u8, U16>`, a `repr(transparent)` `[u8; 16]`.
+unsafe impl Rows16 for crate::gaen::Block {}
+const _: () = assert!(std::mem::size_of::<crate::gaen::Block>() == 16);
+
+/// Whether this CPU has AVX-512F (the gathers of [`sighting_prefilter`]). Cached.
+#[inline]
+fn avx512() -> bool {
+    static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVX512.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
+}
+
+/// The pre-filter of a phone's sighting index (`SightingIndex` in `matching.rs`) over
+/// whole groups of eight ids, on AVX-512: id `j` passes when the word `bitmap[p >> shift
+/// >> 6]` (`p` the first 8 bytes of the id, little-endian) has the three bits
+/// `(p >> shift) & 63`, `(p >> 20) & 63` and `(p >> 26) & 63` set. The positions of the
+/// ids that pass are appended to `out` from `n` on (at most 256 positions are kept);
+/// returns the new count and how many ids were tested (a multiple of eight; the caller
+/// tests the rest). `None` when the CPU lacks AVX-512F or `bitmap` does not fit `shift`.
+#[inline]
+pub(crate) fn sighting_prefilter<T: Rows16>(
+    bitmap: &[u64],
+    shift: u32,
+    ids: &[T],
+    out: &mut [u8; 256],
+) -> Option<(usize, usize)> {
+    if !avx512() || shift > 58 || bitmap.len() != 1usize << (58 - shift) {
+        return None;
+    }
+    let groups = ids.len().min(256) / 8;
+    // SAFETY: `avx512()` found AVX-512F; `bitmap.len() == 2^(58 - shift)`, so every
+    // word index `p >> shift >> 6` is in bounds; `T: Rows16` makes `ids` 16-byte rows and
+    // `groups * 8 <= ids.len()`.
+    Some(unsafe { sighting_prefilter_x86(bitmap, shift, ids.as_ptr().cast(), groups, out) })
+}
+
+/// [`sighting_prefilter`] on AVX-512: eight ids a register, their words gathered, a mask
+/// of those that pass, and a scalar loop over the (rare) set bits.
+///
+/// # Safety
+/// `shift <= 58` and `bitmap.len() == 1 << (58 - shift)`; `rows` points to `8 * groups` readable 16-byte
+/// rows; the CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+unsafe fn sighting_prefilter_x86(
+    bitmap: &[u64],
+    shift: u32,
+    rows: *const u8,
+    groups: usize,
+    out: &mut [u8; 256],
+) -> (usize, usize) {
+    let even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
+    let sh = _mm512_set1_epi64(i64::from(shift));
+    let m63 = _mm512_set1_epi64(63);
+    let one = _mm512_set1_epi64(1);
+    let mut n = 0;
+    for g in 0..groups {
+        // SAFETY: rows 8g .. 8g + 8 are bytes 128g .. 128g + 128, readable (the contract).
+        let (a, b) = unsafe {
+            (
+                _mm512_loadu_si512(rows.add(128 * g).cast()),
+                _mm512_loadu_si512(rows.add(128 * g + 64).cast()),
+            )
+        };
+        let p = _mm512_permutex2var_epi64(a, even, b);
+        let bit = _mm512_srlv_epi64(p, sh);
+        let word = _mm512_srli_epi64::<6>(bit);
+        // SAFETY: `word = p >> shift >> 6 < 2^(58 - shift) = bitmap.len()`, scaled by 8.
+        let got = unsafe { _mm512_i64gather_epi64::<8>(word, bitmap.as_ptr().cast()) };
+        let m = _mm512_or_si512(
+            _mm512_or_si512(
+                _mm512_sllv_epi64(one, _mm512_and_si512(bit, m63)),
+                _mm512_sllv_epi64(one, _mm512_and_si512(_mm512_srli_epi64::<20>(p), m63)),
+            ),
+            _mm512_sllv_epi64(one, _mm512_and_si512(_mm512_srli_epi64::<26>(p), m63)),
+        );
+        let mut k = _mm512_cmpeq_epi64_mask(_mm512_and_si512(got, m), m);
+        while k != 0 {
+            out[n & 255] = (8 * g) as u8 + k.trailing_zeros() as u8;
+            n += 1;
+            k &= k - 1;
+        }
+    }
+    (n, 8 * groups)
+}

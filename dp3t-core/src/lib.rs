@@ -65,6 +65,12 @@ pub use error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct EphId(pub [u8; 16]);
 
+impl AsRef<[u8; 16]> for EphId {
+    fn as_ref(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
 impl EphId {
     /// Parse from a slice that must be exactly 16 bytes.
     pub fn from_slice(b: &[u8]) -> Result<Self> {
