@@ -385,8 +385,11 @@ fn insert_rows_sql(table: &str, cols: usize, n: usize, numbered: bool) -> String
 
 /// Design records inserted per statement (4 parameters each).
 const DESIGN_RECORDS_PER_INSERT: usize = 400;
-/// Keys inserted per statement (7 parameters each; SQLite allows 32,766 parameters).
-const KEYS_PER_INSERT: usize = 1000;
+/// Keys inserted per statement (7 parameters each). Small and fixed, so that a batch's
+/// statements come in at most this many shapes, all of which stay in the connection's
+/// statement cache (a statement of as many rows as the batch had keys would be parsed
+/// and planned anew for almost every batch).
+const KEYS_PER_INSERT: usize = 32;
 
 const INSERT_TOKEN: &str = "INSERT INTO used_tokens (jti_hash, expires_at, body_digest) \
      VALUES ($1, $2, $3) ON CONFLICT (jti_hash) DO NOTHING";
