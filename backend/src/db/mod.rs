@@ -335,21 +335,19 @@ fn stored_key(key_data: Vec<u8>, rsn: i64, rp: i64, trl: i64, dso: i64) -> DbRes
 /// anonymous `?` for SQLite (whose lookup of numbered parameters is linear in their count,
 /// which shows at 210 parameters).
 ///
-/// Ids are the database's, in arrival order: the rows of one upload sit together until
-/// their bucket's release, which rewrites them in random order (`CLAIM_KEYS_*`,
-/// PROTOCOL.md §10). Random ids at insert did the same from the start, but cost SQLite
-/// more than half its upload rate (a random B-tree position per key: 500 instead of
-/// 1,150 uploads/s, BENCHMARKS.md).
+/// The rows go to `gaen_keys_incoming`, which has no index but its row id, so a commit
+/// appends to a few pages instead of writing one random leaf of the unique key index per
+/// key; duplicates are dropped when the release claims the rows into `gaen_keys`
+/// ([`crate::db::release`], PROTOCOL.md §10). Ids are the database's, in arrival order
+/// (a batch's keys sorted by key data); the claim rewrites the rows in random order.
 fn insert_keys_sql(n: usize, numbered: bool) -> String {
-    let mut sql = insert_rows_sql(
-        "gaen_keys (key_data, rolling_start_number, rolling_period, \
+    insert_rows_sql(
+        "gaen_keys_incoming (key_data, rolling_start_number, rolling_period, \
          transmission_risk_level, days_since_onset, received_at, publish_at)",
         7,
         n,
         numbered,
-    );
-    sql.push_str(" ON CONFLICT (key_data, rolling_start_number) DO NOTHING");
-    sql
+    )
 }
 
 /// `INSERT` of `n` design records, one row each (see [`insert_keys_sql`]): no row holds
@@ -401,10 +399,16 @@ const INSERT_BUCKET: &str = "INSERT INTO published_buckets \
 /// The keys claimed by the bucket ending at `$1`, in the random order of their claim.
 const BUCKET_KEYS: &str = "SELECT key_data, rolling_start_number, rolling_period, \
      transmission_risk_level, days_since_onset FROM gaen_keys WHERE bucket_end = $1 ORDER BY id";
-const POPULATION: &str = "SELECT rolling_start_number, rolling_period, transmission_risk_level, \
-     days_since_onset, COALESCE(bucket_end, publish_at) FROM gaen_keys \
-     WHERE COALESCE(bucket_end, publish_at) > $1 AND COALESCE(bucket_end, publish_at) <= $2 \
-     ORDER BY random() LIMIT $3";
+const POPULATION: &str = "SELECT * FROM (SELECT rolling_start_number, rolling_period, \
+     transmission_risk_level, days_since_onset, bucket_end AS at FROM gaen_keys \
+     WHERE bucket_end > $1 AND bucket_end <= $2 \
+     UNION ALL SELECT rolling_start_number, rolling_period, transmission_risk_level, \
+     days_since_onset, publish_at FROM gaen_keys_incoming \
+     WHERE publish_at > $1 AND publish_at <= $2) p ORDER BY random() LIMIT $3";
+/// Distinct stored keys, claimed or not (an unclaimed key may be stored twice until its
+/// claim drops the copy).
+const COUNT_KEYS: &str = "SELECT COUNT(*) FROM (SELECT key_data, rolling_start_number \
+     FROM gaen_keys UNION SELECT key_data, rolling_start_number FROM gaen_keys_incoming) k";
 /// Real keys sampled to shape the padding of one bucket.
 pub const POPULATION_SAMPLE: i64 = 2_000;
 const SELECT_BUCKETS: &str =
@@ -714,11 +718,14 @@ impl Db {
     /// error nothing is stored.
     ///
     /// Every transaction takes its row locks in one global order, so batches stored at the
-    /// same time (by a node's writers, or by two nodes) cannot deadlock on the keys they
-    /// share: first the single-use records, by `jti` digest; then the keys of every fresh
-    /// upload of the batch together, by `(key_data, rolling_start_number)`. (Inserting
-    /// each upload's keys in turn, as before, locked a batch's keys in upload order, and
-    /// PostgreSQL aborted one of two batches holding shared keys in opposite orders.)
+    /// same time (by a node's writers, or by two nodes) cannot deadlock: the single-use
+    /// records (the only unique index an upload writes) by `jti` digest. Then the keys of
+    /// every fresh upload of the batch, together and sorted by key data (which also mixes
+    /// the keys of the batch's uploads), are appended to `gaen_keys_incoming`, which has no
+    /// unique index: duplicates are dropped by the release's claim. (Inserting each
+    /// upload's keys in turn under the unique index, as before, let PostgreSQL abort one
+    /// of two batches holding shared keys in opposite orders, and cost SQLite one random
+    /// index page per key.)
     pub async fn store_uploads(&self, uploads: &[UploadRecord]) -> DbResult<Vec<StoreOutcome>> {
         type Row = ([u8; 16], i64, i64, i64, i64, i64, i64);
         let numbered = matches!(self, Db::Postgres(_));
@@ -886,7 +893,7 @@ impl Db {
 
     /// Number of key rows (published or not), for the metrics gauge.
     pub async fn count_keys(&self) -> DbResult<u64> {
-        let v: i64 = on_read!(self, p => sqlx::query("SELECT COUNT(*) FROM gaen_keys")
+        let v: i64 = on_read!(self, p => sqlx::query(COUNT_KEYS)
             .fetch_one(p).await?.try_get(0)?);
         to_u64(v)
     }
@@ -898,8 +905,13 @@ impl Db {
         let c = to_i64(cutoff)?;
         let rsn = to_i64(cutoff.div_ceil(600))?;
         on_write!(self, p => {
-            let keys = sqlx::query("DELETE FROM gaen_keys WHERE publish_at < $1 OR rolling_start_number < $2")
+            let mut keys = 0;
+            for table in ["gaen_keys", "gaen_keys_incoming"] {
+                keys += sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE publish_at < $1 OR rolling_start_number < $2"
+                ))
                 .bind(c).bind(rsn).execute(p).await?.rows_affected();
+            }
             let tokens = sqlx::query("DELETE FROM used_tokens WHERE expires_at < $1")
                 .bind(c).execute(p).await?.rows_affected();
             let buckets = sqlx::query("DELETE FROM published_buckets WHERE bucket_end < $1")
@@ -1077,9 +1089,8 @@ mod tests {
             insert_rows_sql("t (a, b)", 2, 2, true),
             "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)"
         );
-        assert!(insert_keys_sql(1, true).ends_with(
-            "($1,$2,$3,$4,$5,$6,$7) ON CONFLICT (key_data, rolling_start_number) DO NOTHING"
-        ));
+        assert!(insert_keys_sql(2, true).starts_with("INSERT INTO gaen_keys_incoming ("));
+        assert!(insert_keys_sql(2, true).ends_with("($1,$2,$3,$4,$5,$6,$7),($8,$9,$10,$11,$12,$13,$14)"));
     }
 
     #[tokio::test]

@@ -53,38 +53,47 @@ const SET_RELEASED: &str = "UPDATE release_states SET released_until = $2 \
      WHERE scheme = $1 AND released_until < $2";
 
 /// The claim of GAEN keys due by `$1` whose validity began at or after the retention start
-/// (`$2`, a rolling start number), each to the bucket `max(publish_at, $3)`. SQLite through
-/// a temporary table (in memory: `temp_store`), PostgreSQL in one statement (a tuple
-/// deleted by the same transaction does not conflict with its re-insert under the unique
-/// key). The old versions are freed pages (SQLite, with `secure_delete`) or dead tuples
-/// for VACUUM (PostgreSQL, docs/OPERATIONS.md).
+/// (`$2`, a rolling start number), each to the bucket `max(publish_at, $3)`: the due rows
+/// leave `gaen_keys_incoming` (where uploads append them without an index) and go into
+/// `gaen_keys` in random order, the first stored copy of a key only, and none of a key
+/// published by an earlier bucket (the unique index, `ON CONFLICT DO NOTHING`). The first
+/// copy is the one with the smallest id; a later copy of the same key was uploaded later,
+/// so it is never due before the first. SQLite through a temporary table (in memory:
+/// `temp_store`), PostgreSQL in one statement. The deleted rows are freed pages (SQLite,
+/// with `secure_delete`) or dead tuples for VACUUM (PostgreSQL, docs/OPERATIONS.md).
 const CLAIM_KEYS_SQLITE: [&str; 5] = [
     "CREATE TEMP TABLE IF NOT EXISTS claimed_keys (key_data BLOB, rolling_start_number \
      INTEGER, rolling_period INTEGER, transmission_risk_level INTEGER, days_since_onset \
      INTEGER, received_at INTEGER, publish_at INTEGER)",
     "INSERT INTO temp.claimed_keys SELECT key_data, rolling_start_number, rolling_period, \
-     transmission_risk_level, days_since_onset, received_at, publish_at FROM gaen_keys \
-     WHERE bucket_end IS NULL AND publish_at <= $1 AND rolling_start_number >= $2",
-    "DELETE FROM gaen_keys \
-     WHERE bucket_end IS NULL AND publish_at <= $1 AND rolling_start_number >= $2",
+     transmission_risk_level, days_since_onset, received_at, publish_at \
+     FROM gaen_keys_incoming WHERE publish_at <= $1 AND rolling_start_number >= $2 \
+     AND id IN (SELECT MIN(id) FROM gaen_keys_incoming \
+                GROUP BY key_data, rolling_start_number)",
+    "DELETE FROM gaen_keys_incoming WHERE publish_at <= $1 AND rolling_start_number >= $2",
     "INSERT INTO gaen_keys (key_data, rolling_start_number, rolling_period, \
      transmission_risk_level, days_since_onset, received_at, publish_at, bucket_end) \
      SELECT key_data, rolling_start_number, rolling_period, transmission_risk_level, \
      days_since_onset, received_at, publish_at, \
      CASE WHEN publish_at > $1 THEN publish_at ELSE $1 END \
-     FROM temp.claimed_keys ORDER BY random()",
+     FROM temp.claimed_keys WHERE true ORDER BY random() \
+     ON CONFLICT (key_data, rolling_start_number) DO NOTHING",
     "DELETE FROM temp.claimed_keys",
 ];
 /// [`CLAIM_KEYS_SQLITE`] on PostgreSQL.
-const CLAIM_KEYS_PG: &str = "WITH moved AS (DELETE FROM gaen_keys \
-     WHERE bucket_end IS NULL AND publish_at <= $1 AND rolling_start_number >= $2 \
-     RETURNING key_data, rolling_start_number, rolling_period, transmission_risk_level, \
-     days_since_onset, received_at, publish_at) \
+const CLAIM_KEYS_PG: &str = "WITH due AS (DELETE FROM gaen_keys_incoming \
+     WHERE publish_at <= $1 AND rolling_start_number >= $2 \
+     RETURNING id, key_data, rolling_start_number, rolling_period, transmission_risk_level, \
+     days_since_onset, received_at, publish_at), \
+     first AS (SELECT DISTINCT ON (key_data, rolling_start_number) key_data, \
+     rolling_start_number, rolling_period, transmission_risk_level, days_since_onset, \
+     received_at, publish_at FROM due ORDER BY key_data, rolling_start_number, id) \
      INSERT INTO gaen_keys (key_data, rolling_start_number, rolling_period, \
      transmission_risk_level, days_since_onset, received_at, publish_at, bucket_end) \
      SELECT key_data, rolling_start_number, rolling_period, transmission_risk_level, \
      days_since_onset, received_at, publish_at, \
-     CASE WHEN publish_at > $3 THEN publish_at ELSE $3 END FROM moved ORDER BY random()";
+     CASE WHEN publish_at > $3 THEN publish_at ELSE $3 END FROM first ORDER BY random() \
+     ON CONFLICT (key_data, rolling_start_number) DO NOTHING";
 
 /// The claim of a design's records received up to `$2`, each to the bucket
 /// `max(received_at, $1)` (see [`CLAIM_KEYS_SQLITE`]).
@@ -407,6 +416,44 @@ mod tests {
             .unwrap();
         db.claim(Scheme::Gaen, 100, 2_000 * 600, 100).await.unwrap();
         assert_eq!(keys_of(&db, 100).await, vec![2]);
+        db.close().await;
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn gaen_claims_publish_each_key_once_and_its_first_copy() {
+        let (db, dir) = temp_db().await;
+        let first = NewKey {
+            transmission_risk_level: 1,
+            ..key(1, 100)
+        };
+        // The same key again, later and with other metadata, and key 2 twice.
+        let again = NewKey {
+            transmission_risk_level: 7,
+            received_at: 100,
+            ..key(1, 100)
+        };
+        db.store_upload(&[1; 32], 10, &[first, key(2, 100)])
+            .await
+            .unwrap();
+        db.store_upload(&[2; 32], 10, &[again, key(2, 100)])
+            .await
+            .unwrap();
+        assert_eq!(db.count_keys().await.unwrap(), 2, "distinct keys");
+        db.claim(Scheme::Gaen, 100, 0, 100).await.unwrap();
+        let claimed = db.bucket_keys(100).await.unwrap();
+        let mut bytes: Vec<u8> = claimed.iter().map(|k| k.key_data[0]).collect();
+        bytes.sort_unstable();
+        assert_eq!(bytes, vec![1, 2], "each key once");
+        let k1 = claimed.iter().find(|k| k.key_data[0] == 1).unwrap();
+        assert_eq!(k1.transmission_risk_level, 1, "the first copy");
+        // A key published before and uploaded again is not published again.
+        db.store_upload(&[3; 32], 10, &[key(2, 150), key(3, 150)])
+            .await
+            .unwrap();
+        db.claim(Scheme::Gaen, 100, 0, 200).await.unwrap();
+        assert_eq!(keys_of(&db, 200).await, vec![3]);
+        assert_eq!(db.count_keys().await.unwrap(), 3);
         db.close().await;
         std::fs::remove_dir_all(dir).unwrap();
     }
