@@ -1090,7 +1090,8 @@ mod tests {
             "INSERT INTO t (a, b) VALUES ($1,$2),($3,$4)"
         );
         assert!(insert_keys_sql(2, true).starts_with("INSERT INTO gaen_keys_incoming ("));
-        assert!(insert_keys_sql(2, true).ends_with("($1,$2,$3,$4,$5,$6,$7),($8,$9,$10,$11,$12,$13,$14)"));
+        assert!(insert_keys_sql(2, true)
+            .ends_with("($1,$2,$3,$4,$5,$6,$7),($8,$9,$10,$11,$12,$13,$14)"));
     }
 
     #[tokio::test]
