@@ -13,7 +13,7 @@ mod common;
 use std::collections::HashMap;
 
 use backend::db::designs::DesignUploadRow;
-use backend::db::{Db, NewKey};
+use backend::db::NewKey;
 use common::*;
 use dp3t_core::engine::Scheme;
 use sqlx::{Connection as _, Row as _};
@@ -29,36 +29,6 @@ const UPLOADS: usize = 8;
 const PER_UPLOAD: usize = 12;
 /// The bucket end every entry is released in (any time past the embargo of the keys).
 const RELEASE: u64 = 1_800_000_000;
-
-/// A database of the given kind, migrated; its URL, and the PostgreSQL database to drop.
-async fn open(backend: Backend) -> (Db, String, Option<(String, String)>, tempdir::Dir) {
-    let dir = tempdir::Dir::new();
-    match backend {
-        Backend::Sqlite => {
-            let url = format!("sqlite://{}?mode=rwc", dir.0.join("dp3t.db").display());
-            let db = Db::connect(&url, 4).await.unwrap();
-            db.migrate().await.unwrap();
-            (db, url, None, dir)
-        }
-        Backend::Postgres => {
-            let (url, admin, name) = fresh_pg_database().await;
-            let db = Db::connect(&url, 4).await.unwrap();
-            db.migrate().await.unwrap();
-            (db, url, Some((admin, name)), dir)
-        }
-    }
-}
-
-async fn drop_pg(pg: Option<(String, String)>) {
-    if let Some((admin, name)) = pg {
-        let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-            .execute(&mut conn)
-            .await
-            .unwrap();
-        conn.close().await.unwrap();
-    }
-}
 
 /// The stored bytes of each row in physical order (PostgreSQL: heap order by `ctid`;
 /// SQLite: the table's B-tree, by `rowid`), with the row's transaction id on PostgreSQL.
@@ -131,7 +101,7 @@ fn assert_not_grouped(what: &str, (same, pairs, single): (usize, usize, usize)) 
 }
 
 async fn released_keys_are_not_grouped_by_upload(backend: Backend) {
-    let (db, url, pg, _dir) = open(backend).await;
+    let (db, url, pg, _dir) = open_db(backend).await;
     let mut upload_of = HashMap::new();
     let first_rsn = u32::try_from(RELEASE / 600 - 12 * 144).unwrap();
     for u in 0..UPLOADS {
@@ -162,12 +132,19 @@ async fn released_keys_are_not_grouped_by_upload(backend: Backend) {
     );
     let rows = physical_rows(backend, &url, "gaen_keys", "key_data").await;
     assert_not_grouped("gaen_keys", grouping(&rows, &upload_of));
+    // The table uploads append to keeps nothing of a released key.
+    let left = physical_rows(backend, &url, "gaen_keys_incoming", "key_data").await;
+    assert!(
+        left.is_empty(),
+        "{} rows left in gaen_keys_incoming",
+        left.len()
+    );
     db.close().await;
-    drop_pg(pg).await;
+    drop_db(pg).await;
 }
 
 async fn released_design_records_are_not_grouped_by_upload(backend: Backend) {
-    let (db, url, pg, _dir) = open(backend).await;
+    let (db, url, pg, _dir) = open_db(backend).await;
     let mut upload_of = HashMap::new();
     const RECORD: usize = 32;
     for u in 0..UPLOADS {
@@ -194,26 +171,5 @@ async fn released_design_records_are_not_grouped_by_upload(backend: Backend) {
     let rows = physical_rows(backend, &url, "design_uploads", "entries").await;
     assert_not_grouped("design_uploads", grouping(&rows, &upload_of));
     db.close().await;
-    drop_pg(pg).await;
-}
-
-/// A temporary directory, removed on drop.
-mod tempdir {
-    pub struct Dir(pub std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Dir {
-            let p = std::env::temp_dir().join(format!(
-                "dp3t-forensics_{}_{:016x}",
-                std::process::id(),
-                rand::random::<u64>()
-            ));
-            std::fs::create_dir_all(&p).unwrap();
-            Dir(p)
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    drop_db(pg).await;
 }

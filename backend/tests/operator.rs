@@ -134,12 +134,7 @@ async fn least_privilege_postgres_owner_migrates_and_a_row_role_serves() {
     h.wait_for_keys(None, &set_of(&keys)).await;
     h.finish().await;
 
-    let mut admin = sqlx::PgConnection::connect(&admin_url).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    admin.close().await.unwrap();
+    common::drop_pg_database(&admin_url, &name).await;
     let _ = std::fs::remove_dir_all(&data_dir);
 }
 

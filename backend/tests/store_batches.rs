@@ -9,8 +9,8 @@ mod common;
 
 use std::sync::Arc;
 
-use backend::db::{Db, NewKey, StoreOutcome, UploadRecord};
-use common::{fresh_pg_database, Backend};
+use backend::db::{NewKey, StoreOutcome, UploadRecord};
+use common::{drop_db, open_db, Backend};
 
 fn key(byte: u8, round: u8) -> NewKey {
     let mut key_data = [byte; 16];
@@ -38,32 +38,8 @@ fn upload(jti: u32, keys: Vec<NewKey>) -> UploadRecord {
     }
 }
 
-async fn open(backend: Backend) -> (Db, Option<(String, String)>, Option<std::path::PathBuf>) {
-    match backend {
-        Backend::Sqlite => {
-            let dir = std::env::temp_dir().join(format!(
-                "dp3t-batches-{}-{}",
-                std::process::id(),
-                rand::random::<u64>()
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            let db = Db::connect(&format!("sqlite://{}", dir.join("t.db").display()), 8)
-                .await
-                .unwrap();
-            db.migrate().await.unwrap();
-            (db, None, Some(dir))
-        }
-        Backend::Postgres => {
-            let (url, admin, name) = fresh_pg_database().await;
-            let db = Db::connect(&url, 8).await.unwrap();
-            db.migrate().await.unwrap();
-            (db, Some((admin, name)), None)
-        }
-    }
-}
-
 async fn batches_sharing_keys_in_opposite_orders_all_commit(backend: Backend) {
-    let (db, pg, dir) = open(backend).await;
+    let (db, _url, pg, _dir) = open_db(backend).await;
     let db = Arc::new(db);
     const ROUNDS: u8 = 40;
     const WIDTH: u8 = 40;
@@ -107,12 +83,7 @@ async fn batches_sharing_keys_in_opposite_orders_all_commit(backend: Backend) {
         "no key lost or doubled"
     );
     db.close().await;
-    if let Some((admin, name)) = pg {
-        common::drop_pg_database(&admin, &name).await;
-    }
-    if let Some(dir) = dir {
-        std::fs::remove_dir_all(dir).unwrap();
-    }
+    drop_db(pg).await;
 }
 
 on_both_databases!(batches_sharing_keys_in_opposite_orders_all_commit);

@@ -437,3 +437,48 @@ pub async fn assert_error(resp: reqwest::Response, status: u16, code: &str) {
     assert_eq!(v["error"], code, "{v}");
     assert!(!v["message"].as_str().unwrap().is_empty());
 }
+
+/// A temporary directory, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let p = std::env::temp_dir().join(unique("dp3t-db"));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A database of the given kind, migrated; its URL, the PostgreSQL database to drop
+/// ([`drop_db`]) and the directory of the SQLite file.
+pub async fn open_db(
+    backend: Backend,
+) -> (backend::db::Db, String, Option<(String, String)>, TempDir) {
+    let dir = TempDir::new();
+    let (url, pg) = match backend {
+        Backend::Sqlite => (
+            format!("sqlite://{}?mode=rwc", dir.0.join("dp3t.db").display()),
+            None,
+        ),
+        Backend::Postgres => {
+            let (url, admin, name) = fresh_pg_database().await;
+            (url, Some((admin, name)))
+        }
+    };
+    let db = backend::db::Db::connect(&url, 8).await.unwrap();
+    db.migrate().await.unwrap();
+    (db, url, pg, dir)
+}
+
+/// Drop the PostgreSQL database of [`open_db`], if any.
+pub async fn drop_db(pg: Option<(String, String)>) {
+    if let Some((admin, name)) = pg {
+        drop_pg_database(&admin, &name).await;
+    }
+}
