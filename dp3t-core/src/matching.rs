@@ -18,7 +18,7 @@ use crate::cuckoo::CuckooFilter;
 use crate::exposure::AttenuationSeconds;
 use crate::gaen::{derive_rpis_many, Block, DayBlocks, LANES};
 use crate::hybrid::for_each_window_ahead;
-use crate::lowcost::{walk_chains_ahead, ChainWalk, EPHIDS_PER_DAY};
+use crate::lowcost::{walk_chains_ahead, ChainWalk};
 use crate::published::{HybridEntry, LowCostEntry};
 use crate::store::Sighting;
 use crate::time::{Day, UnixTime, ENIN_SECONDS};
@@ -68,9 +68,8 @@ pub struct PublishedTek {
 /// Sightings indexed for fast membership tests by identifier.
 pub struct SightingIndex<'a> {
     sightings: &'a [Sighting],
-    /// Pre-filter bitmap, `1 << bitmap_bits` bits.
-    bitmap: Vec<u64>,
-    bitmap_shift: u32,
+    /// The pre-filter of every sighting.
+    filter: PreFilter,
     /// Open addressing, slot → 32-bit fingerprint of the id (never 0; 0 = empty), so a
     /// pre-filter false positive costs one read of this compact array.
     fingerprints: Vec<u32>,
@@ -117,15 +116,128 @@ fn fingerprint(p: u64) -> u32 {
     ((p >> 32) as u32).max(1)
 }
 
+/// A blocked Bloom filter of 16-byte ids: `2^(64 - shift)` bits in 64-bit words; an id
+/// sets three bits of the word its prefix's top bits choose ([`filter_mask`]). It answers
+/// "certainly not stored" with one memory read.
+struct PreFilter {
+    words: Vec<u64>,
+    shift: u32,
+}
+
+/// The most bits a filter is given to stay in a 32 KiB L1 data cache, when that still
+/// leaves it 16 bits an id (a false-positive rate under 1%).
+const L1_BITS: usize = 1 << 18;
+
+impl PreFilter {
+    /// An empty filter of `2^bits` bits, `bits` in `12..=40`.
+    fn with_bits(bits: u32) -> Self {
+        let bits = bits.clamp(12, 40);
+        PreFilter {
+            words: vec![0; 1 << (bits - 6)],
+            shift: 64 - bits,
+        }
+    }
+
+    /// A filter for `n` ids: 32 to 64 bits each (with three bits set per id, a
+    /// false-positive rate of about 0.1%), between 2^12 and 2^27 bits.
+    fn for_ids(n: usize) -> Self {
+        Self::with_bits((n.max(1) * 32).next_power_of_two().trailing_zeros().min(27))
+    }
+
+    /// A filter for the `n` ids of one day, read over and over while that day's keys are
+    /// matched: as [`PreFilter::for_ids`], but kept to [`L1_BITS`] (so that it stays in
+    /// the L1 cache) as long as that leaves 16 bits an id.
+    fn for_day(n: usize) -> Self {
+        let f = Self::for_ids(n);
+        if f.words.len() * 64 > L1_BITS && n * 16 <= L1_BITS {
+            return Self::with_bits(L1_BITS.trailing_zeros());
+        }
+        f
+    }
+
+    /// Add `id`.
+    #[inline(always)]
+    fn insert(&mut self, id: &[u8; 16]) {
+        let p = prefix(id);
+        let bit = (p >> self.shift) as usize;
+        // `bit < 2^(64 - shift)`: the filter has exactly that many bits.
+        self.words[bit >> 6] |= filter_mask(p, bit);
+    }
+
+    /// False when `id` was certainly not added.
+    #[inline(always)]
+    fn maybe_contains(&self, id: &[u8; 16]) -> bool {
+        let p = prefix(id);
+        let bit = (p >> self.shift) as usize;
+        let mask = filter_mask(p, bit);
+        self.words[bit >> 6] & mask == mask
+    }
+
+    /// The positions in `ids` (at most 256 of them are read) of the ids that pass
+    /// ([`PreFilter::maybe_contains`]), in order, written to the front of `out`; returns
+    /// how many. This is the inner loop of matching (144 RPIs of every published GAEN
+    /// key, 96 EphIDs of every low-cost day), so it is kept to a dozen instructions an
+    /// id, and its branch is almost never taken (about 0.1% of ids pass), so no
+    /// iteration waits on another.
+    ///
+    /// On x86-64 CPUs with AVX-512 the ids go eight to a register ([`crate::kernels`]);
+    /// the rest one by one. Both give the same positions (tested).
+    #[inline]
+    fn prefilter<T: Id16>(&self, ids: &[T], out: &mut [u8; 256]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if let Some((n, done)) =
+            crate::kernels::sighting_prefilter(&self.words, self.shift, ids, out)
+        {
+            return self.prefilter_scalar(ids, out, n, done);
+        }
+        self.prefilter_scalar(ids, out, 0, 0)
+    }
+
+    /// [`PreFilter::prefilter`] one id at a time, from position `from` on, with `n`
+    /// positions already in `out`.
+    #[inline]
+    fn prefilter_scalar<T: AsRef<[u8; 16]>>(
+        &self,
+        ids: &[T],
+        out: &mut [u8; 256],
+        mut n: usize,
+        from: usize,
+    ) -> usize {
+        let words: &[u64] = &self.words;
+        let shift = self.shift;
+        let ids = &ids[..ids.len().min(256)];
+        // An index loop: the `enumerate().take().skip()` form kept its counters on the
+        // stack, and ran at about 10 cycles an id.
+        #[allow(clippy::needless_range_loop)]
+        for j in from..ids.len() {
+            let p = prefix(ids[j].as_ref());
+            let bit = (p >> shift) as usize;
+            let mask = filter_mask(p, bit);
+            if words[bit >> 6] & mask == mask {
+                out[n & 255] = j as u8;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Start bringing the word of `id` into the cache, for a test a little later.
+    #[inline(always)]
+    fn prefetch(&self, id: &[u8; 16]) {
+        let bit = (prefix(id) >> self.shift) as usize;
+        #[cfg(target_arch = "x86_64")]
+        crate::kernels::prefetch(&self.words[bit >> 6]);
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = bit;
+    }
+}
+
 impl<'a> SightingIndex<'a> {
     /// Index `sightings` (their ids need not be distinct).
     pub fn new(sightings: &'a [Sighting]) -> Self {
         let n = sightings.len().max(1);
-        // 32 to 64 bits per sighting (with three bits each, a false-positive rate of about
-        // 0.1%; 512 KiB for 100,000 sightings, which stays in L2), between 2^12 and 2^27 bits.
-        let bits = (n * 32).next_power_of_two().trailing_zeros().clamp(12, 27);
-        let mut bitmap = vec![0u64; 1 << (bits - 6)];
-        let bitmap_shift = 64 - bits;
+        // 512 KiB for 100,000 sightings, which stays in L2.
+        let mut filter = PreFilter::for_ids(n);
         let mut order: Vec<u32> = (0..sightings.len() as u32).collect();
         order.sort_unstable_by(|&a, &b| sightings[a as usize].id.cmp(&sightings[b as usize].id));
         let table_len = (n * 2).next_power_of_two();
@@ -135,9 +247,8 @@ impl<'a> SightingIndex<'a> {
         let mut prev: Option<&[u8; 16]> = None;
         for (pos, &i) in order.iter().enumerate() {
             let id = &sightings[i as usize].id;
+            filter.insert(id);
             let p = prefix(id);
-            let bit = (p >> bitmap_shift) as usize;
-            bitmap[bit >> 6] |= filter_mask(p, bit);
             if prev == Some(id) {
                 continue;
             }
@@ -151,8 +262,7 @@ impl<'a> SightingIndex<'a> {
         }
         SightingIndex {
             sightings,
-            bitmap,
-            bitmap_shift,
+            filter,
             fingerprints,
             positions,
             table_mask,
@@ -164,71 +274,22 @@ impl<'a> SightingIndex<'a> {
     /// RPI, an EphID or a sighting id, all 16 bytes), so no length can be wrong.
     #[inline(always)]
     pub fn maybe_contains(&self, id: &[u8; 16]) -> bool {
-        let p = prefix(id);
-        let bit = (p >> self.bitmap_shift) as usize;
-        let mask = filter_mask(p, bit);
-        // `bit < 2^bits` and the bitmap has exactly 2^bits bits.
-        self.bitmap[bit >> 6] & mask == mask
+        self.filter.maybe_contains(id)
     }
 
-    /// The positions in `ids` (at most 256 of them are read) of the ids that pass the
-    /// pre-filter ([`SightingIndex::maybe_contains`]), in order, written to the front of
-    /// `out`; returns how many. This is the inner loop of matching (144 RPIs of every
-    /// published key), so it is kept to a dozen instructions an id: the bitmap and its
-    /// shift in registers, one 8-byte load of the prefix, and a branch that is almost
-    /// never taken (about 0.1% of ids pass), so no iteration waits on another.
-    ///
-    /// On x86-64 CPUs with AVX-512 the ids go eight to a register, their bitmap words
-    /// gathered ([`crate::kernels`]); the rest one by one. Both give the same positions
-    /// (tested).
+    /// The positions in `ids` (at most 256 are read) of the ids that pass
+    /// [`SightingIndex::maybe_contains`], in order, written to the front of `out`;
+    /// returns how many (see [`PreFilter::prefilter`]).
     #[inline]
     pub(crate) fn prefilter<T: Id16>(&self, ids: &[T], out: &mut [u8; 256]) -> usize {
-        #[cfg(target_arch = "x86_64")]
-        if let Some((n, done)) =
-            crate::kernels::sighting_prefilter(&self.bitmap, self.bitmap_shift, ids, out)
-        {
-            return self.prefilter_scalar(ids, out, n, done);
-        }
-        self.prefilter_scalar(ids, out, 0, 0)
-    }
-
-    /// [`SightingIndex::prefilter`] one id at a time, from position `from` on, with `n`
-    /// positions already in `out`.
-    #[inline]
-    fn prefilter_scalar<T: AsRef<[u8; 16]>>(
-        &self,
-        ids: &[T],
-        out: &mut [u8; 256],
-        mut n: usize,
-        from: usize,
-    ) -> usize {
-        let bitmap: &[u64] = &self.bitmap;
-        let shift = self.bitmap_shift;
-        let ids = &ids[..ids.len().min(256)];
-        // An index loop: the `enumerate().take().skip()` form kept its counters on the
-        // stack, and ran at about 10 cycles an id.
-        #[allow(clippy::needless_range_loop)]
-        for j in from..ids.len() {
-            let p = prefix(ids[j].as_ref());
-            let bit = (p >> shift) as usize;
-            let mask = filter_mask(p, bit);
-            if bitmap[bit >> 6] & mask == mask {
-                out[n & 255] = j as u8;
-                n += 1;
-            }
-        }
-        n
+        self.filter.prefilter(ids, out)
     }
 
     /// Start bringing the pre-filter word of `id` into the cache, for a
     /// [`SightingIndex::maybe_contains`] a little later.
     #[inline(always)]
     pub fn prefetch(&self, id: &[u8; 16]) {
-        let bit = (prefix(id) >> self.bitmap_shift) as usize;
-        #[cfg(target_arch = "x86_64")]
-        crate::kernels::prefetch(&self.bitmap[bit >> 6]);
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = bit;
+        self.filter.prefetch(id);
     }
 
     /// Start bringing the table slot where a lookup of `id` begins into the cache.
@@ -316,6 +377,96 @@ fn for_each_chunk<T: Sync>(items: &[T], f: impl Fn(&[T], &mut Vec<Match>) + Sync
     out
 }
 
+/// What [`GaenDays::select`] says of a published key.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum KeyFilter {
+    /// The key lies inside one day: that day's filter (an index into [`GaenDays`]).
+    Day(usize),
+    /// The key crosses midnight (or the sightings span too many days): the index's own.
+    All,
+    /// No sighting lies in the key's validity ±2 h: nothing to derive.
+    Skip,
+}
+
+/// The pre-filters of GAEN matching by day. Filter `d` holds every sighting that lies
+/// inside `[start of d − 2 h, end of d + 2 h)` (each second of it), which is all that a
+/// key valid inside day `d` can match. A national batch's keys are spread over 14 days,
+/// so a day's filter holds about a fourteenth of the sightings and, at 16 to 32 bits an
+/// id, stays in the L1 cache while that day's keys are matched (the index's own filter,
+/// 512 KiB for 100,000 sightings, is read from L2).
+struct GaenDays {
+    first: u64,
+    days: Vec<Option<PreFilter>>,
+    /// Whether the sightings' days were few enough to be split ([`MAX_GAEN_DAYS`]).
+    split: bool,
+}
+
+/// The most days [`GaenDays`] splits the sightings into (a phone keeps 14); beyond,
+/// every key uses the index's filter.
+const MAX_GAEN_DAYS: u64 = 64;
+
+impl GaenDays {
+    /// The days `d` whose window `[d·86400 − 2 h, (d+1)·86400 + 2 h)` holds all of `s`:
+    /// at most two, none if the sighting is longer than a day and 4 h.
+    fn days_of(s: &Sighting) -> std::ops::RangeInclusive<u64> {
+        let lo = u64::from(s.last_seen).saturating_sub(TOLERANCE_SECONDS) / 86_400;
+        let hi = (u64::from(s.first_seen) + TOLERANCE_SECONDS) / 86_400;
+        lo..=hi
+    }
+
+    fn new(sightings: &[Sighting]) -> Self {
+        let spans = sightings.iter().map(Self::days_of).filter(|r| !r.is_empty());
+        let first = spans.clone().map(|r| *r.start()).min().unwrap_or(0);
+        let last = spans.map(|r| *r.end()).max().unwrap_or(0);
+        let len = last.saturating_sub(first).saturating_add(1);
+        if len > MAX_GAEN_DAYS {
+            return GaenDays {
+                first,
+                days: Vec::new(),
+                split: false,
+            };
+        }
+        let mut counts = vec![0usize; len as usize];
+        for s in sightings {
+            for d in Self::days_of(s) {
+                counts[(d - first) as usize] += 1;
+            }
+        }
+        let mut days: Vec<Option<PreFilter>> = counts
+            .iter()
+            .map(|&n| (n > 0).then(|| PreFilter::for_day(n)))
+            .collect();
+        for s in sightings {
+            for d in Self::days_of(s) {
+                if let Some(f) = &mut days[(d - first) as usize] {
+                    f.insert(&s.id);
+                }
+            }
+        }
+        GaenDays {
+            first,
+            days,
+            split: true,
+        }
+    }
+
+    /// Which filter `k`'s RPIs go through.
+    fn select(&self, k: &PublishedTek) -> KeyFilter {
+        let day = u64::from(k.rolling_start) / 144;
+        let inside = u64::from(k.rolling_start % 144) + u64::from(k.rolling_period) <= 144;
+        if !self.split || !inside {
+            return KeyFilter::All;
+        }
+        match day
+            .checked_sub(self.first)
+            .and_then(|d| self.days.get(d as usize))
+        {
+            Some(Some(_)) => KeyFilter::Day((day - self.first) as usize),
+            _ => KeyFilter::Skip,
+        }
+    }
+}
+
 /// Match published GAEN keys: derive each key's RPIs and look them up. A sighting counts
 /// if it lies within the key's validity ±2 h and ended before `release_time`.
 pub fn match_gaen(
@@ -326,13 +477,14 @@ pub fn match_gaen(
     if index.is_empty() {
         return Vec::new();
     }
+    let days = GaenDays::new(index.sightings);
     for_each_chunk(keys, |chunk, out| {
-        let lookup = |k: &PublishedTek, buf: &DayBlocks, out: &mut Vec<Match>| {
+        let lookup = |k: &PublishedTek, f: &PreFilter, buf: &DayBlocks, out: &mut Vec<Match>| {
             let rpis = &buf[..k.rolling_period.min(144) as usize];
             // A first pass over the pre-filter (about 0.1% of RPIs pass), then the full
             // lookups for the few candidates.
             let mut candidates = [0u8; 256];
-            let n = index.prefilter(rpis, &mut candidates);
+            let n = f.prefilter(rpis, &mut candidates);
             if n == 0 {
                 return;
             }
@@ -345,18 +497,46 @@ pub fn match_gaen(
                 index.collect(rpis[usize::from(j)].as_ref(), from, until, out);
             }
         };
+        // The chunk's keys in the order of their filters (a counting sort: each day's keys
+        // together, then the keys that cross midnight), so that a day's filter is read
+        // while it is in cache; keys that cannot match are dropped.
+        let selected: Vec<KeyFilter> = chunk.iter().map(|k| days.select(k)).collect();
+        let bucket = |f: KeyFilter| match f {
+            KeyFilter::Day(d) => Some(d),
+            KeyFilter::All => Some(days.days.len()),
+            KeyFilter::Skip => None,
+        };
+        let mut starts = vec![0usize; days.days.len() + 2];
+        for b in selected.iter().filter_map(|&f| bucket(f)) {
+            starts[b + 1] += 1;
+        }
+        for b in 1..starts.len() {
+            starts[b] += starts[b - 1];
+        }
+        let mut order = vec![0u32; starts[starts.len() - 1]];
+        for (i, &f) in selected.iter().enumerate() {
+            if let Some(b) = bucket(f) {
+                order[starts[b]] = i as u32;
+                starts[b] += 1;
+            }
+        }
+        let filter_of = |f: KeyFilter| match f {
+            KeyFilter::Day(d) => days.days[d].as_ref().unwrap_or(&index.filter),
+            _ => &index.filter,
+        };
         let mut batch = [([0u8; 16], 0u32); LANES];
         // The keys are derived LANES at a time (their HKDFs and AES passes interleaved),
-        // then each key's RPIs are looked up. (Fetching a group's pre-filter words while
-        // the next group derives was measured slower: 1.5 against 1.75 M keys/s.)
+        // then each key's RPIs are looked up.
         let mut bufs = [[Block::default(); 144]; LANES];
-        for group in chunk.chunks(LANES) {
-            for (b, k) in batch.iter_mut().zip(group) {
+        for group in order.chunks(LANES) {
+            for (b, &i) in batch.iter_mut().zip(group) {
+                let k = &chunk[i as usize];
                 *b = (k.key_data, k.rolling_start);
             }
             derive_rpis_many(&batch[..group.len()], &mut bufs);
-            for (k, buf) in group.iter().zip(&bufs) {
-                lookup(k, buf, out);
+            for (&i, buf) in group.iter().zip(&bufs) {
+                let i = i as usize;
+                lookup(&chunk[i], filter_of(selected[i]), buf, out);
             }
         }
     })
@@ -409,83 +589,22 @@ pub fn match_lowcost(
             |_, day, ephids| {
                 let Some(f) = filters.of(day) else { return };
                 let (from, until) = (day.start().0, day.next().start().0.min(release_time.0));
-                let mut pass = f.test96(ephids);
-                while pass != 0 {
-                    let j = pass.trailing_zeros() as usize;
-                    pass &= pass - 1;
-                    index.collect(&ephids[j].0, from, until, out);
+                let mut candidates = [0u8; 256];
+                let n = f.prefilter(&ephids[..], &mut candidates);
+                for &j in &candidates[..n] {
+                    index.collect(&ephids[usize::from(j)].0, from, until, out);
                 }
             },
         );
     })
 }
 
-/// A pre-filter of one day's sightings for the low-cost walk: about 64 bits per sighting,
-/// two bits set per id in one 64-bit word (a blocked Bloom filter), so that a test is one
-/// read, well under 1% of EphIDs pass it, and a day's filter (64 KiB for 7,000 sightings)
-/// stays in L2 while the chains walk that day.
-struct DayFilter {
-    words: Vec<u64>,
-    shift: u32,
-}
-
-impl DayFilter {
-    fn new(ids: &[&[u8; 16]]) -> Self {
-        let bits = (ids.len().max(1) * 64)
-            .next_power_of_two()
-            .trailing_zeros()
-            .clamp(9, 40);
-        let mut f = DayFilter {
-            words: vec![0; 1 << (bits - 6)],
-            shift: 64 - (bits - 6),
-        };
-        for id in ids {
-            let (w, m) = f.slot(id);
-            f.words[w] |= m;
-        }
-        f
-    }
-    /// The word of `id` (from the high bits of its prefix) and its two bits (from the low
-    /// twelve).
-    #[inline(always)]
-    fn slot(&self, id: &[u8; 16]) -> (usize, u64) {
-        let p = prefix(id);
-        (
-            (p >> self.shift) as usize,
-            (1 << (p & 63)) | (1 << ((p >> 6) & 63)),
-        )
-    }
-    #[inline(always)]
-    fn maybe_contains(&self, id: &[u8; 16]) -> bool {
-        let (w, m) = self.slot(id);
-        self.words[w] & m == m
-    }
-    /// Bit `j` set when EphID `j` of a day may be in the filter (on AVX-512 eight at a
-    /// time).
-    #[inline]
-    fn test96(&self, ids: &[EphId; EPHIDS_PER_DAY]) -> u128 {
-        #[cfg(target_arch = "x86_64")]
-        if let Some(pass) = crate::kernels::filter96(&self.words, self.shift, ids) {
-            return pass;
-        }
-        ids.iter().enumerate().fold(0, |acc, (j, id)| {
-            acc | u128::from(self.maybe_contains(&id.0)) << j
-        })
-    }
-    #[inline(always)]
-    fn prefetch(&self, id: &[u8; 16]) {
-        let (w, _) = self.slot(id);
-        #[cfg(target_arch = "x86_64")]
-        crate::kernels::prefetch(&self.words[w]);
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = w;
-    }
-}
-
-/// The [`DayFilter`]s of the days `first..=last`, each over the sightings that began on it.
+/// The pre-filters of the low-cost walk: one for each day `first..=last`, over the
+/// sightings that began on it ([`PreFilter::for_day`]: one day's filter stays in cache
+/// while the chains walk that day).
 struct DayFilters {
     first: Day,
-    days: Vec<DayFilter>,
+    days: Vec<PreFilter>,
 }
 
 impl DayFilters {
@@ -502,12 +621,19 @@ impl DayFilters {
         }
         DayFilters {
             first,
-            days: ids.iter().map(|v| DayFilter::new(v)).collect(),
+            days: ids
+                .iter()
+                .map(|v| {
+                    let mut f = PreFilter::for_day(v.len());
+                    v.iter().for_each(|id| f.insert(id));
+                    f
+                })
+                .collect(),
         }
     }
     /// The filter of `day`; `None` outside the range (no sighting of it can match).
     #[inline(always)]
-    fn of(&self, day: Day) -> Option<&DayFilter> {
+    fn of(&self, day: Day) -> Option<&PreFilter> {
         self.days.get(day.0.checked_sub(self.first.0)? as usize)
     }
 }
@@ -665,7 +791,7 @@ mod tests {
         let idx = SightingIndex::new(&sightings);
         let (mut fast, mut slow) = ([0u8; 256], [0u8; 256]);
         let n = idx.prefilter(probe, &mut fast);
-        let m = idx.prefilter_scalar(probe, &mut slow, 0, 0);
+        let m = idx.filter.prefilter_scalar(probe, &mut slow, 0, 0);
         let expected: Vec<u8> = (0..probe.len().min(256))
             .filter(|&j| idx.maybe_contains(probe[j].as_ref()))
             .map(|j| j as u8)
@@ -702,34 +828,87 @@ mod tests {
             prefilter_agrees(&stored, &blocks);
         }
 
-        /// The day filter holds every id put in it, and its 96-at-once test (AVX-512
-        /// where the CPU has it) agrees with the one-by-one test.
+        /// A day's filter (kept to L1 size) holds every id put in it, and its test of a
+        /// day's 96 EphIDs (eight at a time on AVX-512) agrees with the one-by-one test.
         #[test]
         fn day_filter_batch_equals_one_by_one(
             stored in proptest::collection::vec(proptest::prelude::any::<[u8; 16]>(), 0..400),
             probe in proptest::collection::vec(proptest::prelude::any::<[u8; 16]>(), 96),
             planted in 0usize..96,
         ) {
-            let refs: Vec<&[u8; 16]> = stored.iter().collect();
-            let f = DayFilter::new(&refs);
-            let mut ids = [EphId::default(); EPHIDS_PER_DAY];
+            let mut f = PreFilter::for_day(stored.len());
+            stored.iter().for_each(|id| f.insert(id));
+            let mut ids = [EphId::default(); crate::lowcost::EPHIDS_PER_DAY];
             for (e, p) in ids.iter_mut().zip(&probe) {
                 e.0 = *p;
             }
             if let Some(s) = stored.first() {
                 ids[planted].0 = *s;
             }
-            let one_by_one = ids
-                .iter()
-                .enumerate()
-                .fold(0u128, |acc, (j, id)| acc | u128::from(f.maybe_contains(&id.0)) << j);
-            proptest::prop_assert_eq!(f.test96(&ids), one_by_one);
+            let one_by_one: Vec<u8> = (0..96u8).filter(|&j| f.maybe_contains(&ids[usize::from(j)].0)).collect();
+            let mut out = [0u8; 256];
+            let n = f.prefilter(&ids[..], &mut out);
+            proptest::prop_assert_eq!(&out[..n], &one_by_one[..]);
             for s in &stored {
                 proptest::prop_assert!(f.maybe_contains(s));
             }
             if !stored.is_empty() {
-                proptest::prop_assert!(f.test96(&ids) >> planted & 1 == 1);
+                proptest::prop_assert!(one_by_one.contains(&(planted as u8)));
             }
+        }
+
+        /// GAEN matching (the keys sorted by day, each day through its own filter, the
+        /// keys that cross midnight through the index's) finds exactly what a plain scan
+        /// finds: every sighting of one of a key's RPIs that lies inside the key's validity
+        /// ±2 h and ended before the release. Sightings sit near midnights, keys are
+        /// aligned to days or not, short or long.
+        #[test]
+        fn gaen_matching_equals_a_plain_scan(
+            keys in proptest::collection::vec(
+                (proptest::prelude::any::<[u8; 16]>(), 0u32..5 * 144, 1u32..=144), 1..24),
+            contacts in proptest::collection::vec(
+                (0usize..24, 0u32..144, -9_000i64..9_000, 0u32..20_000), 0..40),
+            noise in proptest::collection::vec(
+                (proptest::prelude::any::<[u8; 16]>(), 0u32..6 * 86_400), 0..40),
+            release in 2u64 * 86_400..7 * 86_400,
+        ) {
+            let base = 20_000u32 * 144;
+            let keys: Vec<PublishedTek> = keys
+                .iter()
+                .map(|&(key_data, start, period)| {
+                    // Half the keys start at a midnight, as phones publish them.
+                    let start = if start % 2 == 0 { start / 144 * 144 } else { start };
+                    PublishedTek { key_data, rolling_start: base + start, rolling_period: period }
+                })
+                .collect();
+            let mut sightings: Vec<Sighting> = noise
+                .iter()
+                .map(|&(id, t)| Sighting { id, first_seen: base * 600 + t, last_seen: base * 600 + t + 300, seconds: [300, 0, 0] })
+                .collect();
+            for &(k, j, shift, length) in &contacts {
+                let k = &keys[k % keys.len()];
+                let enin = k.rolling_start + j % k.rolling_period;
+                let rpi = crate::gaen::Tek::from_bytes(k.key_data).rpik().rpi(crate::time::Enin(enin));
+                let t = (i64::from(enin) * 600 + shift).max(0) as u32;
+                sightings.push(Sighting { id: rpi.0, first_seen: t, last_seen: t + length, seconds: [length, 0, 0] });
+            }
+            let release = UnixTime(u64::from(base) * 600 + release);
+            let idx = SightingIndex::new(&sightings);
+            let mut got = match_gaen(&idx, &keys, release);
+            let mut want = Vec::new();
+            for k in &keys {
+                let rpik = crate::gaen::Tek::from_bytes(k.key_data).rpik();
+                let from = (u64::from(k.rolling_start) * 600).saturating_sub(TOLERANCE_SECONDS);
+                let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period)) * 600 + TOLERANCE_SECONDS).min(release.0);
+                for j in 0..k.rolling_period {
+                    let rpi = rpik.rpi(crate::time::Enin(k.rolling_start + j));
+                    want.extend(sightings.iter().filter(|s| s.id == rpi.0 && s.within(from, until)).map(Match::of));
+                }
+            }
+            let key = |m: &Match| (m.id, m.day, m.seconds);
+            got.sort_by_key(key);
+            want.sort_by_key(key);
+            proptest::prop_assert_eq!(got, want);
         }
     }
 }
