@@ -288,6 +288,30 @@ pub fn derive_rpis_many(keys: &[([u8; 16], u32)], out: &mut [DayBlocks]) {
     derive_rpis_many_portable(keys, out);
 }
 
+/// A pre-filter as the vector kernel reads it: `2^(64 - shift)` bits in words, an id
+/// passing when its word (`prefix >> shift >> 6`) has three bits set (see `matching.rs`).
+pub(crate) type WordFilter<'a> = (&'a [u64], u32);
+
+/// [`derive_rpis_many`], each key's RPIs also tested against its pre-filter
+/// (`filters[i]`) while still in registers: bit `j % 48` of `pass[i][j / 48]` is set when
+/// RPI `j` of key `i` passes. `false` (nothing done) off x86-64, on CPUs without SHA-NI and
+/// VAES + AVX-512, or when the lengths differ; the caller then derives with
+/// [`derive_rpis_many`] and filters apart.
+#[inline]
+pub(crate) fn derive_rpis_prefiltered(
+    keys: &[([u8; 16], u32)],
+    filters: &[WordFilter<'_>],
+    out: &mut [DayBlocks],
+    pass: &mut [[u64; 3]],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if out.len() == keys.len() {
+        return x86::derive_rpis_prefiltered(keys, filters, out, pass);
+    }
+    let _ = (keys, filters, out, pass);
+    false
+}
+
 /// [`derive_rpis_many`] one key at a time.
 fn derive_rpis_many_portable(keys: &[([u8; 16], u32)], out: &mut [DayBlocks]) {
     for ((tek, start), o) in keys.iter().zip(out.iter_mut()) {

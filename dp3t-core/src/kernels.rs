@@ -569,7 +569,7 @@ pub(crate) fn sighting_prefilter<T: Rows16>(
     ids: &[T],
     out: &mut [u8; 256],
 ) -> Option<(usize, usize)> {
-    if !avx512() || shift > 58 || bitmap.len() != 1usize << (58 - shift) {
+    if !avx512() || !filter_shape_ok(bitmap, shift) {
         return None;
     }
     let groups = ids.len().min(256) / 8;
@@ -597,6 +597,37 @@ unsafe fn load8(words: *const u64, idx: __m512i) -> __m512i {
     unsafe { _mm512_loadu_si512(w.as_ptr().cast()) }
 }
 
+/// The pre-filter test of eight ids whose first 8 bytes (little-endian) are the lanes of
+/// `p`: bit `i` of the answer is set when `words[p_i >> shift >> 6]` has the bits
+/// `(p_i >> shift) & 63`, `(p_i >> 20) & 63` and `(p_i >> 26) & 63` (the same test as
+/// `filter_mask` in `matching.rs`). `shift` holds the shift in every lane. Also called
+/// by the GAEN kernel on RPIs still in registers.
+///
+/// # Safety
+/// `words` points to `2^(58 - shift)` readable words, `shift <= 58`, and the CPU has
+/// AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+pub(crate) unsafe fn filter8(words: *const u64, shift: __m512i, p: __m512i) -> u8 {
+    let one = _mm512_set1_epi64(1);
+    let bit = _mm512_srlv_epi64(p, shift);
+    // SAFETY: every lane is `p >> shift >> 6 < 2^(58 - shift)` (the contract).
+    let got = unsafe { load8(words, _mm512_srli_epi64::<6>(bit)) };
+    // A rotate takes its count modulo 64: the bit positions need no masking.
+    let m = _mm512_ternarylogic_epi64::<0xfe>(
+        _mm512_rolv_epi64(one, bit),
+        _mm512_rolv_epi64(one, _mm512_srli_epi64::<20>(p)),
+        _mm512_rolv_epi64(one, _mm512_srli_epi64::<26>(p)),
+    );
+    _mm512_cmpeq_epi64_mask(_mm512_and_si512(got, m), m)
+}
+
+/// Whether `words` and `shift` have the shape [`filter8`] needs.
+#[inline]
+pub(crate) fn filter_shape_ok(words: &[u64], shift: u32) -> bool {
+    shift <= 58 && words.len() == 1usize << (58 - shift)
+}
+
 /// [`sighting_prefilter`] on AVX-512: eight ids a register, their words loaded, a mask
 /// of those that pass, and a scalar loop over the (rare) set bits.
 ///
@@ -613,8 +644,6 @@ unsafe fn sighting_prefilter_x86(
 ) -> (usize, usize) {
     let even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
     let sh = _mm512_set1_epi64(i64::from(shift));
-    let m63 = _mm512_set1_epi64(63);
-    let one = _mm512_set1_epi64(1);
     let mut n = 0;
     for g in 0..groups {
         // SAFETY: rows 8g .. 8g + 8 are bytes 128g .. 128g + 128, readable (the contract).
@@ -624,19 +653,8 @@ unsafe fn sighting_prefilter_x86(
                 _mm512_loadu_si512(rows.add(128 * g + 64).cast()),
             )
         };
-        let p = _mm512_permutex2var_epi64(a, even, b);
-        let bit = _mm512_srlv_epi64(p, sh);
-        let word = _mm512_srli_epi64::<6>(bit);
-        // SAFETY: every lane of `word` is `p >> shift >> 6 < 2^(58 - shift) = bitmap.len()`.
-        let got = unsafe { load8(bitmap.as_ptr(), word) };
-        let m = _mm512_or_si512(
-            _mm512_or_si512(
-                _mm512_sllv_epi64(one, _mm512_and_si512(bit, m63)),
-                _mm512_sllv_epi64(one, _mm512_and_si512(_mm512_srli_epi64::<20>(p), m63)),
-            ),
-            _mm512_sllv_epi64(one, _mm512_and_si512(_mm512_srli_epi64::<26>(p), m63)),
-        );
-        let mut k = _mm512_cmpeq_epi64_mask(_mm512_and_si512(got, m), m);
+        // SAFETY: `bitmap.len() == 2^(58 - shift)` (the contract).
+        let mut k = unsafe { filter8(bitmap.as_ptr(), sh, _mm512_permutex2var_epi64(a, even, b)) };
         while k != 0 {
             out[n & 255] = (8 * g) as u8 + k.trailing_zeros() as u8;
             n += 1;

@@ -16,7 +16,7 @@
 
 use crate::cuckoo::CuckooFilter;
 use crate::exposure::AttenuationSeconds;
-use crate::gaen::{derive_rpis_many, Block, DayBlocks, LANES};
+use crate::gaen::{derive_rpis_many, derive_rpis_prefiltered, Block, WordFilter, LANES};
 use crate::hybrid::for_each_window_ahead;
 use crate::lowcost::{walk_chains_ahead, ChainWalk};
 use crate::published::{HybridEntry, LowCostEntry};
@@ -153,6 +153,11 @@ impl PreFilter {
             return Self::with_bits(L1_BITS.trailing_zeros());
         }
         f
+    }
+
+    /// The words and shift, as the GAEN kernel reads them.
+    fn words(&self) -> WordFilter<'_> {
+        (&self.words, self.shift)
     }
 
     /// Add `id`.
@@ -415,7 +420,10 @@ impl GaenDays {
     }
 
     fn new(sightings: &[Sighting]) -> Self {
-        let spans = sightings.iter().map(Self::days_of).filter(|r| !r.is_empty());
+        let spans = sightings
+            .iter()
+            .map(Self::days_of)
+            .filter(|r| !r.is_empty());
         let first = spans.clone().map(|r| *r.start()).min().unwrap_or(0);
         let last = spans.map(|r| *r.end()).max().unwrap_or(0);
         let len = last.saturating_sub(first).saturating_add(1);
@@ -479,27 +487,13 @@ pub fn match_gaen(
     }
     let days = GaenDays::new(index.sightings);
     for_each_chunk(keys, |chunk, out| {
-        let lookup = |k: &PublishedTek, f: &PreFilter, buf: &DayBlocks, out: &mut Vec<Match>| {
-            let rpis = &buf[..k.rolling_period.min(144) as usize];
-            // A first pass over the pre-filter (about 0.1% of RPIs pass), then the full
-            // lookups for the few candidates.
-            let mut candidates = [0u8; 256];
-            let n = f.prefilter(rpis, &mut candidates);
-            if n == 0 {
-                return;
-            }
-            let from =
-                (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
-            let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period)) * ENIN_SECONDS
-                + TOLERANCE_SECONDS)
-                .min(release_time.0);
-            for &j in &candidates[..n] {
-                index.collect(rpis[usize::from(j)].as_ref(), from, until, out);
-            }
+        let Some(&first) = chunk.first() else {
+            return;
         };
-        // The chunk's keys in the order of their filters (a counting sort: each day's keys
-        // together, then the keys that cross midnight), so that a day's filter is read
-        // while it is in cache; keys that cannot match are dropped.
+        // The chunk's keys copied in the order of their filters (a counting sort: each
+        // day's keys together, then the keys that cross midnight), so that a day's filter
+        // is read while it is in cache and the keys are read in order; keys that cannot
+        // match are dropped.
         let selected: Vec<KeyFilter> = chunk.iter().map(|k| days.select(k)).collect();
         let bucket = |f: KeyFilter| match f {
             KeyFilter::Day(d) => Some(d),
@@ -513,10 +507,10 @@ pub fn match_gaen(
         for b in 1..starts.len() {
             starts[b] += starts[b - 1];
         }
-        let mut order = vec![0u32; starts[starts.len() - 1]];
-        for (i, &f) in selected.iter().enumerate() {
+        let mut sorted = vec![(first, KeyFilter::Skip); starts[starts.len() - 1]];
+        for (k, &f) in chunk.iter().zip(&selected) {
             if let Some(b) = bucket(f) {
-                order[starts[b]] = i as u32;
+                sorted[starts[b]] = (*k, f);
                 starts[b] += 1;
             }
         }
@@ -525,18 +519,54 @@ pub fn match_gaen(
             _ => &index.filter,
         };
         let mut batch = [([0u8; 16], 0u32); LANES];
-        // The keys are derived LANES at a time (their HKDFs and AES passes interleaved),
-        // then each key's RPIs are looked up.
+        let mut filters: [WordFilter<'_>; LANES] = [index.filter.words(); LANES];
         let mut bufs = [[Block::default(); 144]; LANES];
-        for group in order.chunks(LANES) {
-            for (b, &i) in batch.iter_mut().zip(group) {
-                let k = &chunk[i as usize];
+        // The keys are derived LANES at a time (their HKDFs and AES passes interleaved),
+        // each RPI tested against the pre-filter as it leaves the AES unit (about 0.1%
+        // pass); then the few candidates are looked up.
+        for group in sorted.chunks(LANES) {
+            let len = group.len();
+            for ((b, f), (k, s)) in batch.iter_mut().zip(&mut filters).zip(group) {
                 *b = (k.key_data, k.rolling_start);
+                *f = filter_of(*s).words();
             }
-            derive_rpis_many(&batch[..group.len()], &mut bufs);
-            for (&i, buf) in group.iter().zip(&bufs) {
-                let i = i as usize;
-                lookup(&chunk[i], filter_of(selected[i]), buf, out);
+            let mut pass = [[0u64; 3]; LANES];
+            if !derive_rpis_prefiltered(
+                &batch[..len],
+                &filters[..len],
+                &mut bufs[..len],
+                &mut pass[..len],
+            ) {
+                derive_rpis_many(&batch[..len], &mut bufs[..len]);
+                for (((_, f), buf), pass) in group.iter().zip(&bufs).zip(&mut pass) {
+                    let mut found = [0u8; 256];
+                    let n = filter_of(*f).prefilter(&buf[..], &mut found);
+                    for &j in &found[..n] {
+                        pass[usize::from(j) / 48] |= 1 << (j % 48);
+                    }
+                }
+            }
+            for (((k, _), buf), pass) in group.iter().zip(&bufs).zip(&pass) {
+                if pass == &[0; 3] {
+                    continue;
+                }
+                let from =
+                    (u64::from(k.rolling_start) * ENIN_SECONDS).saturating_sub(TOLERANCE_SECONDS);
+                let until = ((u64::from(k.rolling_start) + u64::from(k.rolling_period))
+                    * ENIN_SECONDS
+                    + TOLERANCE_SECONDS)
+                    .min(release_time.0);
+                let period = k.rolling_period.min(144) as usize;
+                for (part, &bits) in pass.iter().enumerate() {
+                    let mut bits = bits;
+                    while bits != 0 {
+                        let j = 48 * part + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        if j < period {
+                            index.collect(buf[j].as_ref(), from, until, out);
+                        }
+                    }
+                }
             }
         }
     })
@@ -826,6 +856,44 @@ mod tests {
             prefilter_agrees(&stored, &ephids);
             let blocks: Vec<Block> = probe.iter().map(|p| Block::from(*p)).collect();
             prefilter_agrees(&stored, &blocks);
+        }
+
+        /// The GAEN kernel's pre-filter (the RPIs tested in registers, as they leave the
+        /// AES unit) sets exactly the bits of the RPIs that pass the one-by-one test, for
+        /// every group size and tail, each key with its own filter; and its blocks are
+        /// those [`derive_rpis_many`] gives.
+        #[test]
+        fn gaen_kernel_prefilter_equals_one_by_one(
+            keys in proptest::collection::vec((proptest::prelude::any::<[u8; 16]>(), proptest::prelude::any::<u32>()), 1..10),
+            noise in proptest::collection::vec(proptest::prelude::any::<[u8; 16]>(), 0..2000),
+            planted in proptest::collection::vec((0usize..10, 0usize..144), 0..30),
+        ) {
+            let mut small = PreFilter::for_day(noise.len() / 4);
+            let mut large = PreFilter::for_ids(noise.len());
+            noise.iter().take(noise.len() / 4).for_each(|id| small.insert(id));
+            noise.iter().for_each(|id| large.insert(id));
+            let mut plain = vec![[Block::default(); 144]; keys.len()];
+            derive_rpis_many(&keys, &mut plain);
+            for &(k, j) in &planted {
+                let rpi: [u8; 16] = plain[k % keys.len()][j].into();
+                if k % 2 == 0 { small.insert(&rpi) } else { large.insert(&rpi) }
+            }
+            let filters: Vec<&PreFilter> = (0..keys.len()).map(|i| if i % 2 == 0 { &small } else { &large }).collect();
+            let words: Vec<WordFilter<'_>> = filters.iter().map(|f| f.words()).collect();
+            let mut out = vec![[Block::default(); 144]; keys.len()];
+            let mut pass = vec![[0u64; 3]; keys.len()];
+            if derive_rpis_prefiltered(&keys, &words, &mut out, &mut pass) {
+                proptest::prop_assert_eq!(&out, &plain);
+                for (i, f) in filters.iter().enumerate() {
+                    let mut want = [0u64; 3];
+                    for j in 0..144 {
+                        if f.maybe_contains(plain[i][j].as_ref()) {
+                            want[j / 48] |= 1 << (j % 48);
+                        }
+                    }
+                    proptest::prop_assert_eq!(pass[i], want, "key {}", i);
+                }
+            }
         }
 
         /// A day's filter (kept to L1 size) holds every id put in it, and its test of a

@@ -297,26 +297,40 @@ fn encrypt_vaes(key: __m128i, start: u32, out: &mut [Block]) {
     encrypt_vaes_rk(&expand_key(key), start, out);
 }
 
-/// `encrypt_padded` with the key already expanded.
-#[target_feature(enable = "sse2,avx512f,vaes")]
+/// The round keys, each in all four lanes of a register.
+#[target_feature(enable = "avx512f")]
 #[inline]
-fn encrypt_vaes_rk(rk: &[__m128i; 11], start: u32, out: &mut [Block]) {
+fn broadcast_keys(rk: &[__m128i; 11]) -> [__m512i; 11] {
     let mut k = [_mm512_setzero_si512(); 11];
     for (k, r) in k.iter_mut().zip(rk) {
         *k = _mm512_broadcast_i32x4(*r);
     }
-    // Four padded blocks "EN-RPI" || 0^6 || LE32(start + q), q = 0..3, as little-endian
-    // 32-bit lanes: "EN-R", "PI\0\0", 0, start + q.
+    k
+}
+
+/// The first four padded blocks "EN-RPI" || 0^6 || LE32(start + q), q = 0..3, as
+/// little-endian 32-bit lanes: "EN-R", "PI\0\0", 0, start + q.
+#[target_feature(enable = "avx512f")]
+#[inline]
+fn counters(start: u32) -> __m512i {
     let prefix = _mm512_set4_epi32(
         start as i32,
         0,
         i32::from_le_bytes(*b"PI\0\0"),
         i32::from_le_bytes(*b"EN-R"),
     );
-    let mut ctr = _mm512_add_epi32(
+    _mm512_add_epi32(
         prefix,
         _mm512_set_epi32(3, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0),
-    );
+    )
+}
+
+/// `encrypt_padded` with the key already expanded.
+#[target_feature(enable = "sse2,avx512f,vaes")]
+#[inline]
+fn encrypt_vaes_rk(rk: &[__m128i; 11], start: u32, out: &mut [Block]) {
+    let k = broadcast_keys(rk);
+    let mut ctr = counters(start);
     let mut groups = out.chunks_exact_mut(4 * GROUP);
     for g in &mut groups {
         let s = encrypt_regs::<GROUP>(&k, &mut ctr);
@@ -360,39 +374,61 @@ fn derive_rpis_fused(tek: &[u8; 16], start: u32, out: &mut [Block]) {
 /// do the work. `keys` and `out` have the same length (the caller trims them).
 #[inline]
 pub(super) fn derive_rpis_many(keys: &[([u8; 16], u32)], out: &mut [super::DayBlocks]) -> bool {
+    derive_groups(keys, out, None, &mut [])
+}
+
+/// [`super::derive_rpis_prefiltered`]: `false` when this CPU lacks a feature or a filter
+/// has the wrong shape (the caller then derives and filters apart).
+#[inline]
+pub(super) fn derive_rpis_prefiltered(
+    keys: &[([u8; 16], u32)],
+    filters: &[super::WordFilter<'_>],
+    out: &mut [super::DayBlocks],
+    pass: &mut [[u64; 3]],
+) -> bool {
+    filters
+        .iter()
+        .all(|(w, s)| crate::kernels::filter_shape_ok(w, *s))
+        && filters.len() == keys.len()
+        && pass.len() == keys.len()
+        && derive_groups(keys, out, Some(filters), pass)
+}
+
+/// Both of the above: groups of four, then the tail.
+#[inline]
+fn derive_groups(
+    keys: &[([u8; 16], u32)],
+    out: &mut [super::DayBlocks],
+    filters: Option<&[super::WordFilter<'_>]>,
+    pass: &mut [[u64; 3]],
+) -> bool {
     let cpu = cpu();
     if !(cpu.sha_ni && cpu.vaes512) {
         return false;
     }
-    let mut keys = keys.chunks_exact(4);
-    let mut outs = out.chunks_exact_mut(4);
-    for (k, o) in (&mut keys).zip(&mut outs) {
-        if let (Ok(k), Ok(o)) = (k.try_into(), o.try_into()) {
-            // SAFETY: `cpu()` found every feature `derive_lanes` is compiled for.
-            unsafe { derive_lanes::<4>(k, o) };
-        }
+    macro_rules! group {
+        ($n:literal, $from:expr) => {{
+            let r = $from..$from + $n;
+            let k: Option<&[_; $n]> = keys.get(r.clone()).and_then(|k| k.try_into().ok());
+            let o: Option<&mut [_; $n]> = out.get_mut(r.clone()).and_then(|o| o.try_into().ok());
+            let f: Option<&[_; $n]> = filters.and_then(|f| f.get(r.clone())?.try_into().ok());
+            let p: &mut [[u64; 3]] = pass.get_mut(r).unwrap_or_default();
+            if let (Some(k), Some(o)) = (k, o) {
+                // SAFETY: `cpu()` found every feature `derive_lanes` is compiled for,
+                // and the filters' shapes were checked by the caller.
+                unsafe { derive_lanes::<$n>(k, o, f, p) };
+            }
+        }};
     }
-    let (k, o) = (keys.remainder(), outs.into_remainder());
+    let full = keys.len() / 4 * 4;
+    for from in (0..full).step_by(4) {
+        group!(4, from);
+    }
     // The tail: one group of 3, 2 or 1 keys (`keys` and `out` have the same length).
-    match (k.len(), o.len()) {
-        (3, 3) => {
-            if let (Ok(k), Ok(o)) = (k.try_into(), o.try_into()) {
-                // SAFETY: as above, the features were detected.
-                unsafe { derive_lanes::<3>(k, o) };
-            }
-        }
-        (2, 2) => {
-            if let (Ok(k), Ok(o)) = (k.try_into(), o.try_into()) {
-                // SAFETY: as above, the features were detected.
-                unsafe { derive_lanes::<2>(k, o) };
-            }
-        }
-        (1, 1) => {
-            if let (Ok(k), Ok(o)) = (k.try_into(), o.try_into()) {
-                // SAFETY: as above, the features were detected.
-                unsafe { derive_lanes::<1>(k, o) };
-            }
-        }
+    match keys.len() - full {
+        3 => group!(3, full),
+        2 => group!(2, full),
+        1 => group!(1, full),
         _ => {}
     }
     true
@@ -532,15 +568,51 @@ fn expand_keys<const N: usize>(keys: [__m128i; N]) -> [[__m128i; 11]; N] {
 }
 
 /// All 144 RPIs of each of `N` keys: the HKDFs interleaved on SHA-NI, then the key
-/// schedules interleaved, then each key's 144 blocks on VAES, 48 in flight.
+/// schedules interleaved, then each key's 144 blocks on VAES, 48 in flight. With
+/// `filters`, each key's RPIs also go through its pre-filter while still in registers
+/// (eight at a time, [`crate::kernels::filter8`]), and bit `j` of `pass[n]` (as three
+/// words of 48 bits) is set when RPI `j` of key `n` passes.
+///
+/// # Safety
+/// The CPU has every feature this is compiled for; each filter has the shape
+/// [`crate::kernels::filter_shape_ok`] accepts; with `filters`, `pass` has `N` entries.
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1,aes,avx512f,vaes")]
-fn derive_lanes<const N: usize>(keys: &[([u8; 16], u32); N], out: &mut [super::DayBlocks; N]) {
+unsafe fn derive_lanes<const N: usize>(
+    keys: &[([u8; 16], u32); N],
+    out: &mut [super::DayBlocks; N],
+    filters: Option<&[super::WordFilter<'_>; N]>,
+    pass: &mut [[u64; 3]],
+) {
     let mut teks = [&keys[0].0; N];
     for n in 0..N {
         teks[n] = &keys[n].0;
     }
     let rks = expand_keys(rpik_lanes(teks));
+    let even = _mm512_set_epi64(14, 12, 10, 8, 6, 4, 2, 0);
     for n in 0..N {
-        encrypt_vaes_rk(&rks[n], keys[n].1, &mut out[n]);
+        let k = broadcast_keys(&rks[n]);
+        let mut ctr = counters(keys[n].1);
+        for part in 0..3 {
+            let s = encrypt_regs::<GROUP>(&k, &mut ctr);
+            let p = out[n][part * 4 * GROUP..].as_mut_ptr().cast::<__m512i>();
+            for (i, x) in s.into_iter().enumerate() {
+                // SAFETY: blocks `48 part .. 48 part + 48` of a day's 144 are bytes
+                // `64 i .. 64 i + 64` from `p`, i < GROUP; the store is unaligned.
+                unsafe { _mm512_storeu_si512(p.add(i), x) };
+            }
+            if let (Some(f), Some(pass)) = (filters, pass.get_mut(n)) {
+                let (words, shift) = f[n];
+                let sh = _mm512_set1_epi64(i64::from(shift));
+                let mut bits = 0u64;
+                for i in 0..GROUP / 2 {
+                    // The first 8 bytes of the eight RPIs of registers 2i and 2i + 1.
+                    let first = _mm512_permutex2var_epi64(s[2 * i], even, s[2 * i + 1]);
+                    // SAFETY: the filter's shape was checked (the contract).
+                    let m = unsafe { crate::kernels::filter8(words.as_ptr(), sh, first) };
+                    bits |= u64::from(m) << (8 * i);
+                }
+                pass[part] = bits;
+            }
+        }
     }
 }
