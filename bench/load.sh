@@ -11,7 +11,8 @@
 # 3. Real uploads (JWT check + 30-key insert) on SQLite, then on PostgreSQL.
 #
 # Knobs (environment): CONNS (64), DURATION (10 s), THREADS (2, generator threads),
-# UPLOADS (20000), UPLOAD_CONNS (32), PORT (18080), NGINX_PORT (18081),
+# UPLOADS (20000), WARMUP (2000 uploads sent and not counted before each timed upload
+# run, so that a database just started, its caches cold, is not what is measured), UPLOAD_CONNS (32), PORT (18080), NGINX_PORT (18081),
 # BENCH_DATABASE_URL (a PostgreSQL URL whose role may CREATE DATABASE; default: the one
 # .ci/postgres.sh prints), SKIP_POSTGRES=1.
 # Prints a Markdown table at the end (also saved to $WORK/results.md).
@@ -22,6 +23,7 @@ CONNS=${CONNS:-64}
 DURATION=${DURATION:-10}
 THREADS=${THREADS:-2}
 UPLOADS=${UPLOADS:-20000}
+WARMUP=${WARMUP:-2000}
 UPLOAD_CONNS=${UPLOAD_CONNS:-32}
 PORT=${PORT:-18080}
 NGINX_PORT=${NGINX_PORT:-18081}
@@ -140,6 +142,13 @@ NGX=$("$LOAD" --threads "$THREADS" --connections "$CONNS" download \
 kill -QUIT "$(cat "$WORK/nginx.pid")"; rm -f "$WORK/nginx.pid"
 
 # --- 3. uploads --------------------------------------------------------------------------
+warmup() {
+  [ "$WARMUP" -gt 0 ] || return 0
+  log "warm-up: $WARMUP uploads, not counted"
+  "$LOAD" --threads "$THREADS" --connections "$UPLOAD_CONNS" upload \
+    --url "http://127.0.0.1:$PORT/v2/gaen/exposed" --ha-key "$DATA/ha-dev-key.pem" --count "$WARMUP" >/dev/null
+}
+warmup
 log "uploads on SQLite ($UPLOADS, $UPLOAD_CONNS connections)"
 UP_SQLITE=$("$LOAD" --threads "$THREADS" --connections "$UPLOAD_CONNS" upload \
   --url "http://127.0.0.1:$PORT/v2/gaen/exposed" --ha-key "$DATA/ha-dev-key.pem" --count "$UPLOADS")
@@ -153,6 +162,7 @@ if [ "${SKIP_POSTGRES:-0}" != 1 ]; then
     psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS dp3t_bench" -c "CREATE DATABASE dp3t_bench" >&2
     PG_URL="${ADMIN_URL%/*}/dp3t_bench"
     start_server postgres DP3T_DATA_DIR="$DATA" DP3T_DATABASE_URL="$PG_URL" DP3T_RELEASE_BUCKET_SECONDS=7200
+    warmup
     log "uploads on PostgreSQL ($UPLOADS, $UPLOAD_CONNS connections)"
     UP_PG=$("$LOAD" --threads "$THREADS" --connections "$UPLOAD_CONNS" upload \
       --url "http://127.0.0.1:$PORT/v2/gaen/exposed" --ha-key "$DATA/ha-dev-key.pem" --count "$UPLOADS")

@@ -2,11 +2,16 @@
 //!
 //! A phone holds up to ~100,000 sightings and checks every published batch against them
 //! (a national GAEN batch can hold a million keys, i.e. 144 million RPIs). The sightings
-//! are indexed once per batch in a [`SightingIndex`]: a bitmap of about 64 bits per
-//! sighting (a pre-filter that answers "certainly not heard" for ~99.6% of identifiers
-//! with one memory read that stays in cache) in front of an open-addressing table that
-//! confirms the full 16 bytes. Identifiers are pseudo-random, so their first 8 bytes are
-//! used directly as the hash.
+//! are indexed once per batch in a [`SightingIndex`]: a blocked Bloom filter of 32 to 64
+//! bits per sighting (a pre-filter that answers "certainly not heard" for ~99.9% of
+//! identifiers with one memory read) in front of an open-addressing table that confirms
+//! the full 16 bytes. Identifiers are pseudo-random, so their first 8 bytes are used
+//! directly as the hash.
+//!
+//! GAEN and low-cost matching also split the sightings by day, each day with its own
+//! filter small enough for the L1 cache, and take the published keys day by day. On
+//! x86-64 with SHA-NI and VAES + AVX-512, a GAEN key's RPIs meet the filter while still
+//! in registers, as they leave the AES unit.
 //!
 //! Every candidate then passes the scheme's time rules: sightings at or after the batch's
 //! release time never match, GAEN keys and hybrid windows match only within their validity
