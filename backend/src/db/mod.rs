@@ -289,6 +289,33 @@ macro_rules! on_write {
     };
 }
 
+/// Start a write transaction on a pool of [`on_write!`]. On SQLite it is `BEGIN
+/// IMMEDIATE`, which takes the write lock at once and so waits (the busy timeout) while
+/// another connection, or another node on the same file, holds it: a transaction begun
+/// plainly takes the lock only at its first write, and if it has read before, SQLite
+/// answers `database is locked` at once rather than wait (it could deadlock). On
+/// PostgreSQL a plain `BEGIN`.
+pub(crate) trait BeginWrite {
+    /// The pool's database.
+    type Database: sqlx::Database;
+    /// `BEGIN` (PostgreSQL) or `BEGIN IMMEDIATE` (SQLite).
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        self.begin().await
+    }
+}
+
 /// Run `$body` with `$p` bound to the pool for reads.
 macro_rules! on_read {
     ($db:expr, $p:ident => $body:expr) => {
@@ -664,7 +691,7 @@ impl Db {
         let now_i = to_i64(now)?;
         let last_gone_period = to_i64((now / 86_400).saturating_sub(1))?;
         on_write!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let records = sqlx::query("DELETE FROM used_tokens WHERE expires_at < $1")
                 .bind(now_i)
                 .execute(&mut *tx)
@@ -752,7 +779,7 @@ impl Db {
         let mut by_jti: Vec<usize> = (0..uploads.len()).collect();
         by_jti.sort_by_key(|&i| uploads[i].jti_hash);
         on_write!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let mut outcomes = vec![StoreOutcome::Stored; uploads.len()];
             for &i in &by_jti {
                 let u = &uploads[i];

@@ -23,7 +23,7 @@
 use dp3t_core::engine::Scheme;
 use sqlx::Row;
 
-use super::{to_i64, to_u64, Db, DbError, DbResult};
+use super::{to_i64, to_u64, BeginWrite, Db, DbError, DbResult};
 
 /// The name of `scheme` in the database, the logs and the metrics.
 pub fn scheme_name(scheme: Scheme) -> &'static str {
@@ -175,7 +175,7 @@ impl Db {
         };
         let postgres = matches!(self, Db::Postgres(_));
         on_write!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             let row = sqlx::query(lock)
                 .bind(name)
                 .fetch_optional(&mut *tx)

@@ -6,7 +6,7 @@
 use sqlx::Row;
 use zeroize::Zeroizing;
 
-use super::{to_i64, to_u64, Db, DbError, DbResult};
+use super::{to_i64, to_u64, BeginWrite, Db, DbError, DbResult};
 
 /// One stored key pair.
 #[derive(Clone)]
@@ -64,7 +64,7 @@ impl Db {
         );
         let postgres = matches!(self, Db::Postgres(_));
         let rows = on_write!(self, p => {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_write().await?;
             if postgres {
                 sqlx::query("SELECT pg_advisory_xact_lock($1)")
                     .bind(ROTATION_LOCK)
