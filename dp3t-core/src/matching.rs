@@ -28,6 +28,7 @@ use crate::published::{HybridEntry, LowCostEntry};
 use crate::store::Sighting;
 use crate::time::{Day, UnixTime, ENIN_SECONDS};
 use crate::EphId;
+use std::ops::RangeInclusive;
 
 /// Clock-skew tolerance around a key's or window's validity (profile choice, §2).
 pub const TOLERANCE_SECONDS: u64 = 7_200;
@@ -387,97 +388,46 @@ fn for_each_chunk<T: Sync>(items: &[T], f: impl Fn(&[T], &mut Vec<Match>) + Sync
     out
 }
 
-/// What [`GaenDays::select`] says of a published key.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum KeyFilter {
-    /// The key lies inside one day: that day's filter (an index into [`GaenDays`]).
-    Day(usize),
-    /// The key crosses midnight (or the sightings span too many days): the index's own.
-    All,
-    /// No sighting lies in the key's validity ±2 h: nothing to derive.
-    Skip,
-}
-
-/// The pre-filters of GAEN matching by day. Filter `d` holds every sighting that lies
-/// inside `[start of d − 2 h, end of d + 2 h)` (each second of it), which is all that a
-/// key valid inside day `d` can match. A national batch's keys are spread over 14 days,
-/// so a day's filter holds about a fourteenth of the sightings and, at 16 to 32 bits an
-/// id, stays in the L1 cache while that day's keys are matched (the index's own filter,
-/// 512 KiB for 100,000 sightings, is read from L2).
-struct GaenDays {
-    first: u64,
-    days: Vec<Option<PreFilter>>,
-    /// Whether the sightings' days were few enough to be split ([`MAX_GAEN_DAYS`]).
-    split: bool,
-}
-
-/// The most days [`GaenDays`] splits the sightings into (a phone keeps 14); beyond,
+/// The most days GAEN matching splits the sightings into (a phone keeps 14); beyond,
 /// every key uses the index's filter.
-const MAX_GAEN_DAYS: u64 = 64;
+const MAX_GAEN_DAYS: u32 = 64;
 
-impl GaenDays {
-    /// The days `d` whose window `[d·86400 − 2 h, (d+1)·86400 + 2 h)` holds all of `s`:
-    /// at most two, none if the sighting is longer than a day and 4 h.
-    fn days_of(s: &Sighting) -> std::ops::RangeInclusive<u64> {
-        let lo = u64::from(s.last_seen).saturating_sub(TOLERANCE_SECONDS) / 86_400;
-        let hi = (u64::from(s.first_seen) + TOLERANCE_SECONDS) / 86_400;
-        lo..=hi
-    }
+/// The days `d` whose GAEN window `[d·86400 − 2 h, (d+1)·86400 + 2 h)` holds all of `s`:
+/// at most two, none if the sighting is longer than a day and 4 h. Filter `d` of
+/// [`gaen_day_filters`] holds these sightings, all that a key valid inside day `d` can match.
+fn gaen_days_of(s: &Sighting) -> RangeInclusive<u32> {
+    let lo = u64::from(s.last_seen).saturating_sub(TOLERANCE_SECONDS) / 86_400;
+    let hi = (u64::from(s.first_seen) + TOLERANCE_SECONDS) / 86_400;
+    // Both are at most (2^32 + 7,200) / 86,400: they fit.
+    lo as u32..=hi as u32
+}
 
-    fn new(sightings: &[Sighting]) -> Self {
-        let spans = sightings
-            .iter()
-            .map(Self::days_of)
-            .filter(|r| !r.is_empty());
-        let first = spans.clone().map(|r| *r.start()).min().unwrap_or(0);
-        let last = spans.map(|r| *r.end()).max().unwrap_or(0);
-        let len = last.saturating_sub(first).saturating_add(1);
-        if len > MAX_GAEN_DAYS {
-            return GaenDays {
-                first,
-                days: Vec::new(),
-                split: false,
-            };
-        }
-        let mut counts = vec![0usize; len as usize];
-        for s in sightings {
-            for d in Self::days_of(s) {
-                counts[(d - first) as usize] += 1;
-            }
-        }
-        let mut days: Vec<Option<PreFilter>> = counts
-            .iter()
-            .map(|&n| (n > 0).then(|| PreFilter::for_day(n)))
-            .collect();
-        for s in sightings {
-            for d in Self::days_of(s) {
-                if let Some(f) = &mut days[(d - first) as usize] {
-                    f.insert(&s.id);
-                }
-            }
-        }
-        GaenDays {
-            first,
-            days,
-            split: true,
-        }
-    }
+/// The day filters of GAEN matching ([`gaen_days_of`]); `None` when the sightings span
+/// more than [`MAX_GAEN_DAYS`]. A national batch's keys are spread over 14 days, so a
+/// day's filter holds about a fourteenth of the sightings and stays in the L1 cache
+/// while that day's keys are matched (the index's own filter, 512 KiB for 100,000
+/// sightings, is read from L2).
+fn gaen_day_filters(sightings: &[Sighting]) -> Option<DayFilters> {
+    let spans = sightings.iter().map(gaen_days_of).filter(|r| !r.is_empty());
+    let first = spans.clone().map(|r| *r.start()).min().unwrap_or(0);
+    let last = spans.map(|r| *r.end()).max().unwrap_or(0);
+    (last.saturating_sub(first) < MAX_GAEN_DAYS)
+        .then(|| DayFilters::new(sightings, first, last, gaen_days_of))
+}
 
-    /// Which filter `k`'s RPIs go through.
-    fn select(&self, k: &PublishedTek) -> KeyFilter {
-        let day = u64::from(k.rolling_start) / 144;
-        let inside = u64::from(k.rolling_start % 144) + u64::from(k.rolling_period) <= 144;
-        if !self.split || !inside {
-            return KeyFilter::All;
-        }
-        match day
-            .checked_sub(self.first)
-            .and_then(|d| self.days.get(d as usize))
-        {
-            Some(Some(_)) => KeyFilter::Day((day - self.first) as usize),
-            _ => KeyFilter::Skip,
-        }
+/// Where a published key goes in GAEN matching: `Some(d)` for the filter of day `d`
+/// (an index into `days`), `Some(days.len())` for the index's own filter (a key that
+/// crosses midnight, or no day filters), `None` when no sighting lies in the key's
+/// validity ±2 h (nothing to derive).
+fn gaen_bucket(days: Option<&DayFilters>, k: &PublishedTek) -> Option<usize> {
+    let Some(days) = days else {
+        return Some(0);
+    };
+    if u64::from(k.rolling_start % 144) + u64::from(k.rolling_period) > 144 {
+        return Some(days.days.len());
     }
+    let d = (k.rolling_start / 144).checked_sub(days.first)? as usize;
+    days.days.get(d)?.as_ref().map(|_| d)
 }
 
 /// Match published GAEN keys: derive each key's RPIs and look them up. A sighting counts
@@ -490,7 +440,13 @@ pub fn match_gaen(
     if index.is_empty() {
         return Vec::new();
     }
-    let days = GaenDays::new(index.sightings);
+    let days = gaen_day_filters(index.sightings);
+    let buckets = days.as_ref().map_or(1, |d| d.days.len() + 1);
+    let filter_of = |b: usize| {
+        days.as_ref()
+            .and_then(|d| d.days.get(b)?.as_ref())
+            .unwrap_or(&index.filter)
+    };
     for_each_chunk(keys, |chunk, out| {
         let Some(&first) = chunk.first() else {
             return;
@@ -499,30 +455,24 @@ pub fn match_gaen(
         // day's keys together, then the keys that cross midnight), so that a day's filter
         // is read while it is in cache and the keys are read in order; keys that cannot
         // match are dropped.
-        let selected: Vec<KeyFilter> = chunk.iter().map(|k| days.select(k)).collect();
-        let bucket = |f: KeyFilter| match f {
-            KeyFilter::Day(d) => Some(d),
-            KeyFilter::All => Some(days.days.len()),
-            KeyFilter::Skip => None,
-        };
-        let mut starts = vec![0usize; days.days.len() + 2];
-        for b in selected.iter().filter_map(|&f| bucket(f)) {
+        let selected: Vec<Option<usize>> = chunk
+            .iter()
+            .map(|k| gaen_bucket(days.as_ref(), k))
+            .collect();
+        let mut starts = vec![0usize; buckets + 1];
+        for &b in selected.iter().flatten() {
             starts[b + 1] += 1;
         }
         for b in 1..starts.len() {
             starts[b] += starts[b - 1];
         }
-        let mut sorted = vec![(first, KeyFilter::Skip); starts[starts.len() - 1]];
-        for (k, &f) in chunk.iter().zip(&selected) {
-            if let Some(b) = bucket(f) {
-                sorted[starts[b]] = (*k, f);
+        let mut sorted = vec![(first, &index.filter); starts[buckets]];
+        for (k, &b) in chunk.iter().zip(&selected) {
+            if let Some(b) = b {
+                sorted[starts[b]] = (*k, filter_of(b));
                 starts[b] += 1;
             }
         }
-        let filter_of = |f: KeyFilter| match f {
-            KeyFilter::Day(d) => days.days[d].as_ref().unwrap_or(&index.filter),
-            _ => &index.filter,
-        };
         let mut batch = [([0u8; 16], 0u32); LANES];
         let mut filters: [WordFilter<'_>; LANES] = [index.filter.words(); LANES];
         let mut bufs = [[Block::default(); 144]; LANES];
@@ -533,7 +483,7 @@ pub fn match_gaen(
             let len = group.len();
             for ((b, f), (k, s)) in batch.iter_mut().zip(&mut filters).zip(group) {
                 *b = (k.key_data, k.rolling_start);
-                *f = filter_of(*s).words();
+                *f = s.words();
             }
             let mut pass = [[0u64; 3]; LANES];
             if !derive_rpis_prefiltered(
@@ -545,7 +495,7 @@ pub fn match_gaen(
                 derive_rpis_many(&batch[..len], &mut bufs[..len]);
                 for (((_, f), buf), pass) in group.iter().zip(&bufs).zip(&mut pass) {
                     let mut found = [0u8; 256];
-                    let n = filter_of(*f).prefilter(&buf[..], &mut found);
+                    let n = f.prefilter(&buf[..], &mut found);
                     for &j in &found[..n] {
                         pass[usize::from(j) / 48] |= 1 << (j % 48);
                     }
@@ -595,7 +545,9 @@ pub fn match_lowcost(
         .map(|e| e.day.max(oldest_day))
         .min()
         .unwrap_or(last_day);
-    let filters = DayFilters::new(index.sightings, first_day, last_day);
+    let filters = DayFilters::new(index.sightings, first_day.0, last_day.0, |s| {
+        s.day().0..=s.day().0
+    });
     for_each_chunk(entries, |chunk, out| {
         let walks = chunk.iter().filter(|e| e.day <= last_day).map(|e| {
             // Skip straight to the first day anyone could still have stored.
@@ -634,42 +586,53 @@ pub fn match_lowcost(
     })
 }
 
-/// The pre-filters of the low-cost walk: one for each day `first..=last`, over the
-/// sightings that began on it ([`PreFilter::for_day`]: one day's filter stays in cache
-/// while the chains walk that day).
+/// Pre-filters of the sightings by UTC day, for the days `first..=last`
+/// ([`PreFilter::for_day`]: one day's filter stays in cache while that day's keys are
+/// matched). GAEN puts a sighting in the days of [`gaen_days_of`], low-cost in the day it
+/// began on. A day that no sighting falls in has no filter: nothing can match there.
 struct DayFilters {
-    first: Day,
-    days: Vec<PreFilter>,
+    first: u32,
+    days: Vec<Option<PreFilter>>,
 }
 
 impl DayFilters {
-    fn new(sightings: &[Sighting], first: Day, last: Day) -> Self {
-        let n = last.0.saturating_add(1).saturating_sub(first.0) as usize;
-        let mut ids: Vec<Vec<&[u8; 16]>> = vec![Vec::new(); n];
+    /// Filter `d` holds every sighting `s` with `d` in `days_of(s)`.
+    fn new(
+        sightings: &[Sighting],
+        first: u32,
+        last: u32,
+        days_of: impl Fn(&Sighting) -> RangeInclusive<u32>,
+    ) -> Self {
+        let len = (last as usize + 1).saturating_sub(first as usize);
+        let mut counts = vec![0usize; len];
+        let slot = |d: u32| d.checked_sub(first).map(|i| i as usize);
         for s in sightings {
-            if let Some(v) = (s.day().0)
-                .checked_sub(first.0)
-                .and_then(|d| ids.get_mut(d as usize))
-            {
-                v.push(&s.id);
+            for d in days_of(s) {
+                if let Some(c) = slot(d).and_then(|i| counts.get_mut(i)) {
+                    *c += 1;
+                }
             }
         }
-        DayFilters {
-            first,
-            days: ids
-                .iter()
-                .map(|v| {
-                    let mut f = PreFilter::for_day(v.len());
-                    v.iter().for_each(|id| f.insert(id));
-                    f
-                })
-                .collect(),
+        let mut days: Vec<Option<PreFilter>> = counts
+            .iter()
+            .map(|&n| (n > 0).then(|| PreFilter::for_day(n)))
+            .collect();
+        for s in sightings {
+            for d in days_of(s) {
+                if let Some(Some(f)) = slot(d).and_then(|i| days.get_mut(i)) {
+                    f.insert(&s.id);
+                }
+            }
         }
+        DayFilters { first, days }
     }
-    /// The filter of `day`; `None` outside the range (no sighting of it can match).
+
+    /// The filter of `day`; `None` outside the range or for a day without sightings.
     #[inline(always)]
     fn of(&self, day: Day) -> Option<&PreFilter> {
-        self.days.get(day.0.checked_sub(self.first.0)? as usize)
+        self.days
+            .get(day.0.checked_sub(self.first)? as usize)?
+            .as_ref()
     }
 }
 
@@ -934,7 +897,8 @@ mod tests {
         /// keys that cross midnight through the index's) finds exactly what a plain scan
         /// finds: every sighting of one of a key's RPIs that lies inside the key's validity
         /// ±2 h and ended before the release. Sightings sit near midnights, keys are
-        /// aligned to days or not, short or long.
+        /// aligned to days or not, short or long; with or without a sighting far in the
+        /// past (then the sightings are not split by day).
         #[test]
         fn gaen_matching_equals_a_plain_scan(
             keys in proptest::collection::vec(
@@ -944,6 +908,7 @@ mod tests {
             noise in proptest::collection::vec(
                 (proptest::prelude::any::<[u8; 16]>(), 0u32..6 * 86_400), 0..40),
             release in 2u64 * 86_400..7 * 86_400,
+            far in proptest::prelude::any::<bool>(),
         ) {
             let base = 20_000u32 * 144;
             let keys: Vec<PublishedTek> = keys
@@ -964,6 +929,11 @@ mod tests {
                 let rpi = crate::gaen::Tek::from_bytes(k.key_data).rpik().rpi(crate::time::Enin(enin));
                 let t = (i64::from(enin) * 600 + shift).max(0) as u32;
                 sightings.push(Sighting { id: rpi.0, first_seen: t, last_seen: t + length, seconds: [length, 0, 0] });
+            }
+            if far {
+                // A sighting years before the others: too many days to split, so every
+                // key goes through the index's own filter.
+                sightings.push(Sighting { id: [1; 16], first_seen: 100, last_seen: 400, seconds: [300, 0, 0] });
             }
             let release = UnixTime(u64::from(base) * 600 + release);
             let idx = SightingIndex::new(&sightings);
