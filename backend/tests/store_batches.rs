@@ -10,32 +10,18 @@ mod common;
 use std::sync::Arc;
 
 use backend::db::{NewKey, StoreOutcome, UploadRecord};
-use common::{drop_db, open_db, Backend};
+use common::{drop_db, open_db, stored_key, stored_upload, Backend};
 
 fn key(byte: u8, round: u8) -> NewKey {
     let mut key_data = [byte; 16];
     key_data[15] = round;
-    NewKey {
-        key_data,
-        rolling_start_number: 2_000_000,
-        rolling_period: 144,
-        transmission_risk_level: 0,
-        days_since_onset: 0,
-        received_at: 600,
-        publish_at: 600,
-    }
+    stored_key(key_data, 600)
 }
 
 fn upload(jti: u32, keys: Vec<NewKey>) -> UploadRecord {
     let mut jti_hash = [0; 32];
     jti_hash[..4].copy_from_slice(&jti.to_be_bytes());
-    UploadRecord {
-        jti_hash,
-        expires_at: 4_000_000_000,
-        body_digest: [7; 32],
-        keys,
-        design: None,
-    }
+    stored_upload(jti_hash, keys)
 }
 
 async fn batches_sharing_keys_in_opposite_orders_all_commit(backend: Backend) {

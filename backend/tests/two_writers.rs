@@ -12,8 +12,7 @@ mod common;
 use std::str::FromStr;
 use std::time::Duration;
 
-use backend::db::{NewKey, UploadRecord};
-use common::{open_db, Backend};
+use common::{open_db, stored_key, stored_upload, Backend};
 use dp3t_core::engine::Scheme;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{ConnectOptions, Connection};
@@ -45,22 +44,7 @@ async fn hold_write_lock(url: &str, hold: Duration) -> tokio::task::JoinHandle<(
 async fn writes_wait_for_another_nodes_write_lock() {
     let (db, url, _, _dir) = open_db(Backend::Sqlite).await;
     // Something to claim: one upload received before the bucket ends.
-    let key = NewKey {
-        key_data: [9; 16],
-        rolling_start_number: 2_000_000,
-        rolling_period: 144,
-        transmission_risk_level: 0,
-        days_since_onset: 0,
-        received_at: 600,
-        publish_at: 600,
-    };
-    let upload = |jti: u8| UploadRecord {
-        jti_hash: [jti; 32],
-        expires_at: 4_000_000_000,
-        body_digest: [7; 32],
-        keys: vec![key],
-        design: None,
-    };
+    let upload = |jti: u8| stored_upload([jti; 32], vec![stored_key([9; 16], 600)]);
     db.store_uploads(&[upload(1)]).await.unwrap();
     for round in 0..3u64 {
         let holder = hold_write_lock(&url, Duration::from_millis(300)).await;

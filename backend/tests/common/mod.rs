@@ -482,3 +482,30 @@ pub async fn drop_db(pg: Option<(String, String)>) {
         drop_pg_database(&admin, &name).await;
     }
 }
+
+/// A key valid for the day from ENIN 2,000,000, received and published at `at` (seconds).
+pub fn stored_key(key_data: [u8; 16], at: u64) -> backend::db::NewKey {
+    backend::db::NewKey {
+        key_data,
+        rolling_start_number: 2_000_000,
+        rolling_period: 144,
+        transmission_risk_level: 0,
+        days_since_onset: 0,
+        received_at: at,
+        publish_at: at,
+    }
+}
+
+/// A GAEN upload of `keys` under the single-use digest `jti_hash`, for `Db::store_uploads`.
+pub fn stored_upload(
+    jti_hash: [u8; 32],
+    keys: Vec<backend::db::NewKey>,
+) -> backend::db::UploadRecord {
+    backend::db::UploadRecord {
+        jti_hash,
+        expires_at: 4_000_000_000,
+        body_digest: [7; 32],
+        keys,
+        design: None,
+    }
+}
