@@ -366,15 +366,30 @@ impl<'a> SightingIndex<'a> {
 /// Split `items` across threads (feature `parallel`) and concatenate the matches.
 fn for_each_chunk<T: Sync>(items: &[T], f: impl Fn(&[T], &mut Vec<Match>) + Sync) -> Vec<Match> {
     #[cfg(feature = "parallel")]
+    let chunk = (items.len() / (rayon::current_num_threads() * 8)).max(1024);
+    #[cfg(not(feature = "parallel"))]
+    let chunk = items.len();
+    for_each_chunk_with(items, chunk, || (), |(), c, out| f(c, out))
+}
+
+/// Split `items` into chunks of `chunk` (at least 1) and run `f` on each, across threads
+/// with the `parallel` feature once there are 4,096 items; concatenate the matches. Each
+/// task makes its scratch with `init` once and reuses it for all the chunks it takes.
+fn for_each_chunk_with<T: Sync, S>(
+    items: &[T],
+    chunk: usize,
+    init: impl Fn() -> S + Sync + Send,
+    f: impl Fn(&mut S, &[T], &mut Vec<Match>) + Sync,
+) -> Vec<Match> {
+    #[cfg(feature = "parallel")]
     {
         use rayon::prelude::*;
         if items.len() >= 4096 {
-            let chunk = (items.len() / (rayon::current_num_threads() * 8)).max(1024);
             return items
-                .par_chunks(chunk)
-                .map(|c| {
+                .par_chunks(chunk.max(1))
+                .map_init(init, |scratch, c| {
                     let mut out = Vec::new();
-                    f(c, &mut out);
+                    f(scratch, c, &mut out);
                     out
                 })
                 .reduce(Vec::new, |mut a, mut b| {
@@ -383,8 +398,11 @@ fn for_each_chunk<T: Sync>(items: &[T], f: impl Fn(&[T], &mut Vec<Match>) + Sync
                 });
         }
     }
+    let mut scratch = init();
     let mut out = Vec::new();
-    f(items, &mut out);
+    for c in items.chunks(chunk.max(1)) {
+        f(&mut scratch, c, &mut out);
+    }
     out
 }
 
@@ -430,6 +448,38 @@ fn gaen_bucket(days: Option<&DayFilters>, k: &PublishedTek) -> Option<usize> {
     days.days.get(d)?.as_ref().map(|_| d)
 }
 
+/// Keys a GAEN matching task takes at a time: enough to amortise the sort by day, few
+/// enough that the tasks end together and the scratch stays in L2 (8,192 × 32 bytes).
+const GAEN_CHUNK: usize = 8192;
+
+/// Candidates (RPIs that passed a pre-filter) gathered before they are looked up: their
+/// table slots are fetched as they come, so the lookups' cache misses overlap with the
+/// derivation instead of stalling it.
+const GAEN_CANDIDATES: usize = 16;
+
+/// What one GAEN matching task reuses from chunk to chunk (no allocation per chunk).
+struct GaenScratch<'f> {
+    /// Each key's bucket ([`gaen_bucket`]), `u32::MAX` for a key that cannot match.
+    buckets: Vec<u32>,
+    /// Where each bucket's keys start in `sorted`.
+    starts: Vec<usize>,
+    /// The chunk's keys in the order of their buckets, each with its pre-filter.
+    sorted: Vec<(PublishedTek, &'f PreFilter)>,
+    /// RPIs that passed the pre-filter, with the time range their key allows.
+    candidates: Vec<(Block, u64, u64)>,
+}
+
+/// Look up the gathered candidates and empty the list.
+fn gaen_lookups(
+    index: &SightingIndex<'_>,
+    candidates: &mut Vec<(Block, u64, u64)>,
+    out: &mut Vec<Match>,
+) {
+    for (rpi, from, until) in candidates.drain(..) {
+        index.collect(rpi.as_ref(), from, until, out);
+    }
+}
+
 /// Match published GAEN keys: derive each key's RPIs and look them up. A sighting counts
 /// if it lies within the key's validity ±2 h and ended before `release_time`.
 pub fn match_gaen(
@@ -447,7 +497,13 @@ pub fn match_gaen(
             .and_then(|d| d.days.get(b)?.as_ref())
             .unwrap_or(&index.filter)
     };
-    for_each_chunk(keys, |chunk, out| {
+    let scratch = || GaenScratch {
+        buckets: Vec::new(),
+        starts: Vec::new(),
+        sorted: Vec::new(),
+        candidates: Vec::with_capacity(GAEN_CANDIDATES + 3 * 48),
+    };
+    for_each_chunk_with(keys, GAEN_CHUNK, scratch, |scratch, chunk, out| {
         let Some(&first) = chunk.first() else {
             return;
         };
@@ -455,20 +511,31 @@ pub fn match_gaen(
         // day's keys together, then the keys that cross midnight), so that a day's filter
         // is read while it is in cache and the keys are read in order; keys that cannot
         // match are dropped.
-        let selected: Vec<Option<usize>> = chunk
-            .iter()
-            .map(|k| gaen_bucket(days.as_ref(), k))
-            .collect();
-        let mut starts = vec![0usize; buckets + 1];
-        for &b in selected.iter().flatten() {
-            starts[b + 1] += 1;
+        let GaenScratch {
+            buckets: selected,
+            starts,
+            sorted,
+            candidates,
+        } = scratch;
+        selected.clear();
+        selected.extend(
+            chunk
+                .iter()
+                .map(|k| gaen_bucket(days.as_ref(), k).map_or(u32::MAX, |b| b as u32)),
+        );
+        starts.clear();
+        starts.resize(buckets + 1, 0);
+        for &b in selected.iter().filter(|&&b| b != u32::MAX) {
+            starts[b as usize + 1] += 1;
         }
         for b in 1..starts.len() {
             starts[b] += starts[b - 1];
         }
-        let mut sorted = vec![(first, &index.filter); starts[buckets]];
-        for (k, &b) in chunk.iter().zip(&selected) {
-            if let Some(b) = b {
+        sorted.clear();
+        sorted.resize(starts[buckets], (first, &index.filter));
+        for (k, &b) in chunk.iter().zip(selected.iter()) {
+            if b != u32::MAX {
+                let b = b as usize;
                 sorted[starts[b]] = (*k, filter_of(b));
                 starts[b] += 1;
             }
@@ -478,7 +545,7 @@ pub fn match_gaen(
         let mut bufs = [[Block::default(); 144]; LANES];
         // The keys are derived LANES at a time (their HKDFs and AES passes interleaved),
         // each RPI tested against the pre-filter as it leaves the AES unit (about 0.1%
-        // pass); then the few candidates are looked up.
+        // pass); the few candidates are gathered and looked up together.
         for group in sorted.chunks(LANES) {
             let len = group.len();
             for ((b, f), (k, s)) in batch.iter_mut().zip(&mut filters).zip(group) {
@@ -518,12 +585,17 @@ pub fn match_gaen(
                         let j = 48 * part + bits.trailing_zeros() as usize;
                         bits &= bits - 1;
                         if j < period {
-                            index.collect(buf[j].as_ref(), from, until, out);
+                            index.prefetch_slot(buf[j].as_ref());
+                            candidates.push((buf[j], from, until));
                         }
                     }
                 }
             }
+            if candidates.len() >= GAEN_CANDIDATES {
+                gaen_lookups(index, candidates, out);
+            }
         }
+        gaen_lookups(index, candidates, out);
     })
 }
 
@@ -734,6 +806,60 @@ mod tests {
         }
         let empty = SightingIndex::new(&[]);
         assert_eq!(empty.lookup(&[0; 16]).count(), 0);
+    }
+
+    /// A batch of several GAEN tasks' chunks: contacts planted in keys on both sides of
+    /// every chunk boundary, and one key with more contacts than the candidate list
+    /// holds, are all found, and nothing else is.
+    #[test]
+    fn gaen_matching_finds_contacts_across_chunks_and_candidate_flushes() {
+        let day = 20_000u32;
+        let n = 2 * GAEN_CHUNK + 100;
+        let keys: Vec<PublishedTek> = (0..n as u32)
+            .map(|i| {
+                let key_data = random_id(7, i);
+                PublishedTek {
+                    key_data,
+                    rolling_start: (day + i % 3) * 144,
+                    rolling_period: 144,
+                }
+            })
+            .collect();
+        let mut planted: Vec<(usize, u32)> = [0, GAEN_CHUNK - 1, GAEN_CHUNK, 2 * GAEN_CHUNK, n - 1]
+            .iter()
+            .map(|&k| (k, (k % 144) as u32))
+            .collect();
+        planted.extend((0..2 * GAEN_CANDIDATES as u32 + 3).map(|j| (GAEN_CHUNK + 1, j)));
+        let mut sightings: Vec<Sighting> = (0..5_000u32)
+            .map(|i| Sighting {
+                id: random_id(8, i),
+                first_seen: (day + i % 3) * 86_400 + i,
+                last_seen: (day + i % 3) * 86_400 + i + 300,
+                seconds: [300, 0, 0],
+            })
+            .collect();
+        let mut want = Vec::new();
+        for &(k, j) in &planted {
+            let key = &keys[k];
+            let enin = key.rolling_start + j;
+            let rpi = crate::gaen::Tek::from_bytes(key.key_data)
+                .rpik()
+                .rpi(crate::time::Enin(enin));
+            let s = Sighting {
+                id: rpi.0,
+                first_seen: enin * 600 + 10,
+                last_seen: enin * 600 + 310,
+                seconds: [300, 0, 0],
+            };
+            sightings.push(s);
+            want.push(Match::of(&s));
+        }
+        let idx = SightingIndex::new(&sightings);
+        let mut got = match_gaen(&idx, &keys, UnixTime(u64::from(day + 5) * 86_400));
+        let key = |m: &Match| (m.id, m.day, m.seconds);
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        assert_eq!(got, want);
     }
 
     /// Pseudo-random 16-byte ids: SHA-256 of `(tag, i)`, truncated.
