@@ -4,9 +4,10 @@
 //! (a national GAEN batch can hold a million keys, i.e. 144 million RPIs). The sightings
 //! are indexed once per batch in a [`SightingIndex`]: a blocked Bloom filter of 32 to 64
 //! bits per sighting (a pre-filter that answers "certainly not heard" for ~99.9% of
-//! identifiers with one memory read) in front of an open-addressing table that confirms
-//! the full 16 bytes. Identifiers are pseudo-random, so their first 8 bytes are used
-//! directly as the hash.
+//! identifiers with one memory read) in front of buckets of sightings (a counting sort,
+//! built in two passes) that confirm the full 16 bytes. Identifiers are pseudo-random, so
+//! their bytes are used directly as hashes: the first 8 for the pre-filters, the last 8
+//! for the bucket and a fingerprint.
 //!
 //! GAEN and low-cost matching also split the sightings by day, each day with its own
 //! filter small enough for the L1 cache, and take the published keys day by day. On
@@ -76,14 +77,17 @@ pub struct SightingIndex<'a> {
     sightings: &'a [Sighting],
     /// The pre-filter of every sighting.
     filter: PreFilter,
-    /// Open addressing, slot → 32-bit fingerprint of the id (never 0; 0 = empty), so a
-    /// pre-filter false positive costs one read of this compact array.
-    fingerprints: Vec<u32>,
-    /// Slot → position in `order` of the first sighting with that id.
-    positions: Vec<u32>,
-    table_mask: usize,
-    /// Indices into `sightings`, sorted by id, so equal ids (several days) are adjacent.
+    /// The sightings in buckets by the top bits of their id's second half ([`suffix`]):
+    /// bucket `b` is `order[starts[b] .. starts[b + 1]]`, about 0.4 sightings each, so
+    /// a pre-filter false positive usually ends at an empty bucket.
+    starts: Vec<u32>,
+    /// `64 - log2(number of buckets)`.
+    bucket_shift: u32,
+    /// Indices into `sightings`, bucket by bucket.
     order: Vec<u32>,
+    /// The 32-bit fingerprint of each `order` entry's id ([`fingerprint`]), read before
+    /// the sighting itself is.
+    fingerprints: Vec<u32>,
 }
 
 /// The first 8 bytes of an id, little-endian: the hash of the pre-filter and the table.
@@ -95,10 +99,10 @@ fn prefix(id: &[u8; 16]) -> u64 {
 }
 
 /// The pre-filter's three bits of an id prefix inside its 64-bit word (word `bit >> 6`):
-/// bit `bit & 63` and two more from prefix bits 20..26 and 26..32, which neither the word
-/// index nor the fingerprint use. Three bits in one word (a blocked Bloom filter) cost one
+/// bit `bit & 63` and two more from prefix bits 20..26 and 26..32, which the word index
+/// does not use (the index's buckets and fingerprints read the id's other half). Three bits in one word (a blocked Bloom filter) cost one
 /// memory read like one bit, and let through about 0.1% of unheard ids instead of about
-/// 2.4% with one bit: each of those costs a probe of the table, a likely cache miss.
+/// 2.4% with one bit: each of those costs a look into the index, a likely cache miss.
 #[inline(always)]
 fn filter_mask(p: u64, bit: usize) -> u64 {
     (1 << (bit & 63)) | (1 << ((p >> 20) & 63)) | (1 << ((p >> 26) & 63))
@@ -116,10 +120,20 @@ pub(crate) trait Id16: AsRef<[u8; 16]> {}
 #[cfg(not(target_arch = "x86_64"))]
 impl<T: AsRef<[u8; 16]>> Id16 for T {}
 
-/// The table's fingerprint of an id prefix: its high 32 bits, never 0.
+/// The last 8 bytes of an id, little-endian: its bucket in the index (top bits) and its
+/// fingerprint (low 32 bits), apart from the bits [`prefix`] gives the pre-filters.
 #[inline(always)]
-fn fingerprint(p: u64) -> u32 {
-    ((p >> 32) as u32).max(1)
+fn suffix(id: &[u8; 16]) -> u64 {
+    let mut p = [0u8; 8];
+    p.copy_from_slice(&id[8..]);
+    u64::from_le_bytes(p)
+}
+
+/// The index's fingerprint of an id: the low 32 bits of its [`suffix`] (the bucket takes
+/// the top 18 for 100,000 sightings).
+#[inline(always)]
+fn fingerprint(id: &[u8; 16]) -> u32 {
+    suffix(id) as u32
 }
 
 /// A blocked Bloom filter of 16-byte ids: `2^(64 - shift)` bits in 64-bit words; an id
@@ -249,35 +263,37 @@ impl<'a> SightingIndex<'a> {
         let n = sightings.len().max(1);
         // 512 KiB for 100,000 sightings, which stays in L2.
         let mut filter = PreFilter::for_ids(n);
-        let mut order: Vec<u32> = (0..sightings.len() as u32).collect();
-        order.sort_unstable_by(|&a, &b| sightings[a as usize].id.cmp(&sightings[b as usize].id));
-        let table_len = (n * 2).next_power_of_two();
-        let mut fingerprints = vec![0u32; table_len];
-        let mut positions = vec![0u32; table_len];
-        let table_mask = table_len - 1;
-        let mut prev: Option<&[u8; 16]> = None;
-        for (pos, &i) in order.iter().enumerate() {
-            let id = &sightings[i as usize].id;
-            filter.insert(id);
-            let p = prefix(id);
-            if prev == Some(id) {
-                continue;
-            }
-            prev = Some(id);
-            let mut slot = (p as usize) & table_mask;
-            while fingerprints[slot] != 0 {
-                slot = (slot + 1) & table_mask;
-            }
-            fingerprints[slot] = fingerprint(p);
-            positions[slot] = pos as u32;
+        // A counting sort into 2n..4n buckets.
+        let buckets = (n * 2).next_power_of_two();
+        let bucket_shift = 64 - buckets.trailing_zeros();
+        let bucket = |s: &Sighting| (suffix(&s.id) >> bucket_shift) as usize;
+        // starts[b] counts bucket b, then (summed) is where it ends, then (as the
+        // entries are placed from the back) where it begins.
+        let mut starts = vec![0u32; buckets + 1];
+        for s in sightings {
+            starts[bucket(s)] += 1;
+        }
+        let mut sum = 0;
+        for c in &mut starts {
+            sum += *c;
+            *c = sum;
+        }
+        let mut order = vec![0u32; sightings.len()];
+        let mut fingerprints = vec![0u32; sightings.len()];
+        for (i, s) in sightings.iter().enumerate().rev() {
+            let end = &mut starts[bucket(s)];
+            *end -= 1;
+            order[*end as usize] = i as u32;
+            fingerprints[*end as usize] = fingerprint(&s.id);
+            filter.insert(&s.id);
         }
         SightingIndex {
             sightings,
             filter,
-            fingerprints,
-            positions,
-            table_mask,
+            starts,
+            bucket_shift,
             order,
+            fingerprints,
         }
     }
 
@@ -303,43 +319,34 @@ impl<'a> SightingIndex<'a> {
         self.filter.prefetch(id);
     }
 
-    /// Start bringing the table slot where a lookup of `id` begins into the cache.
+    /// The bucket of `id`.
+    #[inline(always)]
+    fn bucket(&self, id: &[u8; 16]) -> usize {
+        (suffix(id) >> self.bucket_shift) as usize
+    }
+
+    /// Start bringing the start of `id`'s bucket into the cache, for a lookup a little
+    /// later.
     #[inline(always)]
     fn prefetch_slot(&self, id: &[u8; 16]) {
-        let slot = (prefix(id) as usize) & self.table_mask;
+        let b = self.bucket(id);
         #[cfg(target_arch = "x86_64")]
-        crate::kernels::prefetch(&self.fingerprints[slot]);
+        crate::kernels::prefetch(&self.starts[b]);
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = slot;
+        let _ = b;
     }
 
     /// Every sighting of `id` (one per day it was heard).
     #[inline]
     pub fn lookup(&self, id: &[u8; 16]) -> impl Iterator<Item = &'a Sighting> + '_ {
         let key = *id;
-        let p = prefix(id);
-        let fp = fingerprint(p);
-        let mut slot = (p as usize) & self.table_mask;
-        let mut first = None;
-        loop {
-            let f = self.fingerprints[slot];
-            if f == 0 {
-                break;
-            }
-            if f == fp {
-                let pos = self.positions[slot] as usize;
-                if self.sightings[self.order[pos] as usize].id == key {
-                    first = Some(pos);
-                    break;
-                }
-            }
-            slot = (slot + 1) & self.table_mask;
-        }
-        let start = first.unwrap_or(self.order.len());
-        self.order[start..]
-            .iter()
-            .map(|&i| &self.sightings[i as usize])
-            .take_while(move |s| s.id == key)
+        let fp = fingerprint(id);
+        let b = self.bucket(id);
+        let (from, until) = (self.starts[b] as usize, self.starts[b + 1] as usize);
+        (from..until)
+            .filter(move |&pos| self.fingerprints[pos] == fp)
+            .map(|pos| &self.sightings[self.order[pos] as usize])
+            .filter(move |s| s.id == key)
     }
 
     /// Append a [`Match`] for every sighting of `id` lying inside `[from, until)`.
@@ -806,6 +813,32 @@ mod tests {
         }
         let empty = SightingIndex::new(&[]);
         assert_eq!(empty.lookup(&[0; 16]).count(), 0);
+    }
+
+    /// Ids that share their last 8 bytes (one bucket, one fingerprint), as a crafted
+    /// broadcast could: a lookup still returns the sightings of its own id only.
+    #[test]
+    fn index_tells_apart_ids_of_one_bucket_and_fingerprint() {
+        let id = |i: u8| {
+            let mut id = [0xAB; 16];
+            id[0] = i;
+            id
+        };
+        let list: Vec<Sighting> = (0..60u32)
+            .map(|i| Sighting {
+                id: id((i % 20) as u8),
+                first_seen: 86_400 * (1 + i / 20),
+                last_seen: 86_400 * (1 + i / 20) + 60,
+                seconds: [60, 0, 0],
+            })
+            .collect();
+        let idx = SightingIndex::new(&list);
+        for i in 0..20u8 {
+            let found: Vec<_> = idx.lookup(&id(i)).collect();
+            assert_eq!(found.len(), 3, "id {i} on three days");
+            assert!(found.iter().all(|s| s.id == id(i)));
+        }
+        assert_eq!(idx.lookup(&id(20)).count(), 0);
     }
 
     /// A batch of several GAEN tasks' chunks: contacts planted in keys on both sides of
