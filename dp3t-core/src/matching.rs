@@ -261,32 +261,43 @@ impl<'a> SightingIndex<'a> {
     /// Index `sightings` (their ids need not be distinct).
     pub fn new(sightings: &'a [Sighting]) -> Self {
         let n = sightings.len().max(1);
-        // 512 KiB for 100,000 sightings, which stays in L2.
-        let mut filter = PreFilter::for_ids(n);
-        // A counting sort into 2n..4n buckets.
-        let buckets = (n * 2).next_power_of_two();
-        let bucket_shift = 64 - buckets.trailing_zeros();
-        let bucket = |s: &Sighting| (suffix(&s.id) >> bucket_shift) as usize;
-        // starts[b] counts bucket b, then (summed) is where it ends, then (as the
-        // entries are placed from the back) where it begins.
-        let mut starts = vec![0u32; buckets + 1];
-        for s in sightings {
-            starts[bucket(s)] += 1;
-        }
-        let mut sum = 0;
-        for c in &mut starts {
-            sum += *c;
-            *c = sum;
-        }
-        let mut order = vec![0u32; sightings.len()];
-        let mut fingerprints = vec![0u32; sightings.len()];
-        for (i, s) in sightings.iter().enumerate().rev() {
-            let end = &mut starts[bucket(s)];
-            *end -= 1;
-            order[*end as usize] = i as u32;
-            fingerprints[*end as usize] = fingerprint(&s.id);
-            filter.insert(&s.id);
-        }
+        // The filter and the buckets are built side by side (on two threads with the
+        // `parallel` feature, for 4,096 sightings or more).
+        let ((starts, bucket_shift, order, fingerprints), filter) = join(
+            sightings.len() >= 4096,
+            || {
+                // A counting sort into 2n..4n buckets.
+                let buckets = (n * 2).next_power_of_two();
+                let bucket_shift = 64 - buckets.trailing_zeros();
+                let bucket = |s: &Sighting| (suffix(&s.id) >> bucket_shift) as usize;
+                // starts[b] counts bucket b, then (summed) is where it ends, then (as the
+                // entries are placed from the back) where it begins.
+                let mut starts = vec![0u32; buckets + 1];
+                for s in sightings {
+                    starts[bucket(s)] += 1;
+                }
+                let mut sum = 0;
+                for c in &mut starts {
+                    sum += *c;
+                    *c = sum;
+                }
+                let mut order = vec![0u32; sightings.len()];
+                let mut fingerprints = vec![0u32; sightings.len()];
+                for (i, s) in sightings.iter().enumerate().rev() {
+                    let end = &mut starts[bucket(s)];
+                    *end -= 1;
+                    order[*end as usize] = i as u32;
+                    fingerprints[*end as usize] = fingerprint(&s.id);
+                }
+                (starts, bucket_shift, order, fingerprints)
+            },
+            || {
+                // 512 KiB for 100,000 sightings, which stays in L2.
+                let mut filter = PreFilter::for_ids(n);
+                sightings.iter().for_each(|s| filter.insert(&s.id));
+                filter
+            },
+        );
         SightingIndex {
             sightings,
             filter,
@@ -370,6 +381,20 @@ impl<'a> SightingIndex<'a> {
     }
 }
 
+/// `(a(), b())`, on two threads when `parallel` holds and the feature `parallel` is on.
+fn join<A: Send, B: Send>(
+    parallel: bool,
+    a: impl FnOnce() -> A + Send,
+    b: impl FnOnce() -> B + Send,
+) -> (A, B) {
+    #[cfg(feature = "parallel")]
+    if parallel {
+        return rayon::join(a, b);
+    }
+    let _ = parallel;
+    (a(), b())
+}
+
 /// Split `items` across threads (feature `parallel`) and concatenate the matches.
 fn for_each_chunk<T: Sync>(items: &[T], f: impl Fn(&[T], &mut Vec<Match>) + Sync) -> Vec<Match> {
     #[cfg(feature = "parallel")]
@@ -436,8 +461,18 @@ fn gaen_day_filters(sightings: &[Sighting]) -> Option<DayFilters> {
     let spans = sightings.iter().map(gaen_days_of).filter(|r| !r.is_empty());
     let first = spans.clone().map(|r| *r.start()).min().unwrap_or(0);
     let last = spans.map(|r| *r.end()).max().unwrap_or(0);
-    (last.saturating_sub(first) < MAX_GAEN_DAYS)
-        .then(|| DayFilters::new(sightings, first, last, gaen_days_of))
+    if last.saturating_sub(first) >= MAX_GAEN_DAYS {
+        return None;
+    }
+    // The earlier and the later days side by side (see `join`).
+    let mid = first + (last - first) / 2;
+    let (mut early, late) = join(
+        sightings.len() >= 4096 && first < last,
+        || DayFilters::new(sightings, first, mid, gaen_days_of),
+        || DayFilters::new(sightings, mid + 1, last, gaen_days_of),
+    );
+    early.days.extend(late.days);
+    Some(early)
 }
 
 /// Where a published key goes in GAEN matching: `Some(d)` for the filter of day `d`
