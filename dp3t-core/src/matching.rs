@@ -347,6 +347,19 @@ impl<'a> SightingIndex<'a> {
         let _ = b;
     }
 
+    /// The second step of [`SightingIndex::prefetch_slot`], once the bucket's start is in
+    /// cache: start bringing the bucket's first fingerprint in.
+    #[inline(always)]
+    fn prefetch_bucket(&self, id: &[u8; 16]) {
+        let start = self.starts[self.bucket(id)] as usize;
+        #[cfg(target_arch = "x86_64")]
+        if let Some(f) = self.fingerprints.get(start) {
+            crate::kernels::prefetch(f);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = start;
+    }
+
     /// Every sighting of `id` (one per day it was heard).
     #[inline]
     pub fn lookup(&self, id: &[u8; 16]) -> impl Iterator<Item = &'a Sighting> + '_ {
@@ -509,17 +522,27 @@ struct GaenScratch<'f> {
     sorted: Vec<(PublishedTek, &'f PreFilter)>,
     /// RPIs that passed the pre-filter, with the time range their key allows.
     candidates: Vec<(Block, u64, u64)>,
+    /// Candidates whose lookups are next ([`gaen_lookups`]).
+    held: Vec<(Block, u64, u64)>,
 }
 
-/// Look up the gathered candidates and empty the list.
+/// The candidates' lookups, pipelined: the new ones' first fingerprints are fetched (their
+/// buckets' starts were fetched as they came), then the ones held from the last call,
+/// fetched by then, are looked up; the new ones are held for the next call. Two calls
+/// with no new candidates finish everything.
 fn gaen_lookups(
     index: &SightingIndex<'_>,
     candidates: &mut Vec<(Block, u64, u64)>,
+    held: &mut Vec<(Block, u64, u64)>,
     out: &mut Vec<Match>,
 ) {
-    for (rpi, from, until) in candidates.drain(..) {
+    for (rpi, _, _) in candidates.iter() {
+        index.prefetch_bucket(rpi.as_ref());
+    }
+    for (rpi, from, until) in held.drain(..) {
         index.collect(rpi.as_ref(), from, until, out);
     }
+    std::mem::swap(candidates, held);
 }
 
 /// Match published GAEN keys: derive each key's RPIs and look them up. A sighting counts
@@ -544,6 +567,7 @@ pub fn match_gaen(
         starts: Vec::new(),
         sorted: Vec::new(),
         candidates: Vec::with_capacity(GAEN_CANDIDATES + 3 * 48),
+        held: Vec::with_capacity(GAEN_CANDIDATES + 3 * 48),
     };
     for_each_chunk_with(keys, GAEN_CHUNK, scratch, |scratch, chunk, out| {
         let Some(&first) = chunk.first() else {
@@ -558,6 +582,7 @@ pub fn match_gaen(
             starts,
             sorted,
             candidates,
+            held,
         } = scratch;
         selected.clear();
         selected.extend(
@@ -634,10 +659,11 @@ pub fn match_gaen(
                 }
             }
             if candidates.len() >= GAEN_CANDIDATES {
-                gaen_lookups(index, candidates, out);
+                gaen_lookups(index, candidates, held, out);
             }
         }
-        gaen_lookups(index, candidates, out);
+        gaen_lookups(index, candidates, held, out);
+        gaen_lookups(index, candidates, held, out);
     })
 }
 
