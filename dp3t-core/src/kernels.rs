@@ -548,11 +548,17 @@ unsafe impl Rows16 for EphId {}
 unsafe impl Rows16 for crate::gaen::Block {}
 const _: () = assert!(std::mem::size_of::<crate::gaen::Block>() == 16);
 
-/// Whether this CPU has AVX-512F (the kernel of [`sighting_prefilter`]). Cached.
+/// Whether this CPU has what [`filter8`] uses: AVX-512 F, BW, VBMI and BITALG (Intel
+/// since Ice Lake, AMD since Zen 4; the older AVX-512 Xeons take the scalar test). Cached.
 #[inline]
-fn avx512() -> bool {
+pub(crate) fn avx512() -> bool {
     static AVX512: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVX512.get_or_init(|| std::is_x86_feature_detected!("avx512f"))
+    *AVX512.get_or_init(|| {
+        std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512vbmi")
+            && std::is_x86_feature_detected!("avx512bitalg")
+    })
 }
 
 /// The pre-filter of a phone's sighting index (`SightingIndex` in `matching.rs`) over
@@ -561,7 +567,8 @@ fn avx512() -> bool {
 /// `(p >> shift) & 63`, `(p >> 20) & 63` and `(p >> 26) & 63` set. The positions of the
 /// ids that pass are appended to `out` from `n` on (at most 256 positions are kept);
 /// returns the new count and how many ids were tested (a multiple of eight; the caller
-/// tests the rest). `None` when the CPU lacks AVX-512F or `bitmap` does not fit `shift`.
+/// tests the rest). `None` when the CPU lacks what [`filter8`] uses or `bitmap` does not
+/// fit `shift`.
 #[inline]
 pub(crate) fn sighting_prefilter<T: Rows16>(
     bitmap: &[u64],
@@ -573,7 +580,7 @@ pub(crate) fn sighting_prefilter<T: Rows16>(
         return None;
     }
     let groups = ids.len().min(256) / 8;
-    // SAFETY: `avx512()` found AVX-512F; `bitmap.len() == 2^(58 - shift)`, so every
+    // SAFETY: `avx512()` found the features; `bitmap.len() == 2^(58 - shift)`, so every
     // word index `p >> shift >> 6` is in bounds; `T: Rows16` makes `ids` 16-byte rows and
     // `groups * 8 <= ids.len()`.
     Some(unsafe { sighting_prefilter_x86(bitmap, shift, ids.as_ptr().cast(), groups, out) })
@@ -603,23 +610,29 @@ unsafe fn load8(words: *const u64, idx: __m512i) -> __m512i {
 /// `filter_mask` in `matching.rs`). `shift` holds the shift in every lane. Also called
 /// by the GAEN kernel on RPIs still in registers.
 ///
+/// The three bit positions are picked out of each id as bytes in one instruction
+/// (`vpmultishiftqb`), and the bits they name tested in one more (`vpshufbitqmb`): five
+/// vector instructions besides the loads, where shifts, rotates and masks took ten.
+///
 /// # Safety
 /// `words` points to `2^(58 - shift)` readable words, `shift <= 58`, and the CPU has
-/// AVX-512F.
-#[target_feature(enable = "avx512f")]
+/// AVX-512 F, BW, VBMI and BITALG.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512bitalg")]
 #[inline]
 pub(crate) unsafe fn filter8(words: *const u64, shift: __m512i, p: __m512i) -> u8 {
-    let one = _mm512_set1_epi64(1);
-    let bit = _mm512_srlv_epi64(p, shift);
+    let word = _mm512_srlv_epi64(p, _mm512_add_epi64(shift, _mm512_set1_epi64(6)));
     // SAFETY: every lane is `p >> shift >> 6 < 2^(58 - shift)` (the contract).
-    let got = unsafe { load8(words, _mm512_srli_epi64::<6>(bit)) };
-    // A rotate takes its count modulo 64: the bit positions need no masking.
-    let m = _mm512_ternarylogic_epi64::<0xfe>(
-        _mm512_rolv_epi64(one, bit),
-        _mm512_rolv_epi64(one, _mm512_srli_epi64::<20>(p)),
-        _mm512_rolv_epi64(one, _mm512_srli_epi64::<26>(p)),
-    );
-    _mm512_cmpeq_epi64_mask(_mm512_and_si512(got, m), m)
+    let got = unsafe { load8(words, word) };
+    // The bit offsets into each id of the bytes to pick: `shift`, 20, 26, and 20 and 26
+    // again (so that the test below can ask for all eight bits). Only each byte's low six
+    // bits name a bit of the word.
+    const OFFSETS: i64 =
+        (20 << 8) | (26 << 16) | (20 << 24) | (26 << 32) | (20 << 40) | (26 << 48) | (20 << 56);
+    let picked =
+        _mm512_multishift_epi64_epi8(_mm512_or_si512(shift, _mm512_set1_epi64(OFFSETS)), p);
+    // Bit 8i + k: bit `picked` byte k of word i is set.
+    let bits = _mm512_movm_epi8(_mm512_bitshuffle_epi64_mask(got, picked));
+    _mm512_cmpeq_epi64_mask(bits, _mm512_set1_epi64(-1))
 }
 
 /// Whether `words` and `shift` have the shape [`filter8`] needs.
@@ -632,9 +645,9 @@ pub(crate) fn filter_shape_ok(words: &[u64], shift: u32) -> bool {
 /// of those that pass, and a scalar loop over the (rare) set bits.
 ///
 /// # Safety
-/// `shift <= 58` and `bitmap.len() == 1 << (58 - shift)`; `rows` points to `8 * groups` readable 16-byte
-/// rows; the CPU has AVX-512F.
-#[target_feature(enable = "avx512f")]
+/// `shift <= 58` and `bitmap.len() == 1 << (58 - shift)`; `rows` points to `8 * groups`
+/// readable 16-byte rows; the CPU has the features [`avx512`] checks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vbmi,avx512bitalg")]
 unsafe fn sighting_prefilter_x86(
     bitmap: &[u64],
     shift: u32,

@@ -25,6 +25,9 @@ pub(super) struct Cpu {
     sha_ni: bool,
     /// VAES on 512-bit registers (AVX-512F), and AES-NI for the key schedule.
     vaes512: bool,
+    /// What the pre-filter test [`crate::kernels::filter8`] uses (AVX-512 BW, VBMI and
+    /// BITALG besides F), which the many-key kernel is compiled with.
+    filter: bool,
 }
 
 /// The CPU's features, detected on first use and cached for the life of the process.
@@ -40,6 +43,7 @@ pub(super) fn cpu() -> Cpu {
             && std::is_x86_feature_detected!("avx512f")
             && std::is_x86_feature_detected!("aes")
             && std::is_x86_feature_detected!("sse2"),
+        filter: crate::kernels::avx512(),
     })
 }
 
@@ -403,7 +407,7 @@ fn derive_groups(
     pass: &mut [[u64; 3]],
 ) -> bool {
     let cpu = cpu();
-    if !(cpu.sha_ni && cpu.vaes512) {
+    if !(cpu.sha_ni && cpu.vaes512 && cpu.filter) {
         return false;
     }
     macro_rules! group {
@@ -576,7 +580,9 @@ fn expand_keys<const N: usize>(keys: [__m128i; N]) -> [[__m128i; 11]; N] {
 /// # Safety
 /// The CPU has every feature this is compiled for; each filter has the shape
 /// [`crate::kernels::filter_shape_ok`] accepts; with `filters`, `pass` has `N` entries.
-#[target_feature(enable = "sha,sse2,ssse3,sse4.1,aes,avx512f,vaes")]
+#[target_feature(
+    enable = "sha,sse2,ssse3,sse4.1,aes,avx512f,vaes,avx512bw,avx512vbmi,avx512bitalg"
+)]
 unsafe fn derive_lanes<const N: usize>(
     keys: &[([u8; 16], u32); N],
     out: &mut [super::DayBlocks; N],
