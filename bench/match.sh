@@ -7,8 +7,9 @@
 #      gaen-limit.sh), kept as a second column, and the bound of low-cost and hybrid,
 #   3. Google's reference matching algorithm on OpenSSL (shared/bench/gaen_match_anchor.c),
 #   4. `dp3t bench match` for the four schemes, all cores and one thread, with peak memory.
-#      GAEN runs GAEN_RUNS times (default 3) on all cores and on one thread; the ratios
-#      use the best run (the limit is a best of 5 too) and the range of all runs is shown.
+#      GAEN runs GAEN_RUNS times (default 5) on all cores and on one thread; the ratios
+#      use the best run (the limit is a best of 5 repetitions too) and the range of all
+#      runs is shown.
 # The load average is printed before, between and after, since the machine may be shared.
 # Usage: bench/match.sh [SHARED_BENCH_DIR]   (default ../shared/bench, relative to the
 # repository root; without it the bound is computed here by the same formula, and the
@@ -20,7 +21,7 @@ shared="${1:-../shared/bench}"
 target="${CARGO_TARGET_DIR:-target}"
 out="$target/bench"
 mkdir -p "$out"
-runs="${GAEN_RUNS:-3}"
+runs="${GAEN_RUNS:-5}"
 
 cargo build --release -q -p dp3t-cli
 dp3t="$target/release/dp3t"
