@@ -90,7 +90,7 @@ pub struct SightingIndex<'a> {
     fingerprints: Vec<u32>,
 }
 
-/// The first 8 bytes of an id, little-endian: the hash of the pre-filter and the table.
+/// The first 8 bytes of an id, little-endian: the hash of the pre-filters.
 #[inline(always)]
 fn prefix(id: &[u8; 16]) -> u64 {
     let mut p = [0u8; 8];
@@ -100,9 +100,10 @@ fn prefix(id: &[u8; 16]) -> u64 {
 
 /// The pre-filter's three bits of an id prefix inside its 64-bit word (word `bit >> 6`):
 /// bit `bit & 63` and two more from prefix bits 20..26 and 26..32, which the word index
-/// does not use (the index's buckets and fingerprints read the id's other half). Three bits in one word (a blocked Bloom filter) cost one
-/// memory read like one bit, and let through about 0.1% of unheard ids instead of about
-/// 2.4% with one bit: each of those costs a look into the index, a likely cache miss.
+/// does not use (the index's buckets and fingerprints read the id's other half). Three
+/// bits in one word (a blocked Bloom filter) cost one memory read like one bit, and let
+/// through about 0.1% of unheard ids instead of about 2.4% with one bit: each of those
+/// costs a look into the index, a likely cache miss.
 #[inline(always)]
 fn filter_mask(p: u64, bit: usize) -> u64 {
     (1 << (bit & 63)) | (1 << ((p >> 20) & 63)) | (1 << ((p >> 26) & 63))
@@ -508,8 +509,8 @@ fn gaen_bucket(days: Option<&DayFilters>, k: &PublishedTek) -> Option<usize> {
 const GAEN_CHUNK: usize = 8192;
 
 /// Candidates (RPIs that passed a pre-filter) gathered before they are looked up: their
-/// table slots are fetched as they come, so the lookups' cache misses overlap with the
-/// derivation instead of stalling it.
+/// buckets are fetched as they come ([`gaen_lookups`]), so the lookups' cache misses
+/// overlap with the derivation instead of stalling it.
 const GAEN_CANDIDATES: usize = 16;
 
 /// What one GAEN matching task reuses from chunk to chunk (no allocation per chunk).
