@@ -352,13 +352,12 @@ impl<'a> SightingIndex<'a> {
     /// cache: start bringing the bucket's first fingerprint in.
     #[inline(always)]
     fn prefetch_bucket(&self, id: &[u8; 16]) {
-        let start = self.starts[self.bucket(id)] as usize;
         #[cfg(target_arch = "x86_64")]
-        if let Some(f) = self.fingerprints.get(start) {
+        if let Some(f) = self.fingerprints.get(self.starts[self.bucket(id)] as usize) {
             crate::kernels::prefetch(f);
         }
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = start;
+        let _ = id;
     }
 
     /// Every sighting of `id` (one per day it was heard).
