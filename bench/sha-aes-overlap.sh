@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Builds bench/sha-aes-overlap.c against the shared ISA probe and prints its JSON line:
+# the probe's SHA lanes without the store before each call, and whether AES blocks and
+# pre-filter tests hide under SHA rounds on this CPU (BENCHMARKS.md, fifth session).
+# Usage: bench/sha-aes-overlap.sh [SHARED_BENCH_DIR]   (default ../shared/bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+shared="${1:-../shared/bench}"
+out="${CARGO_TARGET_DIR:-target}/bench"
+mkdir -p "$out"
+cc -O3 -march=native -I "$shared" bench/sha-aes-overlap.c -o "$out/sha-aes-overlap"
+"$out/sha-aes-overlap"
+"$out/sha-aes-overlap"
