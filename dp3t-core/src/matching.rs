@@ -471,18 +471,33 @@ fn gaen_days_of(s: &Sighting) -> RangeInclusive<u32> {
 /// while that day's keys are matched (the index's own filter, 512 KiB for 100,000
 /// sightings, is read from L2).
 fn gaen_day_filters(sightings: &[Sighting]) -> Option<DayFilters> {
-    let spans = sightings.iter().map(gaen_days_of).filter(|r| !r.is_empty());
-    let first = spans.clone().map(|r| *r.start()).min().unwrap_or(0);
-    let last = spans.map(|r| *r.end()).max().unwrap_or(0);
-    if last.saturating_sub(first) >= MAX_GAEN_DAYS {
+    // One pass finds the first and the last day and counts each day's sightings in a ring
+    // of `RING` slots, exact once the span is known to be under `MAX_GAEN_DAYS < RING`.
+    const RING: usize = 2 * MAX_GAEN_DAYS as usize;
+    let mut ring = [0usize; RING];
+    let (mut first, mut last) = (u32::MAX, 0);
+    for r in sightings.iter().map(gaen_days_of).filter(|r| !r.is_empty()) {
+        first = first.min(*r.start());
+        last = last.max(*r.end());
+        // A longer range (a sighting that ends before it starts) spans too many days.
+        if r.end() - r.start() < RING as u32 {
+            r.for_each(|d| ring[d as usize % RING] += 1);
+        }
+    }
+    if first > last {
+        (first, last) = (0, 0);
+    }
+    if last - first >= MAX_GAEN_DAYS {
         return None;
     }
-    // The earlier and the later days side by side (see `join`).
+    let counts: Vec<usize> = (first..=last).map(|d| ring[d as usize % RING]).collect();
+    // The earlier and the later days filled side by side (see `join`).
     let mid = first + (last - first) / 2;
+    let (early_counts, late_counts) = counts.split_at((mid - first + 1) as usize);
     let (mut early, late) = join(
         sightings.len() >= 4096 && first < last,
-        || DayFilters::new(sightings, first, mid, gaen_days_of),
-        || DayFilters::new(sightings, mid + 1, last, gaen_days_of),
+        || DayFilters::fill(sightings, first, early_counts, gaen_days_of),
+        || DayFilters::fill(sightings, mid + 1, late_counts, gaen_days_of),
     );
     early.days.extend(late.days);
     Some(early)
@@ -736,7 +751,8 @@ struct DayFilters {
 }
 
 impl DayFilters {
-    /// Filter `d` holds every sighting `s` with `d` in `days_of(s)`.
+    /// Filter `d` holds every sighting `s` with `d` in `days_of(s)`, for the days
+    /// `first..=last`.
     fn new(
         sightings: &[Sighting],
         first: u32,
@@ -745,21 +761,35 @@ impl DayFilters {
     ) -> Self {
         let len = (last as usize + 1).saturating_sub(first as usize);
         let mut counts = vec![0usize; len];
-        let slot = |d: u32| d.checked_sub(first).map(|i| i as usize);
         for s in sightings {
             for d in days_of(s) {
-                if let Some(c) = slot(d).and_then(|i| counts.get_mut(i)) {
+                if let Some(c) = d
+                    .checked_sub(first)
+                    .and_then(|i| counts.get_mut(i as usize))
+                {
                     *c += 1;
                 }
             }
         }
+        Self::fill(sightings, first, &counts, days_of)
+    }
+
+    /// [`DayFilters::new`] for the days `first .. first + counts.len()`, given how many
+    /// sightings each holds (each filter is sized by its count).
+    fn fill(
+        sightings: &[Sighting],
+        first: u32,
+        counts: &[usize],
+        days_of: impl Fn(&Sighting) -> RangeInclusive<u32>,
+    ) -> Self {
         let mut days: Vec<Option<PreFilter>> = counts
             .iter()
             .map(|&n| (n > 0).then(|| PreFilter::for_day(n)))
             .collect();
         for s in sightings {
             for d in days_of(s) {
-                if let Some(Some(f)) = slot(d).and_then(|i| days.get_mut(i)) {
+                let slot = d.checked_sub(first).and_then(|i| days.get_mut(i as usize));
+                if let Some(Some(f)) = slot {
                     f.insert(&s.id);
                 }
             }
@@ -954,6 +984,42 @@ mod tests {
         got.sort_by_key(key);
         want.sort_by_key(key);
         assert_eq!(got, want);
+    }
+
+    /// Sightings that end before they start (a clock step on the phone) span too many
+    /// days to split the others by day: the keys go through the index's own filter,
+    /// the contact is still found, and the days are not walked one by one.
+    #[test]
+    fn gaen_matching_survives_sightings_that_end_before_they_start() {
+        let day = 20_000u32;
+        let key = PublishedTek {
+            key_data: random_id(9, 0),
+            rolling_start: day * 144,
+            rolling_period: 144,
+        };
+        let enin = key.rolling_start + 77;
+        let rpi = crate::gaen::Tek::from_bytes(key.key_data)
+            .rpik()
+            .rpi(crate::time::Enin(enin));
+        let contact = Sighting {
+            id: rpi.0,
+            first_seen: enin * 600,
+            last_seen: enin * 600 + 300,
+            seconds: [300, 0, 0],
+        };
+        let mut sightings: Vec<Sighting> = (0..5_000u32)
+            .map(|i| Sighting {
+                id: random_id(10, i),
+                first_seen: u32::MAX - i,
+                last_seen: i,
+                seconds: [0, 0, 0],
+            })
+            .collect();
+        sightings.push(contact);
+        assert!(gaen_day_filters(&sightings).is_none());
+        let idx = SightingIndex::new(&sightings);
+        let got = match_gaen(&idx, &[key], UnixTime(u64::from(day + 2) * 86_400));
+        assert_eq!(got, vec![Match::of(&contact)]);
     }
 
     /// Pseudo-random 16-byte ids: SHA-256 of `(tag, i)`, truncated.
