@@ -5,7 +5,9 @@
 //  2. Can AES work hide under SHA rounds? One 4-lane compression alone, six "units" alone
 //     (16 AES-128 blocks on VAES plus the pre-filter test of their 16 RPIs against a 32 KiB
 //     table, as the GAEN kernel does), and the two interleaved (a unit after every third
-//     group of rounds). Run by bench/sha-aes-overlap.sh; prints one JSON line.
+//     group of rounds). Built three ways: the whole unit; -DAES_ONLY (its AES blocks,
+//     no test); -DFILTER_ONLY (its tests, on RPIs read from a table instead of
+//     encrypted). Run by bench/sha-aes-overlap.sh; prints one JSON line per build.
 #define main probe_main
 #include "gaen_limit_isa.c"
 #undef main
@@ -13,6 +15,8 @@
 
 static uint64_t TABLE[4096];
 static uint32_t SINK;
+static __m512i RPIS[4096];
+static int RPOS;
 
 __attribute__((target("aes,vaes,avx512f")))
 static inline uint32_t unit(const __m512i k[11], __m512i *ctr) {
@@ -21,8 +25,17 @@ static inline uint32_t unit(const __m512i k[11], __m512i *ctr) {
     const __m512i sh = _mm512_set1_epi64(46), one = _mm512_set1_epi64(1);
     __m512i x[4];
     for (int j = 0; j < 4; j++) { x[j] = _mm512_xor_si512(*ctr, k[0]); *ctr = _mm512_add_epi32(*ctr, four); }
+#ifndef FILTER_ONLY
     for (int r = 1; r < 10; r++) for (int j = 0; j < 4; j++) x[j] = _mm512_aesenc_epi128(x[j], k[r]);
     for (int j = 0; j < 4; j++) x[j] = _mm512_aesenclast_epi128(x[j], k[10]);
+#else
+    for (int j = 0; j < 4; j++) x[j] = _mm512_xor_si512(x[j], RPIS[(RPOS + j) & 4095]);
+    RPOS += 4;
+#endif
+#ifdef AES_ONLY
+    return (uint32_t)_mm_cvtsi128_si32(_mm512_castsi512_si128(
+        _mm512_xor_si512(_mm512_xor_si512(x[0], x[1]), _mm512_xor_si512(x[2], x[3]))));
+#endif
     uint32_t bits = 0;
     for (int h = 0; h < 2; h++) {
         __m512i p = _mm512_permutex2var_epi64(x[2 * h], even, x[2 * h + 1]);
@@ -77,6 +90,8 @@ static void mixed(uint32_t st[L][8], const uint8_t *blk[L], __m512i *ctr, const 
 int main(void) {
     if (!have_vaes()) { fprintf(stderr, "needs VAES on AVX-512\n"); return 2; }
     for (int i = 0; i < 4096; i++) TABLE[i] = (uint64_t)rand() << 32 ^ (uint64_t)rand();
+    for (int i = 0; i < 4096; i++) RPIS[i] = _mm512_set_epi32(rand(), rand(), rand(), rand(), rand(), rand(), rand(), rand(),
+                                                            rand(), rand(), rand(), rand(), rand(), rand(), rand(), rand());
     uint32_t st[L][8] = {{0}};
     uint8_t blk[64] = {1};
     const uint8_t *bp[L] = {blk, blk, blk, blk};
@@ -95,8 +110,15 @@ int main(void) {
         double r[3] = {(t1 - t0) * 1e9 / n, (t2 - t1) * 1e9 / n, (t3 - t2) * 1e9 / n};
         for (int j = 0; j < 3; j++) if (r[j] < best[j]) best[j] = r[j];
     }
-    printf("{\"sha_4_lanes_no_store_ns_per_block\": %.2f, \"sha_4_lanes_call_ns\": %.1f, "
+#if defined(AES_ONLY)
+    const char *unit_kind = "aes_only";
+#elif defined(FILTER_ONLY)
+    const char *unit_kind = "filter_only";
+#else
+    const char *unit_kind = "aes_and_filter";
+#endif
+    printf("{\"unit\": \"%s\", \"sha_4_lanes_no_store_ns_per_block\": %.2f, \"sha_4_lanes_call_ns\": %.1f, "
            "\"six_units_ns\": %.1f, \"sum_ns\": %.1f, \"interleaved_ns\": %.1f, \"sink\": %u}\n",
-           best[0] / L, best[0], best[1], best[0] + best[1], best[2], (SINK + st[0][0]) & 0);
+           unit_kind, best[0] / L, best[0], best[1], best[0] + best[1], best[2], (SINK + st[0][0]) & 0);
     return 0;
 }
