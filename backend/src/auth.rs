@@ -19,8 +19,6 @@ use jsonwebtoken::{errors::ErrorKind, Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::date::parse_iso_date;
-
 /// Longest accepted token validity, `exp - iat`, in seconds.
 pub const MAX_TOKEN_VALIDITY_SECONDS: u64 = 3600;
 /// Clock skew tolerated on `exp` and `iat`, in seconds.
@@ -326,7 +324,7 @@ fn check_claims(c: Claims, now: UnixTime) -> Result<UploadGrant, AuthError> {
     let onset = c
         .onset
         .as_deref()
-        .and_then(parse_iso_date)
+        .and_then(Day::parse_iso)
         .ok_or_else(|| AuthError::Claim("onset must be a YYYY-MM-DD date".into()))?;
     let fake = fake_claim(c.fake.as_ref())?;
     Ok(UploadGrant {
@@ -417,7 +415,7 @@ impl NextDayTokens {
             nbf: None,
             scope: Some(NEXT_DAY_SCOPE.into()),
             delayed_key_date: Some(delayed_key_date),
-            onset: Some(crate::date::format_iso_date(onset)),
+            onset: Some(onset.iso()),
             fake: Some(if fake { "1" } else { "0" }.into()),
         };
         jsonwebtoken::encode(
@@ -442,7 +440,7 @@ impl NextDayTokens {
         let onset = c
             .onset
             .as_deref()
-            .and_then(parse_iso_date)
+            .and_then(Day::parse_iso)
             .ok_or_else(|| AuthError::Claim("onset must be a YYYY-MM-DD date".into()))?;
         let fake = fake_claim(c.fake.as_ref())?;
         Ok(UploadGrant {
@@ -492,7 +490,7 @@ mod tests {
     fn a_good_token_grants_its_claims() {
         let (pem, keys) = es_key();
         let g = verify_upload_token(&sign(&pem, good_claims()), &keys, NOW).unwrap();
-        assert_eq!(g.onset, parse_iso_date("2023-11-10").unwrap());
+        assert_eq!(g.onset, Day::parse_iso("2023-11-10").unwrap());
         assert!(!g.fake);
         assert_eq!(g.expires_at, NOW.0 + 600);
         assert_eq!(g.jti_hash, <[u8; 32]>::from(Sha256::digest(b"abc")));

@@ -19,8 +19,6 @@ use dp3t_core::time::{Day, UnixTime};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rand::RngCore;
 
-use crate::date::format_iso_date;
-
 /// File name of the server's private signing key.
 pub const SIGNING_KEY_FILE: &str = "signing-key.pem";
 /// File name of the server's public signing key.
@@ -245,7 +243,7 @@ pub fn mint_dev_token(pem: &str, req: &DevTokenRequest) -> Result<String, KeyErr
     rand::rngs::OsRng.fill_bytes(&mut jti);
     let claims = serde_json::json!({
         "scope": crate::auth::UPLOAD_SCOPE,
-        "onset": format_iso_date(req.onset),
+        "onset": req.onset.iso(),
         "fake": if req.fake { "1" } else { "0" },
         "jti": hex::encode(jti),
         "iat": req.now.0,

@@ -21,7 +21,6 @@ pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod config;
-pub mod date;
 pub mod db;
 pub mod designs;
 pub mod keys;

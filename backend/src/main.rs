@@ -14,7 +14,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use backend::config::{Config, LogFormat};
-use backend::{date, keys, server, unix_now};
+use backend::{keys, server, unix_now};
 use clap::{Parser, Subcommand};
 
 /// DP-3T key server (GAEN, DP-3T SDK v2 API).
@@ -162,7 +162,7 @@ fn main() -> anyhow::Result<()> {
             fake,
             ttl_minutes,
         } => {
-            let onset = date::parse_iso_date(&onset)
+            let onset = dp3t_core::time::Day::parse_iso(&onset)
                 .with_context(|| format!("--onset {onset:?} is not a YYYY-MM-DD date"))?;
             let token = keys::dev_token_from_dir(
                 &data_dir,

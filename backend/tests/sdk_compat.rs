@@ -418,12 +418,9 @@ async fn v1_api_upload_next_day_and_day_download(backend: Backend) {
     .await;
 
     // The day's bucket list.
-    let r = get(format!(
-        "/v1/gaen/buckets/{}",
-        backend::date::format_iso_date(Day(today() - 1))
-    ))
-    .await
-    .unwrap();
+    let r = get(format!("/v1/gaen/buckets/{}", Day(today() - 1).iso()))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let signature = r
         .headers()

@@ -1259,14 +1259,9 @@ fn onset_from_token(token: &str) -> Option<u32> {
     parse_iso_date(claims.get("onset")?.as_str()?)
 }
 
-/// `YYYY-MM-DD` as a unix day number.
+/// `YYYY-MM-DD` as a unix day number ([`Day::parse_iso`]).
 pub fn parse_iso_date(s: &str) -> Option<u32> {
-    let mut parts = s.split('-');
-    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || y.len() != 4 || m.len() != 2 || d.len() != 2 {
-        return None;
-    }
-    days_from_civil(y.parse().ok()?, m.parse().ok()?, d.parse().ok()?)
+    Day::parse_iso(s).map(|d| d.0)
 }
 
 /// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`, RFC 9110 §5.6.7), the form every
@@ -1301,41 +1296,8 @@ pub fn parse_http_date(s: &str) -> Option<u64> {
     if h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    let days = days_from_civil(year, month, day)?;
-    Some(u64::from(days) * DAY_SECONDS + h * 3600 + mi * 60 + sec)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm), or
-/// `None` before 1970 or for an impossible date.
-fn days_from_civil(y: i64, m: u32, d: u32) -> Option<u32> {
-    if !(1..=12).contains(&m) || d == 0 {
-        return None;
-    }
-    let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let month_len = [
-        31,
-        if leap { 29 } else { 28 },
-        31,
-        30,
-        31,
-        30,
-        31,
-        31,
-        30,
-        31,
-        30,
-        31,
-    ];
-    if d > month_len[(m - 1) as usize] {
-        return None;
-    }
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    u32::try_from(era * 146_097 + doe - 719_468).ok()
+    let days = Day::from_civil(year, month, day)?;
+    Some(u64::from(days.0) * DAY_SECONDS + h * 3600 + mi * 60 + sec)
 }
 
 impl From<Error> for SessionError {
@@ -1370,6 +1332,10 @@ mod tests {
             "Sun Nov  6 08:49:37 1994",
             "Sun, 06 Nov 1994 24:00:00 GMT",
             "Sun, 06 Nov 1994 08:49:37 GMT extra",
+            // Years no calendar reaches: refused, not an arithmetic overflow.
+            "Sun, 06 Nov 99999999999999999 08:49:37 GMT",
+            "Sun, 06 Nov -99999999999999999 08:49:37 GMT",
+            "Sun, 06 Nov 1969 23:59:59 GMT",
         ] {
             assert_eq!(parse_http_date(bad), None, "{bad}");
         }

@@ -25,7 +25,6 @@ use dp3t_core::time::{Day, UnixTime};
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, AppState, ErrorCode};
-use crate::date::{format_iso_date, parse_iso_date};
 use crate::unix_now;
 
 /// `Cache-Control` of v1 downloads (as v2's).
@@ -151,7 +150,7 @@ fn day_buckets(day: Day, now: UnixTime, bucket_seconds: u64) -> DayBuckets {
         .collect();
     DayBuckets {
         day_timestamp: day.start_millis(),
-        day: format_iso_date(day),
+        day: day.iso(),
         relative_urls,
     }
 }
@@ -161,7 +160,7 @@ pub async fn buckets(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let day = parse_iso_date(&path).ok_or_else(|| {
+    let day = Day::parse_iso(&path).ok_or_else(|| {
         ApiError::bad_request(
             ErrorCode::Day,
             format!("{:?} is not a YYYY-MM-DD date", path.as_str()),

@@ -376,7 +376,7 @@ fn upload_requests(
     let key = jsonwebtoken::EncodingKey::from_ec_pem(&pem).context("reading the HA key")?;
     let now = backend::unix_now();
     let today = now.day().0;
-    let onset = backend::date::format_iso_date(dp3t_core::time::Day(today - 10));
+    let onset = dp3t_core::time::Day(today - 10).iso();
     let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
     let mut rng = rand::thread_rng();
     let mut out = Vec::with_capacity(count);

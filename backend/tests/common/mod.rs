@@ -357,7 +357,7 @@ pub fn claims(onset_days_ago: u32) -> serde_json::Value {
     let n = now().0;
     serde_json::json!({
         "scope": "exposed",
-        "onset": backend::date::format_iso_date(dp3t_core::time::Day(today() - onset_days_ago)),
+        "onset": dp3t_core::time::Day(today() - onset_days_ago).iso(),
         "fake": "0",
         "jti": format!("{:032x}", rand::random::<u128>()),
         "iat": n - 5,
