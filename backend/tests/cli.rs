@@ -345,23 +345,7 @@ fn serve_needs_no_setup_and_stops_on_sigterm() {
     assert_eq!(status(format!("{url}/metrics")), 404);
     assert_eq!(status(metrics_url), 200);
 
-    let kill = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let exit = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("server did not stop within 20 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    assert!(exit.success(), "{exit:?}");
+    stop(child);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

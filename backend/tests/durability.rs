@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::BufRead as _;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -25,37 +24,15 @@ struct Server {
 
 impl Server {
     fn start(data: &std::path::Path) -> Server {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dp3t-backend"))
-            .arg("serve")
-            .env("DP3T_DATA_DIR", data)
-            .env("DP3T_BIND", "127.0.0.1:0")
-            .env("DP3T_METRICS_BIND", "127.0.0.1:0")
-            .env("DP3T_UPLOAD_DELAY_MS", "0")
-            .env("DP3T_RELEASE_BUCKET_SECONDS", "2")
-            .env("DP3T_EXPORT_MIN_KEYS", "0")
-            .env("DP3T_WORKERS", "2")
-            .env_remove("DP3T_DATABASE_URL")
-            .env_remove("DP3T_CONFIG")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        stdout.read_line(&mut line).unwrap();
-        let addr = line
-            .split_whitespace()
-            .last()
-            .unwrap()
-            .trim_start_matches("http://")
-            .to_owned();
-        // Keep reading what it prints, or its next line would kill it (SIGPIPE).
-        std::thread::spawn(move || {
-            let mut sink = String::new();
-            while stdout.read_line(&mut sink).is_ok_and(|n| n > 0) {
-                sink.clear();
-            }
-        });
+        let (child, url) = spawn_serve(
+            data,
+            &[
+                ("DP3T_UPLOAD_DELAY_MS", "0"),
+                ("DP3T_RELEASE_BUCKET_SECONDS", "2"),
+                ("DP3T_EXPORT_MIN_KEYS", "0"),
+            ],
+        );
+        let addr = url.trim_start_matches("http://").to_owned();
         Server { child, addr }
     }
 

@@ -39,38 +39,19 @@ impl Drop for Server {
 /// The real server binary on a free port, in its own process (so that its resident
 /// memory is its own). Returns the child, its address and its data directory.
 fn spawn_server() -> (std::process::Child, String, std::path::PathBuf) {
-    use std::io::BufRead as _;
     let data = std::env::temp_dir().join(format!(
         "dp3t-stalls-{}-{:x}",
         std::process::id(),
         rand::random::<u64>()
     ));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dp3t-backend"))
-        .arg("serve")
-        .env("DP3T_DATA_DIR", &data)
-        .env("DP3T_BIND", "127.0.0.1:0")
-        .env("DP3T_METRICS_BIND", "127.0.0.1:0")
-        .env("DP3T_REQUEST_TIMEOUT_MS", "3000")
-        .env("DP3T_MAX_UPLOADS_IN_FLIGHT", "32")
-        .env("DP3T_UPLOAD_DELAY_MS", "50")
-        .env("DP3T_WORKERS", "2")
-        .env_remove("DP3T_DATABASE_URL")
-        .env_remove("DP3T_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    stdout.read_line(&mut line).unwrap();
-    let url = line.split_whitespace().last().unwrap().to_owned();
-    // Keep reading what it prints, or its next line would kill it (SIGPIPE).
-    std::thread::spawn(move || {
-        let mut sink = String::new();
-        while stdout.read_line(&mut sink).is_ok_and(|n| n > 0) {
-            sink.clear();
-        }
-    });
+    let (child, url) = spawn_serve(
+        &data,
+        &[
+            ("DP3T_REQUEST_TIMEOUT_MS", "3000"),
+            ("DP3T_MAX_UPLOADS_IN_FLIGHT", "32"),
+            ("DP3T_UPLOAD_DELAY_MS", "50"),
+        ],
+    );
     (child, url.trim_start_matches("http://").to_owned(), data)
 }
 

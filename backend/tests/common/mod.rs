@@ -509,3 +509,36 @@ pub fn stored_upload(
         design: None,
     }
 }
+
+/// The real `dp3t-backend serve` in its own process on SQLite in `data`, API and metrics on
+/// free 127.0.0.1 ports, two workers, nothing read from the caller's `DP3T_DATABASE_URL`
+/// or `DP3T_CONFIG`; `env` adds or overrides settings. Returns the child and the URL it
+/// printed (`http://127.0.0.1:PORT`); what it prints next is read and dropped on a thread
+/// (or its next line would kill it with SIGPIPE).
+pub fn spawn_serve(data: &std::path::Path, env: &[(&str, &str)]) -> (std::process::Child, String) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dp3t-backend"))
+        .arg("serve")
+        .env("DP3T_DATA_DIR", data)
+        .env("DP3T_BIND", "127.0.0.1:0")
+        .env("DP3T_METRICS_BIND", "127.0.0.1:0")
+        .env("DP3T_WORKERS", "2")
+        .env_remove("DP3T_DATABASE_URL")
+        .env_remove("DP3T_CONFIG")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let url = line.split_whitespace().last().unwrap().to_owned();
+    std::thread::spawn(move || {
+        let mut sink = String::new();
+        while stdout.read_line(&mut sink).is_ok_and(|n| n > 0) {
+            sink.clear();
+        }
+    });
+    (child, url)
+}
