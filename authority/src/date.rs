@@ -32,12 +32,22 @@ mod tests {
         assert_eq!(parse_iso_date("1970-01-01"), Some(0));
         assert_eq!(parse_iso_date("2020-02-29"), Some(18_321));
         assert_eq!(format_iso_date(18_321), "2020-02-29");
+        for day in (0..40_000).step_by(37) {
+            assert_eq!(parse_iso_date(&format_iso_date(day)), Some(day));
+        }
         assert_eq!(day_of(18_321 * DAY_SECONDS + 86_399), 18_321);
     }
 
     #[test]
     fn malformed_dates_are_refused() {
-        for s in ["2021-02-29", "2021-13-01", "20210101", "1969-12-31"] {
+        for s in [
+            "2021-02-29",
+            "2021-13-01",
+            "2021-1-01",
+            "20210101",
+            "1969-12-31",
+            "2021-01-01T00",
+        ] {
             assert_eq!(parse_iso_date(s), None, "{s}");
         }
     }

@@ -284,7 +284,8 @@ impl Day {
         }
         u32::try_from(days_from_civil(y, m, d)).ok().map(Day)
     }
-    /// The day as a `YYYY-MM-DD` calendar date (UTC), as [`Day::parse_iso`] reads it.
+    /// The day as a `YYYY-MM-DD` calendar date (UTC), as [`Day::parse_iso`] reads it
+    /// back for every day up to 9999-12-31 (later days get a longer year, which it refuses).
     pub fn iso(self) -> String {
         let (y, m, d) = civil_from_days(i64::from(self.0));
         format!("{y:04}-{m:02}-{d:02}")
@@ -406,6 +407,16 @@ mod tests {
             Day::parse_iso("2024-02-29").map(Day::iso).as_deref(),
             Some("2024-02-29")
         );
+    }
+
+    #[test]
+    fn iso_dates_past_year_9999_are_written_but_not_read() {
+        let last = Day(2_932_896);
+        assert_eq!(Day::parse_iso("9999-12-31"), Some(last));
+        assert_eq!(last.iso(), "9999-12-31");
+        assert_eq!(last.next().iso(), "10000-01-01");
+        assert_eq!(Day::parse_iso(&last.next().iso()), None);
+        assert!(Day(u32::MAX).iso().starts_with("11761191-"));
     }
 
     #[test]

@@ -622,3 +622,58 @@ unsafe fn derive_lanes<const N: usize>(
         }
     }
 }
+
+/// How fast the HKDFs run with 1 to 8 keys interleaved: the measurement behind
+/// `LANES = 4` (BENCHMARKS.md, sixth session). It prints and asserts nothing about time;
+/// run it by hand on a quiet machine:
+/// `cargo test --release -p dp3t-core --lib rpik_lanes_timing -- --ignored --nocapture`.
+#[cfg(test)]
+mod lanes_timing {
+    use super::*;
+
+    /// ns a key of `iters` calls of `rpik_lanes::<N>`, each call's keys depending on the
+    /// last call's output (so that nothing is hoisted), and a checksum.
+    #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+    fn run<const N: usize>(iters: usize) -> (f64, i32) {
+        let mut teks = [[0u8; 16]; N];
+        for (i, t) in teks.iter_mut().enumerate() {
+            t[0] = i as u8;
+        }
+        let mut acc = _mm_setzero_si128();
+        let t0 = std::time::Instant::now();
+        for it in 0..iters {
+            teks[0][1] = it as u8;
+            let r: [&[u8; 16]; N] = std::array::from_fn(|n| &teks[n]);
+            for x in rpik_lanes::<N>(r) {
+                acc = _mm_xor_si128(acc, x);
+            }
+            teks[N - 1][2] = _mm_cvtsi128_si32(acc) as u8;
+        }
+        let ns = t0.elapsed().as_nanos() as f64 / (iters * N) as f64;
+        (ns, _mm_cvtsi128_si32(acc))
+    }
+
+    #[test]
+    #[ignore = "a measurement to run by hand: prints ns a key, asserts nothing about time"]
+    fn rpik_lanes_timing() {
+        if !cpu().sha_ni {
+            return;
+        }
+        for _ in 0..3 {
+            // SAFETY: `cpu()` found SHA-NI and the SSE levels `run` is compiled for.
+            let t = unsafe {
+                [
+                    run::<1>(500_000).0,
+                    run::<2>(500_000).0,
+                    run::<4>(500_000).0,
+                ]
+            };
+            // SAFETY: as above.
+            let u = unsafe { [run::<6>(500_000).0, run::<8>(500_000).0] };
+            println!(
+                "ns a key: 1 lane {:.1}, 2 {:.1}, 4 {:.1}, 6 {:.1}, 8 {:.1}",
+                t[0], t[1], t[2], u[0], u[1]
+            );
+        }
+    }
+}
