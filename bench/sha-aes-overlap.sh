@@ -9,9 +9,10 @@ cd "$(dirname "$0")/.."
 shared="${1:-../shared/bench}"
 out="${CARGO_TARGET_DIR:-target}/bench"
 mkdir -p "$out"
-# Three builds (the unit as the kernel runs it, its AES blocks only, its tests only),
+# Four builds (the unit as the kernel runs it, its AES blocks only, its tests only, its
+# tests done in the integer unit instead),
 # each run twice.
-for v in "" -DAES_ONLY -DFILTER_ONLY; do
+for v in "" -DAES_ONLY -DFILTER_ONLY "-DFILTER_ONLY -DSCALAR_FILTER"; do
   cc -O3 -march=native $v -I "$shared" bench/sha-aes-overlap.c -o "$out/sha-aes-overlap"
   "$out/sha-aes-overlap"
   "$out/sha-aes-overlap"
