@@ -22,6 +22,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::Result;
 use crate::fixed;
+use crate::sha256::{self, IV as SHA256_IV};
 use crate::time::{Enin, INTERVALS_PER_DAY};
 
 /// HKDF info of the Rolling Proximity Identifier Key.
@@ -412,117 +413,16 @@ fn state_bytes(s: &[u32; 8]) -> [u8; 32] {
 /// The message of the only HKDF-Expand block: `info || 0x01`.
 const RPIK_T1_MSG: &[u8; 8] = b"EN-RPIK\x01";
 
-const SHA256_IV: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
-
-/// The SHA-256 round constants.
-const K256: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
-
 /// The SHA-256 state after the first block of HMAC with the 32-byte all-zero key
 /// (`0^32 ⊕ ipad`, then zero padding to 64 bytes: 64 bytes of `0x36`).
-const ZERO_SALT_INNER: [u32; 8] = const_compress(SHA256_IV, [0x3636_3636; 16]);
+const ZERO_SALT_INNER: [u32; 8] = sha256::compress(SHA256_IV, [0x3636_3636; 16]);
 /// The same for the outer hash (64 bytes of `0x5c`).
-const ZERO_SALT_OUTER: [u32; 8] = const_compress(SHA256_IV, [0x5c5c_5c5c; 16]);
+const ZERO_SALT_OUTER: [u32; 8] = sha256::compress(SHA256_IV, [0x5c5c_5c5c; 16]);
 
-/// The 16 big-endian words of the final block of `HMAC(PRK, "EN-RPIK" || 0x01)`'s inner
-/// hash: the 8 message bytes, `0x80`, zeros, and the length `(64 + 8) * 8` bits.
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-const RPIK_T1_WORDS: [u32; 16] = [
-    u32::from_be_bytes(*b"EN-R"),
-    u32::from_be_bytes(*b"PIK\x01"),
-    0x8000_0000,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    0,
-    (64 + 8) * 8,
-];
-
-/// `W_t + K_t` for the 64 rounds of that constant block (its message schedule is fixed).
-#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-const RPIK_T1_WK: [u32; 64] = {
-    let w = const_schedule(RPIK_T1_WORDS);
-    let mut wk = [0u32; 64];
-    let mut t = 0;
-    while t < 64 {
-        wk[t] = w[t].wrapping_add(K256[t]);
-        t += 1;
-    }
-    wk
-};
-
-/// The SHA-256 message schedule of one block of big-endian words.
-const fn const_schedule(block: [u32; 16]) -> [u32; 64] {
-    let mut w = [0u32; 64];
-    let mut t = 0;
-    while t < 64 {
-        w[t] = if t < 16 {
-            block[t]
-        } else {
-            let s0 = w[t - 15].rotate_right(7) ^ w[t - 15].rotate_right(18) ^ (w[t - 15] >> 3);
-            let s1 = w[t - 2].rotate_right(17) ^ w[t - 2].rotate_right(19) ^ (w[t - 2] >> 10);
-            s1.wrapping_add(w[t - 7])
-                .wrapping_add(s0)
-                .wrapping_add(w[t - 16])
-        };
-        t += 1;
-    }
-    w
-}
-
-/// One SHA-256 compression (FIPS 180-4 §6.2.2) as a `const fn`, for the constants above.
-const fn const_compress(state: [u32; 8], block: [u32; 16]) -> [u32; 8] {
-    let w = const_schedule(block);
-    let [mut a, mut b, mut c, mut d, mut e, mut f, mut g, mut h] = state;
-    let mut t = 0;
-    while t < 64 {
-        let s1 = e.rotate_right(6) ^ e.rotate_right(11) ^ e.rotate_right(25);
-        let ch = (e & f) ^ (!e & g);
-        let t1 = h
-            .wrapping_add(s1)
-            .wrapping_add(ch)
-            .wrapping_add(K256[t])
-            .wrapping_add(w[t]);
-        let s0 = a.rotate_right(2) ^ a.rotate_right(13) ^ a.rotate_right(22);
-        let maj = (a & b) ^ (a & c) ^ (b & c);
-        let t2 = s0.wrapping_add(maj);
-        h = g;
-        g = f;
-        f = e;
-        e = d.wrapping_add(t1);
-        d = c;
-        c = b;
-        b = a;
-        a = t1.wrapping_add(t2);
-        t += 1;
-    }
-    let mut out = state;
-    let v = [a, b, c, d, e, f, g, h];
-    let mut i = 0;
-    while i < 8 {
-        out[i] = out[i].wrapping_add(v[i]);
-        i += 1;
-    }
-    out
-}
+/// `W_t + K_t` for the 64 rounds of the final block of `HMAC(PRK, "EN-RPIK" || 0x01)`'s
+/// inner hash, whose message is a constant.
+#[cfg(target_arch = "x86_64")]
+static RPIK_T1_WK: sha256::Wk = sha256::final_block_wk(RPIK_T1_MSG);
 
 // ---------------------------------------------------------------------------------------
 // x86-64 acceleration: SHA-NI for the HKDF, VAES + AVX-512 for the AES blocks.
@@ -633,7 +533,7 @@ mod tests {
     }
 
     #[test]
-    fn const_sha256_equals_sha2() {
+    fn zero_salt_states_equal_sha2() {
         assert_eq!(
             (ZERO_SALT_INNER, ZERO_SALT_OUTER),
             (
@@ -649,17 +549,6 @@ mod tests {
                 }
             )
         );
-        let mut words = [0u32; 16];
-        for (w, c) in words
-            .iter_mut()
-            .zip(final_block(RPIK_T1_MSG).chunks_exact(4))
-        {
-            *w = u32::from_be_bytes(c.try_into().unwrap());
-        }
-        assert_eq!(words, RPIK_T1_WORDS);
-        let mut s = SHA256_IV;
-        compress(&mut s, &final_block(RPIK_T1_MSG));
-        assert_eq!(const_compress(SHA256_IV, RPIK_T1_WORDS), s);
     }
 
     /// Which accelerated paths ran, so that a CPU without them does not pass silently.

@@ -20,14 +20,14 @@
 //! takes the portable path (the RustCrypto crates, in `lowcost.rs`). The tests in
 //! `lowcost.rs` and `hybrid.rs` check both paths against each other and the vectors.
 //!
-//! The GAEN kernels in `gaen/x86.rs` have their own SHA-NI rounds and AES key schedule
-//! (AES-128); the two files are kept apart while both are being changed, and may share
-//! the SHA-NI rounds later.
+//! The GAEN kernels in `gaen/x86.rs` use the SHA-NI rounds here (with their own AES-128
+//! key schedule and blocks).
 
 #![allow(unsafe_code)]
 
 use std::arch::x86_64::*;
 
+use crate::sha256::{final_block_wk, Wk, IV, K};
 use crate::EphId;
 
 /// Keys derived at once by one call of a kernel.
@@ -94,88 +94,28 @@ pub(crate) fn hybrid_ephids(
 }
 
 // ---------------------------------------------------------------------------------------
-// SHA-256 constants and the compile-time message schedules of the constant HMAC blocks.
-
-const IV: [u32; 8] = [
-    0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19,
-];
-
-const K: [u32; 64] = [
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2,
-];
-
-/// The last block of `HMAC(key, msg)`'s inner hash: `msg` after the 64-byte key block,
-/// padded (FIPS 180-4 §5.1.1), as its 64 `W_t + K_t`.
-const fn inner_block_wk(msg: &[u8]) -> [u32; 64] {
-    assert!(msg.len() <= 55);
-    let mut b = [0u8; 64];
-    let mut i = 0;
-    while i < msg.len() {
-        b[i] = msg[i];
-        i += 1;
-    }
-    b[msg.len()] = 0x80;
-    let bits = ((64 + msg.len()) * 8) as u64;
-    let len = bits.to_be_bytes();
-    let mut i = 0;
-    while i < 8 {
-        b[56 + i] = len[i];
-        i += 1;
-    }
-    let mut w = [0u32; 64];
-    let mut t = 0;
-    while t < 16 {
-        w[t] = u32::from_be_bytes([b[4 * t], b[4 * t + 1], b[4 * t + 2], b[4 * t + 3]]);
-        t += 1;
-    }
-    while t < 64 {
-        let s0 = w[t - 15].rotate_right(7) ^ w[t - 15].rotate_right(18) ^ (w[t - 15] >> 3);
-        let s1 = w[t - 2].rotate_right(17) ^ w[t - 2].rotate_right(19) ^ (w[t - 2] >> 10);
-        w[t] = w[t - 16]
-            .wrapping_add(s0)
-            .wrapping_add(w[t - 7])
-            .wrapping_add(s1);
-        t += 1;
-    }
-    let mut t = 0;
-    while t < 64 {
-        w[t] = w[t].wrapping_add(K[t]);
-        t += 1;
-    }
-    w
-}
-
-/// A 16-byte-aligned schedule, so that its groups of four load as whole registers.
-#[repr(C, align(16))]
-struct Wk([u32; 64]);
+// The compile-time message schedules of the constant HMAC blocks.
 
 /// The low-cost PRF's inner block: `"broadcast key"`.
-static LOWCOST_WK: Wk = Wk(inner_block_wk(crate::lowcost::BROADCAST_KEY));
+static LOWCOST_WK: Wk = final_block_wk(crate::lowcost::BROADCAST_KEY);
 /// The hybrid PRF's inner block: `"DP3T-HYBRID"`.
-static HYBRID_WK: Wk = Wk(inner_block_wk(crate::hybrid::HYBRID_INFO));
+static HYBRID_WK: Wk = final_block_wk(crate::hybrid::HYBRID_INFO);
 
 // ---------------------------------------------------------------------------------------
-// SHA-NI.
+// SHA-NI, shared with the GAEN kernel (`gaen/x86.rs`).
 
 /// A SHA-256 state as the SHA extensions hold it: `abef = [F, E, B, A]`,
 /// `cdgh = [H, G, D, C]` (lane 0 first).
 #[derive(Clone, Copy)]
-struct Sha {
-    abef: __m128i,
-    cdgh: __m128i,
+pub(crate) struct Sha {
+    pub(crate) abef: __m128i,
+    pub(crate) cdgh: __m128i,
 }
 
 /// The state `H0..H7`.
 #[target_feature(enable = "sse2")]
 #[inline]
-fn sha_state(h: [u32; 8]) -> Sha {
+pub(crate) fn sha_state(h: [u32; 8]) -> Sha {
     let h = h.map(|x| x as i32);
     Sha {
         abef: _mm_set_epi32(h[0], h[1], h[4], h[5]),
@@ -187,7 +127,7 @@ fn sha_state(h: [u32; 8]) -> Sha {
 /// words of a block that starts with the digest, and a day key in the low-cost chain.
 #[target_feature(enable = "sse2")]
 #[inline]
-fn sha_words(s: Sha) -> [__m128i; 2] {
+pub(crate) fn sha_words(s: Sha) -> [__m128i; 2] {
     // unpackhi = [H1, H3, H0, H2] and unpacklo = [H5, H7, H4, H6]; 0x72 takes lanes 2, 0, 3, 1.
     [
         _mm_shuffle_epi32::<0x72>(_mm_unpackhi_epi32(s.abef, s.cdgh)),
@@ -198,7 +138,7 @@ fn sha_words(s: Sha) -> [__m128i; 2] {
 /// Swap the bytes of each 32-bit lane: bytes in memory order ↔ big-endian words.
 #[target_feature(enable = "ssse3")]
 #[inline]
-fn bswap32(x: __m128i) -> __m128i {
+pub(crate) fn bswap32(x: __m128i) -> __m128i {
     _mm_shuffle_epi8(
         x,
         _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3),
@@ -208,7 +148,7 @@ fn bswap32(x: __m128i) -> __m128i {
 /// Four rounds with `W_t + K_t` in `wk`.
 #[target_feature(enable = "sha,sse2")]
 #[inline]
-fn rounds4(s: &mut Sha, wk: __m128i) {
+pub(crate) fn rounds4(s: &mut Sha, wk: __m128i) {
     s.cdgh = _mm_sha256rnds2_epu32(s.cdgh, s.abef, wk);
     s.abef = _mm_sha256rnds2_epu32(s.abef, s.cdgh, _mm_shuffle_epi32::<0x0E>(wk));
 }
@@ -226,7 +166,10 @@ fn k4(g: usize) -> __m128i {
 /// step 1, by `sha256msg1`/`sha256msg2`). `G` is a constant, so every ring index is.
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 #[inline]
-fn sha_group<const G: usize, const N: usize>(s: &mut [Sha; N], m: &mut [[__m128i; 4]; N]) {
+pub(crate) fn sha_group<const G: usize, const N: usize>(
+    s: &mut [Sha; N],
+    m: &mut [[__m128i; 4]; N],
+) {
     for n in 0..N {
         if G >= 4 {
             // W[t..t+4] from W[t-16..t-12], W[t-12..t-8], W[t-7..t-3] and W[t-4..t].
@@ -247,7 +190,7 @@ fn sha_group<const G: usize, const N: usize>(s: &mut [Sha; N], m: &mut [[__m128i
 /// states `s0`, interleaved four rounds at a time.
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 #[inline]
-fn sha_compress<const N: usize>(s0: [Sha; N], mut m: [[__m128i; 4]; N]) -> [Sha; N] {
+pub(crate) fn sha_compress<const N: usize>(s0: [Sha; N], mut m: [[__m128i; 4]; N]) -> [Sha; N] {
     let mut s = s0;
     macro_rules! groups {
         ($($g:literal)*) => { $( sha_group::<$g, N>(&mut s, &mut m); )* };
@@ -263,7 +206,7 @@ fn sha_compress<const N: usize>(s0: [Sha; N], mut m: [[__m128i; 4]; N]) -> [Sha;
 /// `N` independent compressions of the same constant block, given as its `W_t + K_t`.
 #[target_feature(enable = "sha,sse2")]
 #[inline]
-fn sha_compress_wk<const N: usize>(s0: [Sha; N], wk: &Wk) -> [Sha; N] {
+pub(crate) fn sha_compress_wk<const N: usize>(s0: [Sha; N], wk: &Wk) -> [Sha; N] {
     let mut s = s0;
     for g in 0..16 {
         // SAFETY: `wk.0` is 64 words, 16-byte aligned; words 4g .. 4g + 4 (g < 16) are in it.
@@ -282,7 +225,7 @@ fn sha_compress_wk<const N: usize>(s0: [Sha; N], wk: &Wk) -> [Sha; N] {
 /// A padded final block holding `msg` (32 bytes, as words) after `prefix_bytes` bytes.
 #[target_feature(enable = "sse2")]
 #[inline]
-fn block_of_32(msg: [__m128i; 2], prefix_bytes: i32) -> [__m128i; 4] {
+pub(crate) fn block_of_32(msg: [__m128i; 2], prefix_bytes: i32) -> [__m128i; 4] {
     [
         msg[0],
         msg[1],
@@ -295,7 +238,7 @@ fn block_of_32(msg: [__m128i; 2], prefix_bytes: i32) -> [__m128i; 4] {
 /// up to eight words.
 #[target_feature(enable = "sse2")]
 #[inline]
-fn pad_block(key: [__m128i; 2], pad: i32) -> [__m128i; 4] {
+pub(crate) fn pad_block(key: [__m128i; 2], pad: i32) -> [__m128i; 4] {
     let p = _mm_set1_epi32(pad);
     [_mm_xor_si128(key[0], p), _mm_xor_si128(key[1], p), p, p]
 }

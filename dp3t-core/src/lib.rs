@@ -49,6 +49,8 @@ pub mod sealed;
 #[forbid(unsafe_code)]
 pub mod session;
 #[forbid(unsafe_code)]
+mod sha256;
+#[forbid(unsafe_code)]
 pub mod signing;
 #[forbid(unsafe_code)]
 pub mod store;

@@ -16,7 +16,11 @@
 
 use std::arch::x86_64::*;
 
-use super::{Block, K256, RPIK_T1_WK, SHA256_IV, ZERO_SALT_INNER, ZERO_SALT_OUTER};
+use super::{Block, RPIK_T1_WK, SHA256_IV, ZERO_SALT_INNER, ZERO_SALT_OUTER};
+use crate::kernels::{
+    block_of_32, bswap32, pad_block, sha_compress as compress, sha_compress_wk, sha_group,
+    sha_state as state, sha_words as digest_words, Sha as State,
+};
 
 /// Which accelerated paths this CPU can take.
 #[derive(Clone, Copy, Debug)]
@@ -83,152 +87,22 @@ pub(super) fn rpik(tek: &[u8; 16]) -> Option<[u8; 16]> {
     Some(unsafe { rpik_sha_ni(tek) })
 }
 
-/// A SHA-256 state in the register layout of the SHA extensions:
-/// `abef = [F, E, B, A]`, `cdgh = [H, G, D, C]` (lane 0 first).
-#[derive(Clone, Copy)]
-struct State {
-    abef: __m128i,
-    cdgh: __m128i,
-}
-
 /// A 64-byte block as 16 big-endian words, four to a register, lane 0 first.
 type Msg = [__m128i; 4];
-
-/// A state given as `H0..H7`.
-#[target_feature(enable = "sse2")]
-#[inline]
-fn state(h: [u32; 8]) -> State {
-    let h = h.map(|w| w as i32);
-    State {
-        abef: _mm_set_epi32(h[0], h[1], h[4], h[5]),
-        cdgh: _mm_set_epi32(h[2], h[3], h[6], h[7]),
-    }
-}
-
-/// The digest words `[H0..H3]` and `[H4..H7]`, ready to be the message words of the
-/// next block (a digest's bytes read back as big-endian words are its state words).
-#[target_feature(enable = "sse2")]
-#[inline]
-fn digest_words(s: State) -> [__m128i; 2] {
-    // unpackhi = [B, D, A, C], unpacklo = [F, H, E, G]; 0x72 picks lanes 2, 0, 3, 1.
-    [
-        _mm_shuffle_epi32(_mm_unpackhi_epi32(s.abef, s.cdgh), 0x72),
-        _mm_shuffle_epi32(_mm_unpacklo_epi32(s.abef, s.cdgh), 0x72),
-    ]
-}
 
 /// The message of a final block holding a 32-byte digest after a 64-byte prefix.
 #[target_feature(enable = "sse2")]
 #[inline]
 fn digest_msg(d: [__m128i; 2]) -> Msg {
-    [
-        d[0],
-        d[1],
-        _mm_set_epi32(0, 0, 0, 0x8000_0000u32 as i32),
-        _mm_set_epi32((64 + 32) * 8, 0, 0, 0),
-    ]
-}
-
-/// Four rounds: `wk` holds `W_t + K_t` for them.
-#[target_feature(enable = "sha,sse2")]
-#[inline]
-fn rounds4(s: &mut State, wk: __m128i) {
-    s.cdgh = _mm_sha256rnds2_epu32(s.cdgh, s.abef, wk);
-    s.abef = _mm_sha256rnds2_epu32(s.abef, s.cdgh, _mm_shuffle_epi32(wk, 0x0E));
-}
-
-/// `K_t` for rounds `4i .. 4i+4`.
-#[target_feature(enable = "sse2")]
-#[inline]
-fn k4(i: usize) -> __m128i {
-    let k = |j: usize| K256[4 * i + j] as i32;
-    _mm_set_epi32(k(3), k(2), k(1), k(0))
-}
-
-/// Rounds `4I .. 4I+4` of `N` independent compressions, with the message words
-/// `W[4I .. 4I+4]` computed from the previous sixteen, which sit in the ring `m[n]`.
-/// `I` is a constant so that every index is, and the ring stays in registers.
-#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-#[inline]
-fn group<const I: usize, const N: usize>(s: &mut [State; N], m: &mut [Msg; N]) {
-    for n in 0..N {
-        if I >= 4 {
-            let [v0, v1, v2, v3] = [I % 4, (I + 1) % 4, (I + 2) % 4, (I + 3) % 4].map(|j| m[n][j]);
-            let t = _mm_add_epi32(_mm_sha256msg1_epu32(v0, v1), _mm_alignr_epi8(v3, v2, 4));
-            m[n][I % 4] = _mm_sha256msg2_epu32(t, v3);
-        }
-        rounds4(&mut s[n], _mm_add_epi32(m[n][I % 4], k4(I)));
-    }
-}
-
-/// `N` independent SHA-256 compressions, interleaved four rounds at a time so that
-/// the latency of one chain hides in the other's.
-#[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-#[inline]
-fn compress<const N: usize>(s0: [State; N], mut m: [Msg; N]) -> [State; N] {
-    let mut s = s0;
-    macro_rules! groups {
-        ($($i:literal)*) => { $( group::<$i, N>(&mut s, &mut m); )* };
-    }
-    groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-    for n in 0..N {
-        s[n].abef = _mm_add_epi32(s[n].abef, s0[n].abef);
-        s[n].cdgh = _mm_add_epi32(s[n].cdgh, s0[n].cdgh);
-    }
-    s
-}
-
-/// One compression of the constant block whose `W_t + K_t` are `wk`.
-#[target_feature(enable = "sha,sse2")]
-#[inline]
-fn compress_const(s0: State, wk: &[u32; 64]) -> State {
-    let mut s = s0;
-    macro_rules! groups {
-        ($($i:literal)*) => { $(
-            let w = |j: usize| wk[4 * $i + j] as i32;
-            rounds4(&mut s, _mm_set_epi32(w(3), w(2), w(1), w(0)));
-        )* };
-    }
-    groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-    State {
-        abef: _mm_add_epi32(s.abef, s0.abef),
-        cdgh: _mm_add_epi32(s.cdgh, s0.cdgh),
-    }
-}
-
-/// Reverse the bytes of each 32-bit lane (big-endian words ↔ bytes).
-#[target_feature(enable = "ssse3")]
-#[inline]
-fn bswap32(x: __m128i) -> __m128i {
-    let mask = _mm_set_epi8(12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3);
-    _mm_shuffle_epi8(x, mask)
+    block_of_32(d, 64)
 }
 
 /// The RPIK of `tek` as an AES key register (its 16 bytes in memory order).
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 #[inline]
 fn rpik_vec(tek: &[u8; 16]) -> __m128i {
-    let w = |j: usize| u32::from_be_bytes([tek[j], tek[j + 1], tek[j + 2], tek[j + 3]]);
-    let tek_msg = [
-        _mm_set_epi32(w(12) as i32, w(8) as i32, w(4) as i32, w(0) as i32),
-        _mm_set_epi32(0, 0, 0, 0x8000_0000u32 as i32),
-        _mm_setzero_si128(),
-        _mm_set_epi32((64 + 16) * 8, 0, 0, 0),
-    ];
-    // PRK = HMAC(0^32, TEK): inner and outer hash over the precomputed key blocks.
-    let [inner] = compress([state(ZERO_SALT_INNER)], [tek_msg]);
-    let [prk] = compress([state(ZERO_SALT_OUTER)], [digest_msg(digest_words(inner))]);
-    // T(1) = HMAC(PRK, "EN-RPIK" || 0x01): the two key blocks are independent.
-    let [p0, p1] = digest_words(prk);
-    let pad = |c: i32| {
-        let c = _mm_set1_epi32(c);
-        [_mm_xor_si128(p0, c), _mm_xor_si128(p1, c), c, c]
-    };
-    let iv = state(SHA256_IV);
-    let [si, so] = compress([iv, iv], [pad(0x3636_3636), pad(0x5c5c_5c5c)]);
-    let si = compress_const(si, &RPIK_T1_WK);
-    let [so] = compress([so], [digest_msg(digest_words(si))]);
-    bswap32(digest_words(so)[0])
+    let [k] = rpik_lanes([tek]);
+    k
 }
 
 /// [`super::rpik_fast`] on SHA-NI.
@@ -464,8 +338,8 @@ fn compress2<const N: usize>(
     let (mut a, mut b) = (a0, b0);
     macro_rules! groups {
         ($($i:literal)*) => { $(
-            group::<$i, N>(&mut a, &mut ma);
-            group::<$i, N>(&mut b, &mut mb);
+            sha_group::<$i, N>(&mut a, &mut ma);
+            sha_group::<$i, N>(&mut b, &mut mb);
         )* };
     }
     groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
@@ -476,28 +350,6 @@ fn compress2<const N: usize>(
         b[n].cdgh = _mm_add_epi32(b[n].cdgh, b0[n].cdgh);
     }
     (a, b)
-}
-
-/// `N` compressions of the same constant block (`W_t + K_t` in `wk`), interleaved.
-#[target_feature(enable = "sha,sse2")]
-#[inline]
-fn compress_const_lanes<const N: usize>(s0: [State; N], wk: &[u32; 64]) -> [State; N] {
-    let mut s = s0;
-    macro_rules! groups {
-        ($($i:literal)*) => { $(
-            let w = |j: usize| wk[4 * $i + j] as i32;
-            let x = _mm_set_epi32(w(3), w(2), w(1), w(0));
-            for st in s.iter_mut() {
-                rounds4(st, x);
-            }
-        )* };
-    }
-    groups!(0 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15);
-    for n in 0..N {
-        s[n].abef = _mm_add_epi32(s[n].abef, s0[n].abef);
-        s[n].cdgh = _mm_add_epi32(s[n].cdgh, s0[n].cdgh);
-    }
-    s
 }
 
 /// The RPIKs of `N` TEKs as AES key registers: the six compressions of each HKDF, the
@@ -516,17 +368,16 @@ fn rpik_lanes<const N: usize>(teks: [&[u8; 16]; N]) -> [__m128i; N] {
     }
     let prk = compress([state(ZERO_SALT_OUTER); N], m);
     // T(1) = HMAC(PRK, "EN-RPIK" || 0x01): both key blocks of every lane together.
-    let (ci, co) = (_mm_set1_epi32(0x3636_3636), _mm_set1_epi32(0x5c5c_5c5c));
     let mut mi = m;
     let mut mo = m;
     for n in 0..N {
-        let [p0, p1] = digest_words(prk[n]);
-        mi[n] = [_mm_xor_si128(p0, ci), _mm_xor_si128(p1, ci), ci, ci];
-        mo[n] = [_mm_xor_si128(p0, co), _mm_xor_si128(p1, co), co, co];
+        let key = digest_words(prk[n]);
+        mi[n] = pad_block(key, 0x3636_3636);
+        mo[n] = pad_block(key, 0x5c5c_5c5c);
     }
     let iv = [state(SHA256_IV); N];
     let (si, so) = compress2(iv, mi, iv, mo);
-    let si = compress_const_lanes(si, &RPIK_T1_WK);
+    let si = sha_compress_wk(si, &RPIK_T1_WK);
     for n in 0..N {
         m[n] = digest_msg(digest_words(si[n]));
     }
