@@ -15,6 +15,9 @@
 # repository root; without it the bound is computed here by the same formula, and the
 # ISA limit and the anchor are skipped). Honours CARGO_TARGET_DIR.
 # Needs: gcc, libssl-dev, /usr/bin/time (Debian: time), python3.
+# DROP_CACHES=1 (root only) drops the page cache after the builds: on the 2-vCPU VMs of
+# BENCHMARKS.md the same binary ran up to 35% slower depending on where its pages had
+# been placed in memory, and a fresh read of every binary made the runs agree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${1:-../shared/bench}"
@@ -26,6 +29,14 @@ runs="${GAEN_RUNS:-5}"
 cargo build --release -q -p dp3t-cli
 dp3t="$target/release/dp3t"
 
+if [ "${DROP_CACHES:-0}" = 1 ]; then
+  sync
+  if echo 1 > /proc/sys/vm/drop_caches 2>/dev/null; then
+    echo "# page cache dropped after the build (DROP_CACHES=1)"
+  else
+    echo "# DROP_CACHES=1 needs root: page cache kept"
+  fi
+fi
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)"
 echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 
