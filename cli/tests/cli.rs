@@ -139,6 +139,47 @@ fn bench_match_finds_exactly_the_planted_sightings() {
         assert_eq!(v["planted"], 7);
         assert_eq!(v["threads"], 1);
         assert!(v["keys_per_sec"].as_f64().unwrap() > 0.0);
+        assert_eq!(v["repeat"], 1);
+        assert_eq!(v["first_seconds"], v["seconds"], "{scheme}");
+    }
+}
+
+#[test]
+fn bench_match_repeats_in_one_process_and_reports_the_first_and_the_fastest() {
+    let args = |repeat: &str| {
+        let mut a = vec![
+            "bench",
+            "match",
+            "--scheme",
+            "gaen",
+            "--keys",
+            "5000",
+            "--sightings",
+            "2000",
+            "--planted",
+            "5",
+            "--threads",
+            "2",
+            "--repeat",
+        ];
+        a.push(repeat);
+        dp3t(&a)
+    };
+    let (code, out, err) = args("3");
+    assert_eq!(code, 0, "{out} {err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["found"], 5);
+    assert_eq!(v["repeat"], 3);
+    let (best, first) = (
+        v["seconds"].as_f64().unwrap(),
+        v["first_seconds"].as_f64().unwrap(),
+    );
+    assert!(best > 0.0 && best <= first, "{out}");
+    assert!(v["keys_per_sec"].as_f64() >= v["first_keys_per_sec"].as_f64());
+    for bad in ["0", "101", "x"] {
+        let (code, _, err) = args(bad);
+        assert_eq!(code, 2, "--repeat {bad}: {err}");
+        assert!(err.contains("--repeat"), "{err}");
     }
 }
 
