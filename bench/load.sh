@@ -15,7 +15,10 @@
 # run, so that a database just started, its caches cold, is not what is measured), UPLOAD_CONNS (32), PORT (18080), NGINX_PORT (18081),
 # BENCH_DATABASE_URL (a PostgreSQL URL whose role may CREATE DATABASE; default: the one
 # .ci/postgres.sh prints), SKIP_POSTGRES=1.
-# Prints a Markdown table at the end (also saved to $WORK/results.md).
+# Prints a Markdown table at the end (also saved to $WORK/results.md), with each server's
+# CPU time per request from /proc (user + system, all threads; nginx: master and workers;
+# PostgreSQL: all of the cluster's processes, a column of its own), which the generator
+# on the same cores does not blur as it blurs requests per second.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -79,6 +82,41 @@ stop_server() {
   SERVER_PID=""
 }
 json() { python3 -c "import json,sys; d=json.loads(sys.stdin.read()); print(d['$1'])"; }
+# CPU time (user + system, clock ticks) of the given processes, all their threads.
+ticks() {
+  local t=0 p f
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] || continue
+    read -r -a f <"/proc/$p/stat"
+    t=$((t + f[13] + f[14]))
+  done
+  echo "$t"
+}
+CLK_TCK=$(getconf CLK_TCK)
+# measured SERVER_PIDS DB_PIDS -- COMMAND...: runs COMMAND (a dp3t-load run printing its
+# JSON line) and prints that line with "cpu_us_per_req" added: the CPU time the processes
+# SERVER_PIDS (a space-separated list) spent during the run, divided by the requests
+# answered; with DB_PIDS (a command that lists them, run before and after, so that
+# PostgreSQL's backends started meanwhile count too) also "db_cpu_us_per_req". Read from
+# /proc, so it is what the server used, whatever the generator beside it got.
+measured() {
+  local pids=$1 db=$2 t0 t1 d0=0 d1=0 out
+  shift 3
+  # shellcheck disable=SC2086
+  t0=$(ticks $pids)
+  # shellcheck disable=SC2046
+  [ -z "$db" ] || d0=$(ticks $($db))
+  out=$("$@")
+  # shellcheck disable=SC2086
+  t1=$(ticks $pids)
+  # shellcheck disable=SC2046
+  [ -z "$db" ] || d1=$(ticks $($db))
+  python3 -c 'import json,sys
+d=json.loads(sys.argv[1]); t0,t1,d0,d1,hz=map(int,sys.argv[2:7]); n=max(d["requests"],1)
+d["cpu_us_per_req"]=(t1-t0)/hz*1e6/n
+if sys.argv[7]: d["db_cpu_us_per_req"]=(d1-d0)/hz*1e6/n
+print(json.dumps(d))' "$out" "$t0" "$t1" "$d0" "$d1" "$CLK_TCK" "$db"
+}
 
 # --- 1. seed -----------------------------------------------------------------------------
 DATA=$WORK/data
@@ -134,10 +172,11 @@ sleep 0.5
 cmp <(curl -fsS "http://127.0.0.1:$NGINX_PORT$URL_PATH") "$WORK/www/v2/gaen/exposed"
 
 log "download from the server ($CONNS connections, ${DURATION}s)"
-SRV=$("$LOAD" --threads "$THREADS" --connections "$CONNS" download \
+SRV=$(measured "$SERVER_PID" "" -- "$LOAD" --threads "$THREADS" --connections "$CONNS" download \
   --url "http://127.0.0.1:$PORT$URL_PATH" --duration "$DURATION")
 log "download from nginx ($CONNS connections, ${DURATION}s)"
-NGX=$("$LOAD" --threads "$THREADS" --connections "$CONNS" download \
+NGINX_PIDS="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | tr '\n' ' ')"
+NGX=$(measured "$NGINX_PIDS" "" -- "$LOAD" --threads "$THREADS" --connections "$CONNS" download \
   --url "http://127.0.0.1:$NGINX_PORT$URL_PATH" --duration "$DURATION")
 kill -QUIT "$(cat "$WORK/nginx.pid")"; rm -f "$WORK/nginx.pid"
 
@@ -150,7 +189,7 @@ warmup() {
 }
 warmup
 log "uploads on SQLite ($UPLOADS, $UPLOAD_CONNS connections)"
-UP_SQLITE=$("$LOAD" --threads "$THREADS" --connections "$UPLOAD_CONNS" upload \
+UP_SQLITE=$(measured "$SERVER_PID" "" -- "$LOAD" --threads "$THREADS" --connections "$UPLOAD_CONNS" upload \
   --url "http://127.0.0.1:$PORT/v2/gaen/exposed" --ha-key "$DATA/ha-dev-key.pem" --count "$UPLOADS")
 stop_server
 
@@ -164,7 +203,8 @@ if [ "${SKIP_POSTGRES:-0}" != 1 ]; then
     start_server postgres DP3T_DATA_DIR="$DATA" DP3T_DATABASE_URL="$PG_URL" DP3T_RELEASE_BUCKET_SECONDS=7200
     warmup
     log "uploads on PostgreSQL ($UPLOADS, $UPLOAD_CONNS connections)"
-    UP_PG=$("$LOAD" --threads "$THREADS" --connections "$UPLOAD_CONNS" upload \
+    UP_PG=$(measured "$SERVER_PID" "pgrep -u postgres" -- "$LOAD" --threads "$THREADS" \
+      --connections "$UPLOAD_CONNS" upload \
       --url "http://127.0.0.1:$PORT/v2/gaen/exposed" --ha-key "$DATA/ha-dev-key.pem" --count "$UPLOADS")
     stop_server
     psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS dp3t_bench" >&2
@@ -174,15 +214,17 @@ if [ "${SKIP_POSTGRES:-0}" != 1 ]; then
 fi
 
 row() { # name json
-  printf '| %s | %.0f | %.2f | %.2f | %s |\n' "$1" "$(echo "$2" | json rps)" \
-    "$(echo "$2" | json p50_ms)" "$(echo "$2" | json p99_ms)" "$(echo "$2" | json errors)"
+  python3 -c 'import json,sys
+d=json.loads(sys.argv[2]); db=d.get("db_cpu_us_per_req")
+print("| %s | %.0f | %.2f | %.2f | %s | %.1f | %s |" % (sys.argv[1], d["rps"], d["p50_ms"], d["p99_ms"],
+      d["errors"], d["cpu_us_per_req"], "–" if db is None else "%.1f" % db))' "$1" "$2"
 }
 {
   echo "Machine: $(nproc) cores, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n1); $(date -u +%Y-%m-%d)."
   echo "Download: ${SIZE}-byte cached bucket, $CONNS keep-alive connections, ${DURATION} s; uploads: $UPLOADS x 30 keys, $UPLOAD_CONNS connections; generator threads: $THREADS."
   echo
-  echo "| test | req/s | p50 ms | p99 ms | errors |"
-  echo "|---|---|---|---|---|"
+  echo "| test | req/s | p50 ms | p99 ms | errors | server CPU µs/req | PostgreSQL CPU µs/req |"
+  echo "|---|---|---|---|---|---|---|"
   row "download, dp3t-backend (cached bucket)" "$SRV"
   row "download, nginx (same bytes, static file)" "$NGX"
   row "upload, SQLite (JWT + 30-key insert)" "$UP_SQLITE"
@@ -190,4 +232,6 @@ row() { # name json
   RATIO=$(python3 -c "import json; print('%.2f' % (json.loads('''$SRV''')['rps'] / json.loads('''$NGX''')['rps']))")
   echo
   echo "dp3t-backend / nginx download throughput: $RATIO"
+  CPU_RATIO=$(python3 -c 'import json,sys; print("%.2f" % (json.loads(sys.argv[1])["cpu_us_per_req"] / json.loads(sys.argv[2])["cpu_us_per_req"]))' "$NGX" "$SRV")
+  echo "nginx / dp3t-backend CPU per download: $CPU_RATIO (above 1: the server spends less)"
 } | tee "$WORK/results.md"
