@@ -12,8 +12,9 @@
 #      matching GAEN_REPEAT times (default 5) in the process. The ratios use the fastest
 #      match (the limit is the best of 5 repetitions in one process too, warm); the range
 #      of each process's fastest is shown, and the first match of each process (cold:
-#      nothing of the matcher in the caches, page tables or branch predictors yet) is
-#      reported beside it as its own figure.
+#      nothing of the matcher in the caches yet, and on the VMs of BENCHMARKS.md the
+#      second vCPU just woken from idle, worth 8-25 ms) is reported beside it as its own
+#      figure.
 # The load average is printed before, between and after, since the machine may be shared.
 # Usage: bench/match.sh [SHARED_BENCH_DIR]   (default ../shared/bench, relative to the
 # repository root; without it the bound is computed here by the same formula, and the

@@ -57,9 +57,9 @@ pub struct MatchArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// Match this many times in the process (1 to 100): `seconds` and `keys_per_sec` are
-    /// the fastest, `first_seconds` the first (cold: the caches, page tables and branch
-    /// predictors hold nothing of the matcher yet). Every repetition must find the planted
-    /// sightings.
+    /// the fastest (the steady state), `first_seconds` the first (cold: nothing of the
+    /// matcher in the caches yet, and the cores may just have woken from idle; see
+    /// BENCHMARKS.md). Every repetition must find the planted sightings.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
     repeat: u32,
 }
