@@ -122,11 +122,16 @@ async fn fresh_pg_database(admin: &str) -> Result<(String, String)> {
     Ok((format!("{prefix}/{name}{params}"), name))
 }
 
+/// `WITH (FORCE)` is refused while an autovacuum worker is in the database (this role may
+/// not signal it); a plain drop stops such workers itself, so it is the fallback.
 async fn drop_pg_database(admin: &str, name: &str) -> Result<()> {
     let mut conn = sqlx::PgConnection::connect(admin).await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut conn)
-        .await?;
+    let forced = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+    if sqlx::query(&forced).execute(&mut conn).await.is_err() {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\""))
+            .execute(&mut conn)
+            .await?;
+    }
     conn.close().await?;
     Ok(())
 }

@@ -144,11 +144,19 @@ impl Harness {
             tokio::task::spawn_blocking(move || s.stop()).await.unwrap();
         }
         if let Some((admin, name)) = self.pg_database.take() {
+            // `WITH (FORCE)` is refused while an autovacuum worker is in the database (the
+            // test role may not signal it); a plain drop stops such workers itself.
             let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
+            let mut dropped = Err(None);
+            for force in [" WITH (FORCE)", ""].into_iter().cycle().take(20) {
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\"{force}");
+                dropped = sqlx::query(&sql).execute(&mut conn).await.map_err(Some);
+                if dropped.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+            dropped.unwrap();
             conn.close().await.unwrap();
         }
         let _ = std::fs::remove_dir_all(&self.data_dir);

@@ -102,13 +102,33 @@ pub async fn fresh_pg_database() -> (String, String, String) {
 }
 
 /// Drop the database `name` made by [`fresh_pg_database`], connections and all.
+///
+/// `WITH (FORCE)` refuses (42501, "must be a member of the role whose process is being
+/// terminated") when an autovacuum worker happens to be in the database: the worker has
+/// no role the test role is a member of. A plain `DROP DATABASE` stops autovacuum
+/// workers itself, so it is the second try; both are retried for a few seconds.
 pub async fn drop_pg_database(admin_url: &str, name: &str) {
     let mut conn = sqlx::PgConnection::connect(admin_url).await.unwrap();
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    conn.close().await.unwrap();
+    let mut last = None;
+    for attempt in 0..20 {
+        let force = if attempt % 2 == 0 {
+            " WITH (FORCE)"
+        } else {
+            ""
+        };
+        match sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\"{force}"))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => {
+                conn.close().await.unwrap();
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!("cannot drop test database {name}: {last:?}");
 }
 
 impl Harness {
